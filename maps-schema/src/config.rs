@@ -1,0 +1,88 @@
+//! The probes' load-time configuration: one read-only global, written by the loader.
+//!
+//! rustc emits no CO-RE relocations, so the struct offsets the probes need are read from the
+//! *running* kernel's BTF by userspace and handed over here, together with the agent's filter
+//! settings. The loader writes it with `EbpfLoader::override_global` before the programs are
+//! verified; the probes read it with volatile loads so the zero initialiser is never folded in.
+
+/// Name of the global [`ProbeConfig`] in the probes' object file.
+pub const GLOBAL: &str = "SWOLL_CONFIG";
+
+/// Count syscalls of processes in the host's pid namespace ([`ProbeConfig::host_pid_ns`]).
+pub const FLAG_COUNT_HOST: u32 = 1 << 0;
+/// Count the agent's own syscalls ([`ProbeConfig::self_tgid`]).
+pub const FLAG_COUNT_SELF: u32 = 1 << 1;
+/// Time syscalls: record a start timestamp at `sys_enter` and add the latency at `sys_exit`.
+/// Without it `sys_enter` returns at once and only counts are kept.
+pub const FLAG_TIME: u32 = 1 << 2;
+
+/// Byte offsets of the kernel struct members the probes walk to find the current task's pid
+/// namespace inode: `task->thread_pid->numbers[pid->level].ns->ns.inum`, the namespace that
+/// `/proc/PID/ns/pid` shows.
+///
+/// Layouts differ between kernels (6.18 added a leading `ns_type` to `struct ns_common`), which
+/// is why these come from `/sys/kernel/btf/vmlinux` at load time and never from the build machine.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `offsetof(struct task_struct, thread_pid)`: a `struct pid *`.
+    pub task_thread_pid: u32,
+    /// `offsetof(struct pid, level)`: an `unsigned int`, the depth of the task's pid namespace.
+    pub pid_level: u32,
+    /// `offsetof(struct pid, numbers)`: an array of `struct upid`, one per namespace level.
+    pub pid_numbers: u32,
+    /// `sizeof(struct upid)`: the stride of `pid->numbers`.
+    pub upid_size: u32,
+    /// `offsetof(struct upid, ns)`: a `struct pid_namespace *`.
+    pub upid_ns: u32,
+    /// `offsetof(struct pid_namespace, ns) + offsetof(struct ns_common, inum)`: the inode number.
+    pub pid_ns_inum: u32,
+    /// Offset in `struct pt_regs` of the syscall number (`orig_ax` on x86_64, `syscallno` on
+    /// aarch64): the `sys_exit` raw tracepoint passes only the registers and the return value.
+    pub regs_syscall_nr: u32,
+}
+
+crate::assert_size!(KernelOffsets, 28);
+
+/// Everything the probes need to know at load time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    /// The agent's own process id (tgid in kernel terms), left out unless [`FLAG_COUNT_SELF`].
+    pub self_tgid: u32,
+    /// Inode of the host's pid namespace, left out unless [`FLAG_COUNT_HOST`].
+    pub host_pid_ns: u32,
+    /// Explicit padding so that every byte of the struct is initialised.
+    pub _pad: u32,
+    /// Where the pid namespace inode is found in this kernel.
+    pub offsets: KernelOffsets,
+}
+
+crate::assert_size!(ProbeConfig, 44);
+
+impl ProbeConfig {
+    /// A config whose fields are all zero: the probes' initialiser before the loader patches it.
+    pub const fn zeroed() -> Self {
+        Self {
+            flags: 0,
+            self_tgid: 0,
+            host_pid_ns: 0,
+            _pad: 0,
+            offsets: KernelOffsets {
+                task_thread_pid: 0,
+                pid_level: 0,
+                pid_numbers: 0,
+                upid_size: 0,
+                upid_ns: 0,
+                pid_ns_inum: 0,
+                regs_syscall_nr: 0,
+            },
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, only `u32` fields, no padding (checked by `assert_size!`).
+unsafe impl aya::Pod for ProbeConfig {}

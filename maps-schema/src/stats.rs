@@ -1,0 +1,46 @@
+//! The probes' own counters: every way a syscall can go uncounted is counted here.
+//!
+//! A per-CPU array of `u64`, one slot per [`Stat`]; userspace sums the CPUs and exports them, so
+//! a full map or a failed kernel read is a visible, counted loss and never a silent one.
+
+/// Name of the map in the probes' object file.
+pub const MAP: &str = "SWOLL_STATS";
+
+/// One slot of the stats map.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// A new metrics key could not be inserted (`SWOLL_METRICS` update failed): that call's
+    /// count and time are lost.
+    MetricsUpdateFailed = 0,
+    /// A start time could not be stored: the call is still counted, but its time is missing.
+    StartUpdateFailed = 1,
+    /// The pid namespace could not be read from the task: the call is lost.
+    PidNsReadFailed = 2,
+    /// A call returned with no start time recorded (entered before the probes attached, or the
+    /// start entry was recycled): counted, with no time added.
+    StartMissing = 3,
+}
+
+impl Stat {
+    /// Every slot, in index order.
+    pub const ALL: [Stat; 4] = [
+        Stat::MetricsUpdateFailed,
+        Stat::StartUpdateFailed,
+        Stat::PidNsReadFailed,
+        Stat::StartMissing,
+    ];
+
+    /// A short label for metrics (`swoll_probe_errors_total{kind="…"}`).
+    pub const fn label(self) -> &'static str {
+        match self {
+            Stat::MetricsUpdateFailed => "metrics_update_failed",
+            Stat::StartUpdateFailed => "start_update_failed",
+            Stat::PidNsReadFailed => "pid_ns_read_failed",
+            Stat::StartMissing => "start_missing",
+        }
+    }
+}
+
+/// Number of slots in the map.
+pub const ENTRIES: u32 = Stat::ALL.len() as u32;

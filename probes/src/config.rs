@@ -1,0 +1,35 @@
+//! The load-time configuration, patched into `.rodata` by the loader.
+use swoll_maps_schema::config::{KernelOffsets, ProbeConfig};
+
+/// Patched by `EbpfLoader::override_global` before the programs are verified.
+#[unsafe(no_mangle)]
+static SWOLL_CONFIG: ProbeConfig = ProbeConfig::zeroed();
+
+/// The flags (`FLAG_*`) of this load.
+#[inline(always)]
+pub fn flags() -> u32 {
+    // SAFETY: `SWOLL_CONFIG` is a valid, aligned static; the volatile read keeps rustc from
+    // folding in the zero initialiser that the loader replaces.
+    unsafe { core::ptr::read_volatile(&raw const SWOLL_CONFIG.flags) }
+}
+
+/// The agent's own tgid.
+#[inline(always)]
+pub fn self_tgid() -> u32 {
+    // SAFETY: as in `flags`.
+    unsafe { core::ptr::read_volatile(&raw const SWOLL_CONFIG.self_tgid) }
+}
+
+/// The host's pid namespace inode.
+#[inline(always)]
+pub fn host_pid_ns() -> u32 {
+    // SAFETY: as in `flags`.
+    unsafe { core::ptr::read_volatile(&raw const SWOLL_CONFIG.host_pid_ns) }
+}
+
+/// The running kernel's struct offsets.
+#[inline(always)]
+pub fn offsets() -> KernelOffsets {
+    // SAFETY: as in `flags`.
+    unsafe { core::ptr::read_volatile(&raw const SWOLL_CONFIG.offsets) }
+}

@@ -1,0 +1,102 @@
+//! `raw_tracepoint/sys_exit`: count the call and add its latency, keyed by
+//! (pid namespace, syscall nr, errno).
+//!
+//! Arguments (`TP_PROTO(struct pt_regs *regs, long ret)`): `args[0]` the registers (the syscall
+//! number is read from them), `args[1]` the return value.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use swoll_maps_schema::{
+    config::{FLAG_COUNT_HOST, FLAG_COUNT_SELF, FLAG_TIME},
+    metrics::{MetricKey, MetricValue, errno_of},
+    stats::Stat,
+};
+
+use crate::{config, maps, task};
+
+/// `BPF_NOEXIST` from `include/uapi/linux/bpf.h`.
+const BPF_NOEXIST: u64 = 1;
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    try_sys_exit(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_sys_exit(ctx: &RawTracePointContext) {
+    let flags = config::flags();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if flags & FLAG_COUNT_SELF == 0 && (pid_tgid >> 32) as u32 == config::self_tgid() {
+        return;
+    }
+    let off = config::offsets();
+    let pid_ns = match task::pid_ns(&off) {
+        Ok(ns) => ns,
+        Err(_) => return maps::count(Stat::PidNsReadFailed),
+    };
+    if flags & FLAG_COUNT_HOST == 0 && pid_ns == config::host_pid_ns() {
+        return;
+    }
+    let regs: *const u8 = ctx.arg(0);
+    let Ok(nr) = task::syscall_nr(regs, &off) else {
+        return maps::count(Stat::PidNsReadFailed);
+    };
+    let ret: i64 = ctx.arg(1);
+    let key = MetricKey {
+        pid_ns,
+        nr,
+        errno: errno_of(ret),
+    };
+    let time_ns = if flags & FLAG_TIME != 0 {
+        elapsed(pid_tgid, nr)
+    } else {
+        0
+    };
+    if add(&key, time_ns) {
+        return;
+    }
+    let value = MetricValue { count: 1, time_ns };
+    if maps::SWOLL_METRICS.insert(key, value, BPF_NOEXIST).is_ok() {
+        return;
+    }
+    // Another CPU created the key between our lookup and insert: our slot of it is zero now.
+    if !add(&key, time_ns) {
+        maps::count(Stat::MetricsUpdateFailed);
+    }
+}
+
+/// Nanoseconds since this task entered syscall `nr`, or 0 (counted) when its start is unknown.
+#[inline(always)]
+fn elapsed(pid_tgid: u64, nr: u32) -> u64 {
+    if let Some(start) = maps::SWOLL_START.get_ptr(pid_tgid) {
+        // SAFETY: a pointer to a live map value; `SyscallStart` is plain data and a concurrent
+        // overwrite (only this task writes its key) can at worst give a wrong, bounded value.
+        let start = unsafe { *start };
+        if start.nr == nr {
+            // SAFETY: a helper with no arguments and no preconditions.
+            return unsafe { bpf_ktime_get_ns() }.saturating_sub(start.ts);
+        }
+    }
+    maps::count(Stat::StartMissing);
+    0
+}
+
+/// Adds one call to this CPU's value of `key`; false if the key is not in the map.
+#[inline(always)]
+fn add(key: &MetricKey, time_ns: u64) -> bool {
+    match maps::SWOLL_METRICS.get_ptr_mut(key) {
+        Some(value) => {
+            // SAFETY: this CPU's slot of a per-CPU value; programs run with migration disabled,
+            // so no other program writes it concurrently.
+            unsafe {
+                (*value).count += 1;
+                (*value).time_ns += time_ns;
+            }
+            true
+        }
+        None => false,
+    }
+}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Sets up, builds and runs swoll in local mode: every syscall on this host counted and timed in
+# the kernel, Prometheus metrics on http://127.0.0.1:9095/metrics. Needs root (CAP_BPF and
+# CAP_PERFMON). Extra arguments go to `swoll serve` (see `swoll serve --help`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --release --locked
+exec target/release/swoll serve "$@"

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs everything swoll needs to build and test, and skips what is already there.
+#
+# Idempotent: a second run on a prepared machine takes a few seconds. Called by the README's
+# commands and by .ci/run, so nothing installed by hand is ever needed.
+#
+#   scripts/setup.sh            build toolchain (Rust nightly + rust-src, LLVM 22, bpf-linker)
+#   scripts/setup.sh --test     plus what the test suite runs against (prometheus, bpftool,
+#                               QEMU and virtme-ng for the other kernels)
+#   scripts/setup.sh --bench    plus the benchmark's peers (bpftrace, bcc, clang, libbpf)
+set -euo pipefail
+
+want_test=0 want_bench=0
+for arg in "$@"; do
+	case "$arg" in
+	--test) want_test=1 ;;
+	--bench) want_bench=1 ;;
+	*) echo "setup.sh: unknown argument $arg" >&2; exit 2 ;;
+	esac
+done
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# apt-get with one retry: a transient "rename failed" has been seen on these machines.
+apt_install() {
+	local missing=()
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed' || missing+=("$p")
+	done
+	((${#missing[@]})) || return 0
+	log "apt-get install ${missing[*]}"
+	if [[ ! -f /var/lib/apt/periodic/swoll-updated ]] || ! apt-cache show "${missing[0]}" >/dev/null 2>&1; then
+		apt-get update -qq || { sleep 5; apt-get update -qq; }
+		mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/swoll-updated
+	fi
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" ||
+		{ sleep 5; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; }
+}
+
+command -v rustup >/dev/null || { log "rustup is required (it is on every machine of this kind)"; exit 1; }
+
+# The probes build with nightly's -Z build-std=core for bpfel-unknown-none.
+if ! rustup toolchain list | grep -q '^nightly'; then
+	log "rustup toolchain install nightly"
+	rustup toolchain install nightly --profile minimal
+fi
+if ! rustup component list --installed --toolchain nightly | grep -q '^rust-src'; then
+	log "rustup component add rust-src --toolchain nightly"
+	rustup component add rust-src --toolchain nightly
+fi
+
+# bpf-linker links the probes; it needs LLVM 22 (Debian's llvm-config is LLVM 14).
+apt_install llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
+if ! bpf-linker --version >/dev/null 2>&1; then
+	log "cargo install bpf-linker (about 75 s)"
+	LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --locked \
+		--no-default-features --features llvm-22
+fi
+
+if ((want_test)); then
+	apt_install prometheus bpftool
+	"$(dirname "$0")/setup-vm.sh"
+fi
+if ((want_bench)); then
+	apt_install bpftrace bpftool bpfcc-tools linux-perf clang-19 libbpf-dev linux-headers-amd64 gcc make
+fi
+log "ready"

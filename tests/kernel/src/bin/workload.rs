@@ -1,0 +1,185 @@
+//! `swoll-workload`: makes an exact, known set of syscalls, optionally from a fresh pid namespace,
+//! so kernel tests can assert exact counts.
+//!
+//! ```text
+//! swoll-workload [--new-pidns] [--threads T] [--repeat-for SECONDS] OP N [OP N ...]
+//!   OP: openat-missing | getppid | nanosleep-5ms
+//! ```
+//! `--repeat-for` runs the op list again and again until that many seconds have passed (a
+//! steady rate for Prometheus `rate()` windows).
+//! It prints `pidns <inode>` (the namespace the ops run in) on stdout first. With `--new-pidns`
+//! it unshares a pid namespace and forks: the child, the first process of the new namespace,
+//! makes the calls, so that namespace sees nothing but them, the child's return from fork and
+//! the `statx`/`write` that report the namespace.
+//! Every op is a raw `syscall(2)`, so libc adds nothing.
+use std::{io::Write as _, os::unix::fs::MetadataExt as _, process::ExitCode};
+
+#[derive(Clone, Copy)]
+enum Op {
+    OpenatMissing,
+    Getppid,
+    Nanosleep5ms,
+}
+
+fn main() -> ExitCode {
+    match parse(std::env::args().skip(1).collect()) {
+        Ok(plan) => run(&plan),
+        Err(msg) => {
+            eprintln!("swoll-workload: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+struct Plan {
+    new_pidns: bool,
+    threads: usize,
+    repeat_for: Option<std::time::Duration>,
+    ops: Vec<(Op, u64)>,
+}
+
+fn parse(args: Vec<String>) -> Result<Plan, String> {
+    let mut new_pidns = false;
+    let mut threads = 1;
+    let mut repeat_for = None;
+    let mut ops = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--new-pidns" => new_pidns = true,
+            "--threads" => {
+                threads = it
+                    .next()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or("--threads takes a number")?;
+            }
+            "--repeat-for" => {
+                let secs = it
+                    .next()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or("--repeat-for takes seconds")?;
+                repeat_for = Some(std::time::Duration::from_secs(secs));
+            }
+            op => {
+                let op = match op {
+                    "openat-missing" => Op::OpenatMissing,
+                    "getppid" => Op::Getppid,
+                    "nanosleep-5ms" => Op::Nanosleep5ms,
+                    other => return Err(format!("unknown op {other}")),
+                };
+                let n = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("each op takes a count")?;
+                ops.push((op, n));
+            }
+        }
+    }
+    Ok(Plan {
+        new_pidns,
+        threads,
+        repeat_for,
+        ops,
+    })
+}
+
+fn run(plan: &Plan) -> ExitCode {
+    if !plan.new_pidns {
+        return report_pid_ns().map_or(ExitCode::from(3), |()| work(plan));
+    }
+    // SAFETY: unshare takes a flag word and touches no memory of ours.
+    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+        eprintln!("swoll-workload: unshare(CLONE_NEWPID): {}", std::io::Error::last_os_error());
+        return ExitCode::from(3);
+    }
+    // SAFETY: this process is single-threaded here, so the child may do anything after fork.
+    match unsafe { libc::fork() } {
+        -1 => {
+            eprintln!("swoll-workload: fork: {}", std::io::Error::last_os_error());
+            ExitCode::from(3)
+        }
+        0 => {
+            // The first process of the new namespace: it reports the namespace (statx and
+            // write, calls no test asserts on) and then makes the calls.
+            let code = match report_pid_ns() {
+                Ok(()) if work(plan) == ExitCode::SUCCESS => 0,
+                _ => 1,
+            };
+            // SAFETY: leave without running atexit handlers (stdout was flushed).
+            unsafe { libc::_exit(code) }
+        }
+        child => {
+            let mut status = 0;
+            // SAFETY: waits for our own child, writing only `status`.
+            if unsafe { libc::waitpid(child, &mut status, 0) } != child
+                || !libc::WIFEXITED(status)
+                || libc::WEXITSTATUS(status) != 0
+            {
+                eprintln!("swoll-workload: the child failed (status {status:#x})");
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Prints `pidns <inode>` of the calling process's pid namespace.
+fn report_pid_ns() -> Result<(), ()> {
+    let ino = std::fs::metadata("/proc/self/ns/pid")
+        .map_err(|err| eprintln!("swoll-workload: /proc/self/ns/pid: {err}"))?
+        .ino();
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "pidns {ino}")
+        .and_then(|()| stdout.flush())
+        .map_err(|err| eprintln!("swoll-workload: stdout: {err}"))
+}
+
+/// Runs the ops on `plan.threads` threads; each thread makes all of them (repeatedly, with
+/// `--repeat-for`, pausing 100 ms between rounds).
+fn work(plan: &Plan) -> ExitCode {
+    let started = std::time::Instant::now();
+    let once = || plan.ops.iter().all(|&(op, n)| make(op, n));
+    let thread = || match plan.repeat_for {
+        None => once(),
+        Some(limit) => {
+            while started.elapsed() < limit {
+                if !once() {
+                    return false;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            true
+        }
+    };
+    let ok = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..plan.threads).map(|_| s.spawn(thread)).collect();
+        handles.into_iter().all(|h| h.join().unwrap_or(false))
+    });
+    if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+/// Makes `n` calls of `op`, checking each returns what it must.
+fn make(op: Op, n: u64) -> bool {
+    const MISSING: &[u8] = b"/swoll-workload/does/not/exist\0";
+    for _ in 0..n {
+        // SAFETY: raw syscalls with valid arguments: a NUL-terminated path, a timespec on our
+        // stack; none retains a pointer.
+        let ok = unsafe {
+            match op {
+                Op::OpenatMissing => {
+                    let ret = libc::syscall(libc::SYS_openat, libc::AT_FDCWD, MISSING.as_ptr(), libc::O_RDONLY);
+                    ret == -1 && *libc::__errno_location() == libc::ENOENT
+                }
+                Op::Getppid => libc::syscall(libc::SYS_getppid) >= 0,
+                Op::Nanosleep5ms => {
+                    let ts = libc::timespec { tv_sec: 0, tv_nsec: 5_000_000 };
+                    libc::syscall(libc::SYS_nanosleep, &ts, std::ptr::null_mut::<libc::timespec>()) == 0
+                }
+            }
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}

@@ -1,0 +1,339 @@
+//! Support for tests that load swoll's real probes into the running kernel.
+//!
+//! Each test loads its own copy of the probes (they leave the test process itself out), runs
+//! `swoll-workload` to make a known set of syscalls in a fresh pid namespace, and asserts exact
+//! values in the maps or over HTTP. Under `CI=true` a test that cannot load the probes fails;
+//! elsewhere (no root, no BTF) it prints why and skips.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use swoll::loader::{self, LoadOptions, Probes};
+use swoll_maps_schema::metrics::{MetricKey, MetricValue};
+
+/// True when running in CI, where skipping is failing.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Skips (prints and returns true) outside CI, panics in CI.
+pub fn skip(why: &str) -> bool {
+    assert!(!in_ci(), "CI=true and this kernel test cannot run: {why}");
+    eprintln!("skipping test - {why}");
+    true
+}
+
+/// The host's pid namespace as the tests see it (the test process's own).
+pub fn own_pid_ns() -> u32 {
+    swoll::host::pid_ns_inode(Path::new("/proc/self/ns/pid")).expect("reading /proc/self/ns/pid")
+}
+
+/// Default load options for a test: timed, host counted, the test process left out.
+pub fn options() -> LoadOptions {
+    LoadOptions::for_this_process(own_pid_ns())
+}
+
+/// Loads the probes, or `None` (after printing why) where that is allowed.
+pub fn load(opts: &LoadOptions) -> Option<Probes> {
+    match loader::load(opts) {
+        Ok(probes) => Some(probes),
+        Err(err) => {
+            skip(&format!("cannot load the probes: {}", chain(&err)));
+            None
+        }
+    }
+}
+
+/// An error and its sources, one line.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        source = e.source();
+    }
+    s
+}
+
+/// Runs `swoll-workload` (at `bin`) with `args`; returns the pid namespace inode it ran in.
+/// Panics if the workload fails: its calls are what the test asserts on.
+pub fn workload(bin: &str, args: &[&str]) -> u32 {
+    let out = Command::new(bin).args(args).output().expect("spawning swoll-workload");
+    assert!(
+        out.status.success(),
+        "swoll-workload {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("pidns ")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pidns line from swoll-workload: {stdout:?}"))
+}
+
+/// The summed value of (pid_ns, nr, errno), zero if absent.
+pub fn value(probes: &Probes, pid_ns: u32, nr: i64, errno: i32) -> MetricValue {
+    let key = MetricKey {
+        pid_ns,
+        nr: u32::try_from(nr).expect("syscall nr"),
+        errno: u32::try_from(errno).expect("errno"),
+    };
+    probes.maps.get(&key).unwrap_or_default()
+}
+
+/// The `swoll` binary next to the test binaries (`target/<profile>/swoll`), or `$SWOLL_BIN`.
+pub fn swoll_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SWOLL_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/swoll
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("swoll"))
+        .expect("test binary has a target directory")
+}
+
+/// True when the process runs as root (the probes need CAP_BPF and CAP_PERFMON).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A running `swoll serve`, stopped with SIGTERM when dropped.
+pub struct Agent {
+    child: std::process::Child,
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+}
+
+impl Agent {
+    /// Starts `swoll serve` on a free loopback port with `extra` flags; `None` if it cannot run
+    /// here (outside CI). Waits until `/readyz` answers 200.
+    pub fn start(extra: &[&str]) -> Option<Agent> {
+        let bin = swoll_bin();
+        if !bin.exists() {
+            skip(&format!("{} is not built (run `cargo build --release`)", bin.display()));
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let child = Command::new(&bin)
+            .args(["serve", "--listen", &addr.to_string()])
+            .args(extra)
+            .spawn()
+            .expect("spawning swoll serve");
+        let mut agent = Agent { child, addr };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                skip(&format!("swoll serve exited at start: {status}"));
+                return None;
+            }
+            if http_get(addr, "/readyz").is_ok_and(|(code, _)| code == 200) {
+                return Some(agent);
+            }
+            assert!(std::time::Instant::now() < deadline, "swoll serve not ready in 30 s");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for swoll") {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "swoll serve did not stop on SIGTERM");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET over loopback: (status code, body).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw)?;
+    let code = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {raw:.80}")))?;
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((code, body))
+}
+
+/// The value of the sample line starting with `series` (name and labels) in a text exposition.
+pub fn sample(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Starts `swoll-workload` (at `bin`) with `args` without waiting for it; returns the child and
+/// the pid namespace it runs in (read from its first output line).
+pub fn spawn_workload(bin: &str, args: &[&str]) -> (std::process::Child, u32) {
+    use std::io::BufRead as _;
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning swoll-workload");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line).expect("reading swoll-workload");
+    let ns = line
+        .strip_prefix("pidns ")
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pidns line from swoll-workload: {line:?}"));
+    (child, ns)
+}
+
+/// A real Prometheus server (Debian's `prometheus`) on loopback, scraping given targets every
+/// second; killed when dropped.
+pub struct Prometheus {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: TempDir,
+}
+
+impl Prometheus {
+    /// Starts it scraping `targets`; `None` (after printing why) if it is not installed here.
+    pub fn start(targets: &[std::net::SocketAddr]) -> Option<Prometheus> {
+        let bin = Path::new("/usr/bin/prometheus");
+        if !bin.exists() {
+            skip("Debian's prometheus is not installed (scripts/setup.sh --test installs it)");
+            return None;
+        }
+        let dir = TempDir::new("swoll-prometheus");
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: swoll\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        std::fs::write(dir.0.join("prometheus.yml"), config).expect("writing prometheus.yml");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let log = std::fs::File::create(dir.0.join("prometheus.log")).expect("log file");
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", dir.0.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.0.join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--log.level=warn")
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("spawning prometheus");
+        let prometheus = Prometheus { child, addr, _dir: dir };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !http_get(addr, "/-/ready").is_ok_and(|(code, _)| code == 200) {
+            assert!(std::time::Instant::now() < deadline, "prometheus not ready in 60 s");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Some(prometheus)
+    }
+
+    /// Runs an instant query through the HTTP API: (labels, value) per series of the vector.
+    pub fn query(&self, promql: &str) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
+        let (code, body) = http_get(self.addr, &format!("/api/v1/query?query={}", urlencode(promql)))
+            .expect("querying prometheus");
+        assert_eq!(code, 200, "{promql}: {body}");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("prometheus JSON");
+        assert_eq!(json["status"], "success", "{promql}: {body}");
+        json["data"]["result"]
+            .as_array()
+            .expect("a vector result")
+            .iter()
+            .map(|series| {
+                let labels = series["metric"]
+                    .as_object()
+                    .expect("labels")
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect();
+                let value = series["value"][1].as_str().and_then(|v| v.parse().ok()).expect("a value");
+                (labels, value)
+            })
+            .collect()
+    }
+
+    /// Polls `promql` until `done` accepts its result, or panics after `secs` seconds.
+    pub fn wait_for(
+        &self,
+        promql: &str,
+        secs: u64,
+        done: impl Fn(&[(std::collections::BTreeMap<String, String>, f64)]) -> bool,
+    ) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let result = self.query(promql);
+            if done(&result) {
+                return result;
+            }
+            assert!(std::time::Instant::now() < deadline, "{promql} never gave the expected result: {result:?}");
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Percent-encodes a query string value.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A directory under the system temp dir, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates a fresh `<prefix>-<pid>-<n>` directory.
+    pub fn new(prefix: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating a temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,43 @@
+//! Exact counts: what a workload does in its own pid namespace is what the map holds.
+use swoll_kernel_tests::{is_root, load, options, skip, value, workload};
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
+
+#[test]
+fn openat_enoent_and_getppid_are_counted_exactly() {
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let Some(probes) = load(&options()) else { return };
+    let (n, m) = (37, 1234);
+    let ns = workload(WORKLOAD, &["--new-pidns", "openat-missing", &n.to_string(), "getppid", &m.to_string()]);
+    let openat = value(&probes, ns, libc::SYS_openat, libc::ENOENT);
+    let getppid = value(&probes, ns, libc::SYS_getppid, 0);
+    assert_eq!(openat.count, n, "openat/ENOENT in pid-ns {ns}");
+    assert_eq!(getppid.count, m, "getppid/OK in pid-ns {ns}");
+    assert_eq!(value(&probes, ns, libc::SYS_openat, 0).count, 0, "no successful openat");
+    assert!(openat.time_ns > 0 && getppid.time_ns > 0, "timed: {openat:?} {getppid:?}");
+}
+
+#[test]
+fn eight_threads_of_100k_calls_are_800k() {
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let Some(probes) = load(&options()) else { return };
+    let ns = workload(WORKLOAD, &["--new-pidns", "--threads", "8", "getppid", "100000"]);
+    assert_eq!(value(&probes, ns, libc::SYS_getppid, 0).count, 800_000);
+}
+
+#[test]
+fn count_only_mode_counts_without_time() {
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let mut opts = options();
+    opts.time = false;
+    let Some(probes) = load(&opts) else { return };
+    let ns = workload(WORKLOAD, &["--new-pidns", "getppid", "500"]);
+    let v = value(&probes, ns, libc::SYS_getppid, 0);
+    assert_eq!((v.count, v.time_ns), (500, 0));
+}

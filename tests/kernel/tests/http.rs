@@ -1,0 +1,42 @@
+//! End to end over HTTP: the real `swoll serve` binary, a workload, and `/metrics`.
+use std::time::{Duration, Instant};
+
+use swoll_kernel_tests::{Agent, http_get, is_root, sample, skip, workload};
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
+
+#[test]
+fn metrics_carry_exact_counts_with_swolls_labels() {
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let Some(agent) = Agent::start(&["--interval", "200ms"]) else { return };
+    let ns = workload(WORKLOAD, &["--new-pidns", "openat-missing", "13", "getppid", "17"]);
+    let openat = format!(
+        "swoll_node_metrics_syscall_count{{syscall=\"sys_openat\",err=\"ENOENT\",class=\"FileSystem\",\
+         group=\"Files\",namespace=\"\",pod=\"\",container=\"\",kns=\"{ns}\"}}"
+    );
+    let getppid = format!(
+        "swoll_node_metrics_syscall_count{{syscall=\"sys_getppid\",err=\"OK\",class=\"ProcessManagement\",\
+         group=\"Process\",namespace=\"\",pod=\"\",container=\"\",kns=\"{ns}\"}}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let (code, body) = http_get(agent.addr, "/metrics").expect("GET /metrics");
+        assert_eq!(code, 200);
+        if sample(&body, &getppid).is_some() || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(sample(&body, &openat), Some(13), "{openat} in\n{body}");
+    assert_eq!(sample(&body, &getppid), Some(17), "{getppid} in\n{body}");
+    let time = openat.replace("syscall_count", "syscall_time");
+    assert!(sample(&body, &time).is_some_and(|ns| ns > 0), "{time} in\n{body}");
+    assert!(body.contains("# TYPE swoll_node_metrics_syscall_count counter"));
+    assert!(body.contains("swoll_map_capacity{map=\"SWOLL_METRICS\"} 65536"), "{body}");
+    assert!(body.contains("swoll_build_info{"));
+    assert_eq!(http_get(agent.addr, "/healthz").expect("healthz").0, 200);
+    let status = agent.stop();
+    assert!(status.success(), "swoll serve exited with {status} on SIGTERM");
+}

@@ -1,0 +1,65 @@
+//! Pid namespaces: each is its own key, and `--no-host` leaves the host's out.
+use swoll_kernel_tests::{is_root, load, options, own_pid_ns, skip, value, workload};
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
+
+#[test]
+fn two_namespaces_are_two_keys() {
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let Some(probes) = load(&options()) else { return };
+    let a = workload(WORKLOAD, &["--new-pidns", "getppid", "11"]);
+    let b = workload(WORKLOAD, &["--new-pidns", "getppid", "22"]);
+    assert_ne!(a, b);
+    assert_eq!(value(&probes, a, libc::SYS_getppid, 0).count, 11);
+    assert_eq!(value(&probes, b, libc::SYS_getppid, 0).count, 22);
+}
+
+#[test]
+fn host_processes_are_counted_unless_no_host() {
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let host = own_pid_ns();
+    let Some(with_host) = load(&options()) else { return };
+    let mut opts = options();
+    opts.count_host = false;
+    let Some(no_host) = load(&opts) else { return };
+
+    let ran_in = workload(WORKLOAD, &["getppid", "5"]);
+    assert_eq!(ran_in, host, "the plain workload runs in the host pid namespace");
+    let container = workload(WORKLOAD, &["--new-pidns", "getppid", "7"]);
+
+    assert!(value(&with_host, host, libc::SYS_getppid, 0).count >= 5);
+    let snapshot = no_host.maps.read();
+    let host_keys: Vec<_> = snapshot.rows.keys().filter(|k| k.pid_ns == host).collect();
+    assert!(host_keys.is_empty(), "--no-host counted host keys: {host_keys:?}");
+    assert_eq!(value(&no_host, container, libc::SYS_getppid, 0).count, 7);
+}
+
+#[test]
+fn the_agent_leaves_itself_out_unless_asked() {
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let mut opts = options();
+    opts.count_host = true;
+    let Some(probes) = load(&opts) else { return };
+    // The test process itself (the "agent" here) calls getppid; a fresh load sees none of it.
+    for _ in 0..1000 {
+        // SAFETY: getppid has no preconditions.
+        unsafe { libc::getppid() };
+    }
+    let mut counting_self = options();
+    counting_self.count_self = true;
+    let Some(with_self) = load(&counting_self) else { return };
+    for _ in 0..1000 {
+        // SAFETY: getppid has no preconditions.
+        unsafe { libc::getppid() };
+    }
+    let host = own_pid_ns();
+    assert!(value(&with_self, host, libc::SYS_getppid, 0).count >= 1000);
+    // Other host processes may call getppid too, but far fewer than 1000 times in this window.
+    assert!(value(&probes, host, libc::SYS_getppid, 0).count < 1000);
+}

@@ -1,0 +1,130 @@
+//! Command-line interface: clap types, and their conversion into validated settings.
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use swoll_maps_schema::metrics;
+
+use crate::{btf, host, loader::LoadOptions, serve::ServeOptions};
+
+/// swoll: which system calls every container makes, how long they take and how they fail.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Log filter (`info`, `debug`, `swoll=debug,warn`, …); also read from `RUST_LOG`.
+    #[arg(long, global = true, env = "SWOLL_LOG", default_value = "info")]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Count and time every syscall in the kernel and serve Prometheus metrics.
+    Serve(ServeArgs),
+}
+
+/// Flags of `swoll serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to serve /metrics, /healthz and /readyz on.
+    #[arg(long, env = "SWOLL_LISTEN", default_value = "127.0.0.1:9095")]
+    pub listen: SocketAddr,
+    /// Time between reads of the kernel maps (e.g. `5s`, `500ms`, `1m`).
+    #[arg(long, env = "SWOLL_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Entries of the in-kernel metrics map: distinct (pid namespace, syscall, errno) keys.
+    #[arg(long, env = "SWOLL_MAP_SIZE", default_value_t = metrics::DEFAULT_ENTRIES,
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub map_size: u32,
+    /// Count processes in the host's pid namespace (the default).
+    #[arg(long, overrides_with = "no_host")]
+    pub host: bool,
+    /// Leave processes in the host's pid namespace out: count containers only.
+    #[arg(long, env = "SWOLL_NO_HOST")]
+    pub no_host: bool,
+    /// Count the agent's own syscalls too.
+    #[arg(long)]
+    pub count_self: bool,
+    /// Count only, do not time: `sys_enter` does nothing, the cheapest mode.
+    #[arg(long, env = "SWOLL_NO_TIME")]
+    pub no_time: bool,
+    /// The host's procfs (`/host/proc` in the DaemonSet).
+    #[arg(long, env = "SWOLL_PROC_ROOT", default_value = "/proc")]
+    pub proc_root: PathBuf,
+    /// The kernel's BTF, for the struct offsets the probes need.
+    #[arg(long, env = "SWOLL_BTF", default_value = btf::VMLINUX)]
+    pub btf: PathBuf,
+}
+
+impl ServeArgs {
+    /// Validated settings; reads the host's pid namespace from procfs.
+    pub fn into_options(self) -> std::io::Result<ServeOptions> {
+        let host_pid_ns = host::host_pid_ns(&self.proc_root)?;
+        let mut load = LoadOptions::for_this_process(host_pid_ns);
+        load.map_size = self.map_size;
+        load.count_host = !self.no_host;
+        load.count_self = self.count_self;
+        load.time = !self.no_time;
+        load.btf_path = self.btf;
+        Ok(ServeOptions {
+            listen: self.listen,
+            interval: self.interval,
+            load,
+        })
+    }
+}
+
+/// Parses `250ms`, `5s`, `2m` or a bare number of seconds; at least 10 ms, at most a day.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 1m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
+    };
+    if d < Duration::from_millis(10) || d > Duration::from_secs(86_400) {
+        return Err(format!("{s:?} is out of range (10ms to 24h)"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("99999999999999999999s").is_err());
+    }
+
+    #[test]
+    fn serve_defaults() {
+        let cli = Cli::try_parse_from(["swoll", "serve"]).expect("parses");
+        let Command::Serve(args) = cli.command;
+        assert_eq!(args.listen, "127.0.0.1:9095".parse().expect("addr"));
+        assert_eq!(args.interval, Duration::from_secs(5));
+        assert_eq!(args.map_size, 65_536);
+        assert!(!args.no_host && !args.no_time && !args.count_self);
+    }
+
+    #[test]
+    fn map_size_is_bounded() {
+        assert!(Cli::try_parse_from(["swoll", "serve", "--map-size", "0"]).is_err());
+        assert!(Cli::try_parse_from(["swoll", "serve", "--map-size", "99999999"]).is_err());
+    }
+}

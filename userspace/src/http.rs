@@ -1,0 +1,85 @@
+//! The HTTP endpoints: `/metrics`, `/healthz`, `/readyz`.
+use std::sync::{
+    Arc, RwLock,
+    atomic::{AtomicBool, Ordering},
+};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+
+use crate::metrics::SelfMetrics;
+
+/// The content type of the Prometheus text format.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What the endpoints serve, updated by the map reader.
+#[derive(Debug)]
+pub struct Exposition {
+    /// The syscall families as rendered at the last map read.
+    syscalls: RwLock<Arc<String>>,
+    /// The agent's own metrics, encoded at each scrape.
+    pub self_metrics: SelfMetrics,
+    /// Set once the first map read is rendered.
+    ready: AtomicBool,
+}
+
+impl Exposition {
+    /// An exposition with no syscall series yet and not ready.
+    pub fn new(self_metrics: SelfMetrics) -> Self {
+        Self {
+            syscalls: RwLock::new(Arc::new(String::new())),
+            self_metrics,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Replaces the syscall families and marks the agent ready.
+    pub fn publish(&self, syscalls: String) {
+        let syscalls = Arc::new(syscalls);
+        match self.syscalls.write() {
+            Ok(mut guard) => *guard = syscalls,
+            Err(poisoned) => *poisoned.into_inner() = syscalls,
+        }
+        self.ready.store(true, Ordering::Release);
+    }
+
+    fn syscalls(&self) -> Arc<String> {
+        match self.syscalls.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+}
+
+/// The router over `state`.
+pub fn router(state: Arc<Exposition>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<Exposition>>) -> Response {
+    let syscalls = state.syscalls();
+    let mut body = Vec::with_capacity(syscalls.len() + 4096);
+    body.extend_from_slice(syscalls.as_bytes());
+    if let Err(err) = state.self_metrics.render(&mut body) {
+        tracing::warn!(error = %err, "encoding self-metrics");
+        return (StatusCode::INTERNAL_SERVER_ERROR, "encoding self-metrics failed\n").into_response();
+    }
+    ([(header::CONTENT_TYPE, TEXT_FORMAT)], body).into_response()
+}
+
+async fn readyz(State(state): State<Arc<Exposition>>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "the first map read has not finished\n").into_response()
+    }
+}

@@ -1,0 +1,123 @@
+//! Reads the probes' maps into plain per-key totals.
+//!
+//! The kernel keeps one value per CPU; this module sums them, so the rest of swoll sees neither
+//! per-CPU layouts nor aya types. A read never fails as a whole: a key that vanishes mid-walk
+//! (recycled by the LRU) is skipped, and any other error is counted in [`Snapshot::read_errors`].
+use std::collections::HashMap;
+
+use aya::maps::{MapData, MapError, PerCpuArray, PerCpuHashMap};
+use swoll_maps_schema::{
+    metrics::{MetricKey, MetricValue},
+    stats::{self, Stat},
+};
+
+/// The probes' maps that userspace reads.
+pub struct Maps {
+    metrics: PerCpuHashMap<MapData, MetricKey, MetricValue>,
+    stats: PerCpuArray<MapData, u64>,
+    capacity: u32,
+}
+
+impl std::fmt::Debug for Maps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Maps").field("capacity", &self.capacity).finish_non_exhaustive()
+    }
+}
+
+/// One read of the maps: totals per key, and the probes' own counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Every key in the metrics map with its value summed over CPUs.
+    pub rows: HashMap<MetricKey, MetricValue>,
+    /// The probes' stats slots summed over CPUs, indexed by [`Stat`].
+    pub stats: [u64; stats::ENTRIES as usize],
+    /// Entries the metrics map can hold.
+    pub capacity: u32,
+    /// Keys or slots that could not be read in this pass.
+    pub read_errors: u64,
+}
+
+impl Snapshot {
+    /// The value of one probe stat.
+    pub fn stat(&self, stat: Stat) -> u64 {
+        self.stats[stat as usize]
+    }
+}
+
+impl Maps {
+    /// Wraps the maps of a loaded object; `capacity` is the metrics map's size.
+    pub(crate) fn new(
+        metrics: PerCpuHashMap<MapData, MetricKey, MetricValue>,
+        stats: PerCpuArray<MapData, u64>,
+        capacity: u32,
+    ) -> Self {
+        Self {
+            metrics,
+            stats,
+            capacity,
+        }
+    }
+
+    /// Reads both maps.
+    pub fn read(&self) -> Snapshot {
+        let mut snapshot = Snapshot {
+            capacity: self.capacity,
+            ..Snapshot::default()
+        };
+        // A walk over a map that is changing may restart from the first key when the key it
+        // stands on is recycled; de-duplicating by key and bounding the walk keeps it exact
+        // for every key that stays and finite in any case.
+        let bound = 2 * self.capacity as usize + 1;
+        for item in self.metrics.iter().take(bound) {
+            match item {
+                Ok((key, per_cpu)) => {
+                    snapshot.rows.insert(key, sum(per_cpu.iter()));
+                }
+                Err(MapError::KeyNotFound) => {}
+                Err(err) => {
+                    snapshot.read_errors += 1;
+                    tracing::debug!(error = %err, "reading a metrics key");
+                }
+            }
+        }
+        for stat in Stat::ALL {
+            match self.stats.get(&(stat as u32), 0) {
+                Ok(per_cpu) => snapshot.stats[stat as usize] = per_cpu.iter().sum(),
+                Err(err) => {
+                    snapshot.read_errors += 1;
+                    tracing::debug!(error = %err, stat = stat.label(), "reading a probe stat");
+                }
+            }
+        }
+        snapshot
+    }
+
+    /// The summed value of one key, if the map holds it.
+    pub fn get(&self, key: &MetricKey) -> Option<MetricValue> {
+        self.metrics.get(key, 0).ok().map(|per_cpu| sum(per_cpu.iter()))
+    }
+}
+
+/// Sums per-CPU values. Wrapping, like the kernel's own `u64` counters.
+pub fn sum<'a>(values: impl IntoIterator<Item = &'a MetricValue>) -> MetricValue {
+    values.into_iter().fold(MetricValue::default(), |acc, v| MetricValue {
+        count: acc.count.wrapping_add(v.count),
+        time_ns: acc.time_ns.wrapping_add(v.time_ns),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_every_cpu() {
+        let per_cpu = [
+            MetricValue { count: 1, time_ns: 10 },
+            MetricValue { count: 0, time_ns: 0 },
+            MetricValue { count: 5, time_ns: 7 },
+        ];
+        assert_eq!(sum(&per_cpu), MetricValue { count: 6, time_ns: 17 });
+        assert_eq!(sum(&[]), MetricValue::default());
+    }
+}
