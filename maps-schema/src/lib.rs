@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod metrics;
+pub mod pidns;
 pub mod start;
 pub mod stats;
 

@@ -20,15 +20,19 @@ pub enum Stat {
     /// A call returned with no start time recorded (entered before the probes attached, or the
     /// start entry was recycled): counted, with no time added.
     StartMissing = 3,
+    /// Who was seen in a new pid namespace could not be recorded: the namespace may stay
+    /// unresolved if all its processes exit before the next read.
+    PidNsUpdateFailed = 4,
 }
 
 impl Stat {
     /// Every slot, in index order.
-    pub const ALL: [Stat; 4] = [
+    pub const ALL: [Stat; 5] = [
         Stat::MetricsUpdateFailed,
         Stat::StartUpdateFailed,
         Stat::PidNsReadFailed,
         Stat::StartMissing,
+        Stat::PidNsUpdateFailed,
     ];
 
     /// A short label for metrics (`swoll_probe_errors_total{kind="…"}`).
@@ -38,6 +42,7 @@ impl Stat {
             Stat::StartUpdateFailed => "start_update_failed",
             Stat::PidNsReadFailed => "pid_ns_read_failed",
             Stat::StartMissing => "start_missing",
+            Stat::PidNsUpdateFailed => "pid_ns_update_failed",
         }
     }
 }

@@ -6,6 +6,7 @@ use aya_ebpf::{
 };
 use swoll_maps_schema::{
     metrics::{self, MetricKey, MetricValue},
+    pidns::{self, PidNsSeen},
     start::{self, SyscallStart},
     stats::{self, Stat},
 };
@@ -20,6 +21,11 @@ pub static SWOLL_METRICS: LruPerCpuHashMap<MetricKey, MetricValue> =
 #[map]
 pub static SWOLL_START: LruHashMap<u64, SyscallStart> =
     LruHashMap::with_max_entries(start::DEFAULT_ENTRIES, BPF_F_NO_COMMON_LRU);
+
+/// A process and cgroup seen in each pid namespace, for userspace to resolve it later.
+#[map]
+pub static SWOLL_PIDNS: LruHashMap<u32, PidNsSeen> =
+    LruHashMap::with_max_entries(pidns::DEFAULT_ENTRIES, 0);
 
 /// The probes' own loss and error counters.
 #[map]

@@ -4,13 +4,14 @@
 //! Arguments (`TP_PROTO(struct pt_regs *regs, long ret)`): `args[0]` the registers (the syscall
 //! number is read from them), `args[1]` the return value.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
 use swoll_maps_schema::{
     config::{FLAG_COUNT_HOST, FLAG_COUNT_SELF, FLAG_TIME},
     metrics::{MetricKey, MetricValue, errno_of},
+    pidns::PidNsSeen,
     stats::Stat,
 };
 
@@ -60,11 +61,27 @@ fn try_sys_exit(ctx: &RawTracePointContext) {
     }
     let value = MetricValue { count: 1, time_ns };
     if maps::SWOLL_METRICS.insert(key, value, BPF_NOEXIST).is_ok() {
+        remember(pid_ns, pid_tgid);
         return;
     }
     // Another CPU created the key between our lookup and insert: our slot of it is zero now.
     if !add(&key, time_ns) {
         maps::count(Stat::MetricsUpdateFailed);
+    }
+}
+
+/// Records who was seen in `pid_ns` (on the rare path of a new metrics key), so userspace can
+/// resolve the namespace even after every process in it has exited.
+#[inline(always)]
+fn remember(pid_ns: u32, pid_tgid: u64) {
+    let seen = PidNsSeen {
+        tgid: (pid_tgid >> 32) as u32,
+        _pad: 0,
+        // SAFETY: a helper with no arguments and no preconditions.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+    };
+    if maps::SWOLL_PIDNS.insert(pid_ns, seen, 0).is_err() {
+        maps::count(Stat::PidNsUpdateFailed);
     }
 }
 

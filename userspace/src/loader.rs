@@ -8,12 +8,13 @@ use std::path::PathBuf;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
     programs::RawTracePoint,
 };
 use swoll_maps_schema::{
     config::{self, FLAG_COUNT_HOST, FLAG_COUNT_SELF, FLAG_TIME, ProbeConfig},
     metrics::{self, MetricKey, MetricValue},
+    pidns::{self, PidNsSeen},
     programs, start, stats,
 };
 
@@ -164,9 +165,13 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
     let stats_map: PerCpuArray<MapData, u64> = stats_map
         .try_into()
         .map_err(|source| LoadError::Map { name: stats::MAP, source })?;
+    let pidns_map = ebpf.take_map(pidns::MAP).ok_or(LoadError::MissingMap(pidns::MAP))?;
+    let pidns_map: HashMap<MapData, u32, PidNsSeen> = pidns_map
+        .try_into()
+        .map_err(|source| LoadError::Map { name: pidns::MAP, source })?;
     Ok(Probes {
         _ebpf: ebpf,
-        maps: Maps::new(metrics_map, stats_map, opts.map_size),
+        maps: Maps::new(metrics_map, stats_map, pidns_map, opts.map_size),
     })
 }
 

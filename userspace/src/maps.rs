@@ -5,9 +5,10 @@
 //! (recycled by the LRU) is skipped, and any other error is counted in [`Snapshot::read_errors`].
 use std::collections::HashMap;
 
-use aya::maps::{MapData, MapError, PerCpuArray, PerCpuHashMap};
+use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use swoll_maps_schema::{
     metrics::{MetricKey, MetricValue},
+    pidns::PidNsSeen,
     stats::{self, Stat},
 };
 
@@ -15,6 +16,7 @@ use swoll_maps_schema::{
 pub struct Maps {
     metrics: PerCpuHashMap<MapData, MetricKey, MetricValue>,
     stats: PerCpuArray<MapData, u64>,
+    pidns: BpfHashMap<MapData, u32, PidNsSeen>,
     capacity: u32,
 }
 
@@ -49,13 +51,20 @@ impl Maps {
     pub(crate) fn new(
         metrics: PerCpuHashMap<MapData, MetricKey, MetricValue>,
         stats: PerCpuArray<MapData, u64>,
+        pidns: BpfHashMap<MapData, u32, PidNsSeen>,
         capacity: u32,
     ) -> Self {
         Self {
             metrics,
             stats,
+            pidns,
             capacity,
         }
+    }
+
+    /// Who the probes saw last in `pid_ns`, if they still remember it.
+    pub fn pid_ns_seen(&self, pid_ns: u32) -> Option<PidNsSeen> {
+        self.pidns.get(&pid_ns, 0).ok()
     }
 
     /// Reads both maps.

@@ -63,3 +63,23 @@ fn the_agent_leaves_itself_out_unless_asked() {
     // Other host processes may call getppid too, but far fewer than 1000 times in this window.
     assert!(value(&probes, host, libc::SYS_getppid, 0).count < 1000);
 }
+
+#[test]
+fn each_new_namespace_records_a_process_and_its_cgroup() {
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let Some(probes) = load(&options()) else { return };
+    let ns = workload(WORKLOAD, &["--new-pidns", "getppid", "3"]);
+    let seen = probes.maps.pid_ns_seen(ns).expect("the namespace was recorded");
+    assert_ne!(seen.tgid, 0);
+    // The workload ran in the test's own cgroup (cgroup v2 id = inode of its directory).
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").expect("reading /proc/self/cgroup");
+    if let Some(path) = cgroup.lines().find_map(|l| l.strip_prefix("0::")) {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = format!("/sys/fs/cgroup{path}");
+        if let Ok(meta) = std::fs::metadata(&dir) {
+            assert_eq!(seen.cgroup_id, meta.ino(), "cgroup id of {dir}");
+        }
+    }
+}
