@@ -23,11 +23,24 @@ pub enum Stat {
     /// Who was seen in a new pid namespace could not be recorded: the namespace may stay
     /// unresolved if all its processes exit before the next read.
     PidNsUpdateFailed = 4,
+    /// Records written to the pid namespace map: not an error, a change counter that tells
+    /// userspace when there may be a new namespace to resolve without walking the map.
+    PidNsRecorded = 5,
 }
 
 impl Stat {
     /// Every slot, in index order.
-    pub const ALL: [Stat; 5] = [
+    pub const ALL: [Stat; 6] = [
+        Stat::MetricsUpdateFailed,
+        Stat::StartUpdateFailed,
+        Stat::PidNsReadFailed,
+        Stat::StartMissing,
+        Stat::PidNsUpdateFailed,
+        Stat::PidNsRecorded,
+    ];
+
+    /// The slots that count losses or errors, exported as `swoll_probe_errors_total`.
+    pub const ERRORS: [Stat; 5] = [
         Stat::MetricsUpdateFailed,
         Stat::StartUpdateFailed,
         Stat::PidNsReadFailed,
@@ -43,6 +56,7 @@ impl Stat {
             Stat::PidNsReadFailed => "pid_ns_read_failed",
             Stat::StartMissing => "start_missing",
             Stat::PidNsUpdateFailed => "pid_ns_update_failed",
+            Stat::PidNsRecorded => "pid_ns_recorded",
         }
     }
 }

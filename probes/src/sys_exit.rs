@@ -80,7 +80,9 @@ fn remember(pid_ns: u32, pid_tgid: u64) {
         // SAFETY: a helper with no arguments and no preconditions.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
     };
-    if maps::SWOLL_PIDNS.insert(pid_ns, seen, 0).is_err() {
+    if maps::SWOLL_PIDNS.insert(pid_ns, seen, 0).is_ok() {
+        maps::count(Stat::PidNsRecorded);
+    } else {
         maps::count(Stat::PidNsUpdateFailed);
     }
 }

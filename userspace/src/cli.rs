@@ -71,6 +71,7 @@ impl ServeArgs {
         Ok(ServeOptions {
             listen: self.listen,
             interval: self.interval,
+            proc_root: self.proc_root,
             load,
         })
     }

@@ -4,7 +4,8 @@ use std::{io, os::unix::fs::MetadataExt as _, path::Path};
 /// Inode number of the pid namespace a `/proc/PID/ns/pid` link points at.
 pub fn pid_ns_inode(link: &Path) -> io::Result<u32> {
     let ino = std::fs::metadata(link)?.ino();
-    u32::try_from(ino).map_err(|_| io::Error::other(format!("{}: inode {ino} is not 32-bit", link.display())))
+    u32::try_from(ino)
+        .map_err(|_| io::Error::other(format!("{}: inode {ino} is not 32-bit", link.display())))
 }
 
 /// The host's pid namespace: that of PID 1 under `proc_root`, or, where reading it is denied

@@ -71,7 +71,11 @@ async fn metrics(State(state): State<Arc<Exposition>>) -> Response {
     body.extend_from_slice(syscalls.as_bytes());
     if let Err(err) = state.self_metrics.render(&mut body) {
         tracing::warn!(error = %err, "encoding self-metrics");
-        return (StatusCode::INTERNAL_SERVER_ERROR, "encoding self-metrics failed\n").into_response();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding self-metrics failed\n",
+        )
+            .into_response();
     }
     ([(header::CONTENT_TYPE, TEXT_FORMAT)], body).into_response()
 }
@@ -80,6 +84,10 @@ async fn readyz(State(state): State<Arc<Exposition>>) -> Response {
     if state.ready.load(Ordering::Acquire) {
         "ready\n".into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "the first map read has not finished\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the first map read has not finished\n",
+        )
+            .into_response()
     }
 }

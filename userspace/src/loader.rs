@@ -106,7 +106,9 @@ pub struct Probes {
 
 impl std::fmt::Debug for Probes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Probes").field("maps", &self.maps).finish_non_exhaustive()
+        f.debug_struct("Probes")
+            .field("maps", &self.maps)
+            .finish_non_exhaustive()
     }
 }
 
@@ -157,18 +159,30 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         prog.attach(name).map_err(program)?;
     }
 
-    let metrics_map = ebpf.take_map(metrics::MAP).ok_or(LoadError::MissingMap(metrics::MAP))?;
-    let metrics_map: PerCpuHashMap<MapData, MetricKey, MetricValue> = metrics_map
-        .try_into()
-        .map_err(|source| LoadError::Map { name: metrics::MAP, source })?;
-    let stats_map = ebpf.take_map(stats::MAP).ok_or(LoadError::MissingMap(stats::MAP))?;
-    let stats_map: PerCpuArray<MapData, u64> = stats_map
-        .try_into()
-        .map_err(|source| LoadError::Map { name: stats::MAP, source })?;
-    let pidns_map = ebpf.take_map(pidns::MAP).ok_or(LoadError::MissingMap(pidns::MAP))?;
-    let pidns_map: HashMap<MapData, u32, PidNsSeen> = pidns_map
-        .try_into()
-        .map_err(|source| LoadError::Map { name: pidns::MAP, source })?;
+    let metrics_map = ebpf
+        .take_map(metrics::MAP)
+        .ok_or(LoadError::MissingMap(metrics::MAP))?;
+    let metrics_map: PerCpuHashMap<MapData, MetricKey, MetricValue> =
+        metrics_map.try_into().map_err(|source| LoadError::Map {
+            name: metrics::MAP,
+            source,
+        })?;
+    let stats_map = ebpf
+        .take_map(stats::MAP)
+        .ok_or(LoadError::MissingMap(stats::MAP))?;
+    let stats_map: PerCpuArray<MapData, u64> =
+        stats_map.try_into().map_err(|source| LoadError::Map {
+            name: stats::MAP,
+            source,
+        })?;
+    let pidns_map = ebpf
+        .take_map(pidns::MAP)
+        .ok_or(LoadError::MissingMap(pidns::MAP))?;
+    let pidns_map: HashMap<MapData, u32, PidNsSeen> =
+        pidns_map.try_into().map_err(|source| LoadError::Map {
+            name: pidns::MAP,
+            source,
+        })?;
     Ok(Probes {
         _ebpf: ebpf,
         maps: Maps::new(metrics_map, stats_map, pidns_map, opts.map_size),

@@ -22,7 +22,9 @@ pub struct Maps {
 
 impl std::fmt::Debug for Maps {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Maps").field("capacity", &self.capacity).finish_non_exhaustive()
+        f.debug_struct("Maps")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
     }
 }
 
@@ -67,6 +69,47 @@ impl Maps {
         self.pidns.get(&pid_ns, 0).ok()
     }
 
+    /// How many records the probes have written to the pid namespace map: when it has not
+    /// changed there is nothing new to resolve, and the map need not be walked.
+    pub fn pid_ns_records(&self) -> u64 {
+        self.stats
+            .get(&(Stat::PidNsRecorded as u32), 0)
+            .map_or(0, |per_cpu| per_cpu.iter().sum())
+    }
+
+    /// Every pid namespace the probes remember, with who was seen in it.
+    pub fn pid_namespaces_seen(&self) -> Vec<(u32, PidNsSeen)> {
+        let bound = 2 * swoll_maps_schema::pidns::DEFAULT_ENTRIES as usize;
+        self.pidns
+            .iter()
+            .take(bound)
+            .filter_map(Result::ok)
+            .collect()
+    }
+
+    /// Deletes a gone pid namespace's keys from the kernel maps, so its memory is reused.
+    /// Keys already recycled by the LRU are not an error.
+    pub fn forget_pid_ns(&mut self, pid_ns: u32, keys: impl IntoIterator<Item = MetricKey>) -> u64 {
+        let mut errors = 0;
+        for key in keys.into_iter().filter(|k| k.pid_ns == pid_ns) {
+            match self.metrics.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(err) => {
+                    errors += 1;
+                    tracing::debug!(error = %err, ?key, "deleting a metrics key");
+                }
+            }
+        }
+        match self.pidns.remove(&pid_ns) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(err) => {
+                errors += 1;
+                tracing::debug!(error = %err, pid_ns, "deleting a pid namespace record");
+            }
+        }
+        errors
+    }
+
     /// Reads both maps.
     pub fn read(&self) -> Snapshot {
         let mut snapshot = Snapshot {
@@ -103,16 +146,21 @@ impl Maps {
 
     /// The summed value of one key, if the map holds it.
     pub fn get(&self, key: &MetricKey) -> Option<MetricValue> {
-        self.metrics.get(key, 0).ok().map(|per_cpu| sum(per_cpu.iter()))
+        self.metrics
+            .get(key, 0)
+            .ok()
+            .map(|per_cpu| sum(per_cpu.iter()))
     }
 }
 
 /// Sums per-CPU values. Wrapping, like the kernel's own `u64` counters.
 pub fn sum<'a>(values: impl IntoIterator<Item = &'a MetricValue>) -> MetricValue {
-    values.into_iter().fold(MetricValue::default(), |acc, v| MetricValue {
-        count: acc.count.wrapping_add(v.count),
-        time_ns: acc.time_ns.wrapping_add(v.time_ns),
-    })
+    values
+        .into_iter()
+        .fold(MetricValue::default(), |acc, v| MetricValue {
+            count: acc.count.wrapping_add(v.count),
+            time_ns: acc.time_ns.wrapping_add(v.time_ns),
+        })
 }
 
 #[cfg(test)]
@@ -122,11 +170,26 @@ mod tests {
     #[test]
     fn sums_every_cpu() {
         let per_cpu = [
-            MetricValue { count: 1, time_ns: 10 },
-            MetricValue { count: 0, time_ns: 0 },
-            MetricValue { count: 5, time_ns: 7 },
+            MetricValue {
+                count: 1,
+                time_ns: 10,
+            },
+            MetricValue {
+                count: 0,
+                time_ns: 0,
+            },
+            MetricValue {
+                count: 5,
+                time_ns: 7,
+            },
         ];
-        assert_eq!(sum(&per_cpu), MetricValue { count: 6, time_ns: 17 });
+        assert_eq!(
+            sum(&per_cpu),
+            MetricValue {
+                count: 6,
+                time_ns: 17
+            }
+        );
         assert_eq!(sum(&[]), MetricValue::default());
     }
 }

@@ -142,7 +142,10 @@ impl SelfMetrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let build_info = IntGaugeVec::new(
-            Opts::new("swoll_build_info", "Version of the running agent and of its kernel ABI."),
+            Opts::new(
+                "swoll_build_info",
+                "Version of the running agent and of its kernel ABI.",
+            ),
             &["version", "abi"],
         )?;
         build_info
@@ -152,7 +155,10 @@ impl SelfMetrics {
             ])
             .set(1);
         let map_entries = IntGaugeVec::new(
-            Opts::new("swoll_map_entries", "Entries in a kernel map at the last read."),
+            Opts::new(
+                "swoll_map_entries",
+                "Entries in a kernel map at the last read.",
+            ),
             &["map"],
         )?;
         let map_capacity = IntGaugeVec::new(
@@ -174,7 +180,7 @@ impl SelfMetrics {
             "swoll_syscall_series",
             "Series in the syscall families at the last read.",
         )?;
-        for stat in Stat::ALL {
+        for stat in Stat::ERRORS {
             probe_errors.with_label_values(&[stat.label()]);
         }
         registry.register(Box::new(build_info))?;
@@ -197,12 +203,14 @@ impl SelfMetrics {
     /// follow them.
     pub fn observe(&self, snapshot: &Snapshot, series: usize) {
         let entries = i64::try_from(snapshot.rows.len()).unwrap_or(i64::MAX);
-        self.map_entries.with_label_values(&[metrics::MAP]).set(entries);
+        self.map_entries
+            .with_label_values(&[metrics::MAP])
+            .set(entries);
         self.map_capacity
             .with_label_values(&[metrics::MAP])
             .set(i64::from(snapshot.capacity));
         self.map_read_errors.inc_by(snapshot.read_errors);
-        for stat in Stat::ALL {
+        for stat in Stat::ERRORS {
             let counter = self.probe_errors.with_label_values(&[stat.label()]);
             let now = snapshot.stat(stat);
             counter.inc_by(now.saturating_sub(counter.get()));
@@ -225,7 +233,10 @@ mod tests {
             rows: rows
                 .iter()
                 .map(|&(pid_ns, nr, errno, count, time_ns)| {
-                    (MetricKey { pid_ns, nr, errno }, MetricValue { count, time_ns })
+                    (
+                        MetricKey { pid_ns, nr, errno },
+                        MetricValue { count, time_ns },
+                    )
                 })
                 .collect(),
             ..Snapshot::default()
@@ -252,7 +263,9 @@ mod tests {
             Workload::default()
         });
         assert!(
-            text.contains("syscall=\"sys_unknown_99999\",err=\"E9999\",class=\"Unknown\",group=\"Unknown\""),
+            text.contains(
+                "syscall=\"sys_unknown_99999\",err=\"E9999\",class=\"Unknown\",group=\"Unknown\""
+            ),
             "{text}"
         );
     }
@@ -290,8 +303,17 @@ mod tests {
         let mut out = Vec::new();
         m.render(&mut out).expect("encode");
         let text = String::from_utf8(out).expect("utf-8");
-        assert!(text.contains("swoll_probe_errors_total{kind=\"metrics_update_failed\"} 7"), "{text}");
-        assert!(text.contains("swoll_map_capacity{map=\"SWOLL_METRICS\"} 8"), "{text}");
-        assert!(text.contains("swoll_build_info{abi=\"1\",version=\""), "{text}");
+        assert!(
+            text.contains("swoll_probe_errors_total{kind=\"metrics_update_failed\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("swoll_map_capacity{map=\"SWOLL_METRICS\"} 8"),
+            "{text}"
+        );
+        assert!(
+            text.contains("swoll_build_info{abi=\"1\",version=\""),
+            "{text}"
+        );
     }
 }

@@ -9,7 +9,8 @@ use std::{
 use crate::{
     http::{self, Exposition},
     loader::{self, LoadError, LoadOptions, Probes},
-    metrics::{self, SelfMetrics, Workload},
+    metrics::{self, SelfMetrics},
+    resolver::{Resolver, procfs::Procfs},
 };
 
 /// Settings of `swoll serve`, validated.
@@ -17,8 +18,10 @@ use crate::{
 pub struct ServeOptions {
     /// Address of the HTTP listener.
     pub listen: SocketAddr,
-    /// Time between map reads.
+    /// Time between map reads; also how long a gone namespace's series stay.
     pub interval: Duration,
+    /// The host's procfs, where pid namespaces are resolved.
+    pub proc_root: std::path::PathBuf,
     /// How the probes are loaded.
     pub load: LoadOptions,
 }
@@ -55,6 +58,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         time = opts.load.time,
         "probes attached to raw_syscalls sys_enter/sys_exit"
     );
+    let resolver = Resolver::new(Procfs::new(&opts.proc_root), opts.load.host_pid_ns, None);
     let exposition = Arc::new(Exposition::new(SelfMetrics::new()?));
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -70,7 +74,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         let exposition = Arc::clone(&exposition);
         thread::Builder::new()
             .name("swoll-map-reader".into())
-            .spawn(move || read_loop(probes, &exposition, opts.interval, &stopped))
+            .spawn(move || read_loop(probes, resolver, &exposition, opts.interval, &stopped))
             .map_err(ServeError::Http)?
     };
 
@@ -86,18 +90,36 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     served
 }
 
-/// Reads the maps every `interval` until `stop` is dropped; then drops the probes, which
-/// detaches them.
-fn read_loop(probes: Probes, exposition: &Exposition, interval: Duration, stop: &mpsc::Receiver<()>) {
+/// How often new pid namespaces are looked for between map reads: a container is resolved
+/// while its processes live, however short its life.
+const DISCOVER_EVERY: Duration = Duration::from_millis(200);
+
+/// Reads the maps every `interval` until `stop` is dropped, resolving new pid namespaces in
+/// between; then drops the probes, which detaches them.
+fn read_loop(
+    mut probes: Probes,
+    mut resolver: Resolver,
+    exposition: &Exposition,
+    interval: Duration,
+    stop: &mpsc::Receiver<()>,
+) {
+    let mut next_read = Instant::now();
+    let mut records = None;
     loop {
-        let started = Instant::now();
-        let snapshot = probes.maps.read();
-        let text = metrics::render_syscalls(&snapshot, |_| Workload::default());
-        let series = text.lines().filter(|l| !l.starts_with('#')).count() / 2;
-        exposition.self_metrics.observe(&snapshot, series);
-        exposition.publish(text);
-        tracing::debug!(keys = snapshot.rows.len(), took = ?started.elapsed(), "maps read");
-        match stop.recv_timeout(interval.saturating_sub(started.elapsed())) {
+        let now_records = probes.maps.pid_ns_records();
+        if records != Some(now_records) {
+            records = Some(now_records);
+            for (pid_ns, seen) in probes.maps.pid_namespaces_seen() {
+                resolver.observe(pid_ns, Some(seen));
+            }
+        }
+        let now = Instant::now();
+        if now >= next_read {
+            next_read = now + interval;
+            read_once(&mut probes, &mut resolver, exposition, interval);
+        }
+        let wait = DISCOVER_EVERY.min(next_read.saturating_duration_since(Instant::now()));
+        match stop.recv_timeout(wait) {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
@@ -105,11 +127,52 @@ fn read_loop(probes: Probes, exposition: &Exposition, interval: Duration, stop: 
     drop(probes);
 }
 
+/// One read: snapshot the maps, resolve, retire gone namespaces, render, publish.
+fn read_once(
+    probes: &mut Probes,
+    resolver: &mut Resolver,
+    exposition: &Exposition,
+    grace: Duration,
+) {
+    let started = Instant::now();
+    let mut snapshot = probes.maps.read();
+    let namespaces: Vec<u32> = {
+        let mut ns: Vec<u32> = snapshot.rows.keys().map(|k| k.pid_ns).collect();
+        ns.sort_unstable();
+        ns.dedup();
+        ns
+    };
+    for &ns in &namespaces {
+        resolver.observe(ns, None);
+    }
+    resolver.retry_unknown(namespaces.iter().copied());
+    for ns in resolver.expired(&namespaces, started, grace) {
+        let keys: Vec<_> = snapshot
+            .rows
+            .keys()
+            .filter(|k| k.pid_ns == ns)
+            .copied()
+            .collect();
+        snapshot.read_errors += probes.maps.forget_pid_ns(ns, keys.iter().copied());
+        for key in keys {
+            snapshot.rows.remove(&key);
+        }
+        tracing::debug!(pid_ns = ns, "pid namespace gone: series retired");
+    }
+    let text = metrics::render_syscalls(&snapshot, |ns| resolver.workload(ns));
+    let series = text.lines().filter(|l| !l.starts_with('#')).count() / 2;
+    exposition.self_metrics.observe(&snapshot, series);
+    exposition.publish(text);
+    tracing::debug!(keys = snapshot.rows.len(), took = ?started.elapsed(), "maps read");
+}
+
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };

@@ -60,7 +60,10 @@ pub fn chain(err: &dyn std::error::Error) -> String {
 /// Runs `swoll-workload` (at `bin`) with `args`; returns the pid namespace inode it ran in.
 /// Panics if the workload fails: its calls are what the test asserts on.
 pub fn workload(bin: &str, args: &[&str]) -> u32 {
-    let out = Command::new(bin).args(args).output().expect("spawning swoll-workload");
+    let out = Command::new(bin)
+        .args(args)
+        .output()
+        .expect("spawning swoll-workload");
     assert!(
         out.status.success(),
         "swoll-workload {args:?} failed: {}\n{}",
@@ -116,7 +119,10 @@ impl Agent {
     pub fn start(extra: &[&str]) -> Option<Agent> {
         let bin = swoll_bin();
         if !bin.exists() {
-            skip(&format!("{} is not built (run `cargo build --release`)", bin.display()));
+            skip(&format!(
+                "{} is not built (run `cargo build --release`)",
+                bin.display()
+            ));
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -139,7 +145,10 @@ impl Agent {
             if http_get(addr, "/readyz").is_ok_and(|(code, _)| code == 200) {
                 return Some(agent);
             }
-            assert!(std::time::Instant::now() < deadline, "swoll serve not ready in 30 s");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "swoll serve not ready in 30 s"
+            );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
@@ -154,7 +163,10 @@ impl Agent {
             if let Some(status) = self.child.try_wait().expect("waiting for swoll") {
                 return status;
             }
-            assert!(std::time::Instant::now() < deadline, "swoll serve did not stop on SIGTERM");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "swoll serve did not stop on SIGTERM"
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
@@ -170,9 +182,13 @@ impl Drop for Agent {
 /// A minimal HTTP/1.1 GET over loopback: (status code, body).
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = String::new();
     stream.read_to_string(&mut raw)?;
     let code = raw
@@ -180,14 +196,22 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16,
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad response: {raw:.80}")))?;
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((code, body))
 }
 
 /// The value of the sample line starting with `series` (name and labels) in a text exposition.
 pub fn sample(text: &str, series: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// Starts `swoll-workload` (at `bin`) with `args` without waiting for it; returns the child and
@@ -201,7 +225,9 @@ pub fn spawn_workload(bin: &str, args: &[&str]) -> (std::process::Child, u32) {
         .expect("spawning swoll-workload");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut line = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut line).expect("reading swoll-workload");
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("reading swoll-workload");
     let ns = line
         .strip_prefix("pidns ")
         .and_then(|n| n.trim().parse().ok())
@@ -240,18 +266,31 @@ impl Prometheus {
         let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
         let log = std::fs::File::create(dir.0.join("prometheus.log")).expect("log file");
         let child = Command::new(bin)
-            .arg(format!("--config.file={}", dir.0.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.0.join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.0.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.0.join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--log.level=warn")
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .spawn()
             .expect("spawning prometheus");
-        let prometheus = Prometheus { child, addr, _dir: dir };
+        let prometheus = Prometheus {
+            child,
+            addr,
+            _dir: dir,
+        };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while !http_get(addr, "/-/ready").is_ok_and(|(code, _)| code == 200) {
-            assert!(std::time::Instant::now() < deadline, "prometheus not ready in 60 s");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "prometheus not ready in 60 s"
+            );
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
         Some(prometheus)
@@ -259,8 +298,11 @@ impl Prometheus {
 
     /// Runs an instant query through the HTTP API: (labels, value) per series of the vector.
     pub fn query(&self, promql: &str) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
-        let (code, body) = http_get(self.addr, &format!("/api/v1/query?query={}", urlencode(promql)))
-            .expect("querying prometheus");
+        let (code, body) = http_get(
+            self.addr,
+            &format!("/api/v1/query?query={}", urlencode(promql)),
+        )
+        .expect("querying prometheus");
         assert_eq!(code, 200, "{promql}: {body}");
         let json: serde_json::Value = serde_json::from_str(&body).expect("prometheus JSON");
         assert_eq!(json["status"], "success", "{promql}: {body}");
@@ -275,7 +317,10 @@ impl Prometheus {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
                     .collect();
-                let value = series["value"][1].as_str().and_then(|v| v.parse().ok()).expect("a value");
+                let value = series["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .expect("a value");
                 (labels, value)
             })
             .collect()
@@ -294,7 +339,10 @@ impl Prometheus {
             if done(&result) {
                 return result;
             }
-            assert!(std::time::Instant::now() < deadline, "{promql} never gave the expected result: {result:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{promql} never gave the expected result: {result:?}"
+            );
             std::thread::sleep(std::time::Duration::from_millis(500));
         }
     }
@@ -311,7 +359,9 @@ impl Drop for Prometheus {
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -8,15 +8,33 @@ fn openat_enoent_and_getppid_are_counted_exactly() {
     if !is_root() && skip("needs root") {
         return;
     }
-    let Some(probes) = load(&options()) else { return };
+    let Some(probes) = load(&options()) else {
+        return;
+    };
     let (n, m) = (37, 1234);
-    let ns = workload(WORKLOAD, &["--new-pidns", "openat-missing", &n.to_string(), "getppid", &m.to_string()]);
+    let ns = workload(
+        WORKLOAD,
+        &[
+            "--new-pidns",
+            "openat-missing",
+            &n.to_string(),
+            "getppid",
+            &m.to_string(),
+        ],
+    );
     let openat = value(&probes, ns, libc::SYS_openat, libc::ENOENT);
     let getppid = value(&probes, ns, libc::SYS_getppid, 0);
     assert_eq!(openat.count, n, "openat/ENOENT in pid-ns {ns}");
     assert_eq!(getppid.count, m, "getppid/OK in pid-ns {ns}");
-    assert_eq!(value(&probes, ns, libc::SYS_openat, 0).count, 0, "no successful openat");
-    assert!(openat.time_ns > 0 && getppid.time_ns > 0, "timed: {openat:?} {getppid:?}");
+    assert_eq!(
+        value(&probes, ns, libc::SYS_openat, 0).count,
+        0,
+        "no successful openat"
+    );
+    assert!(
+        openat.time_ns > 0 && getppid.time_ns > 0,
+        "timed: {openat:?} {getppid:?}"
+    );
 }
 
 #[test]
@@ -24,8 +42,13 @@ fn eight_threads_of_100k_calls_are_800k() {
     if !is_root() && skip("needs root") {
         return;
     }
-    let Some(probes) = load(&options()) else { return };
-    let ns = workload(WORKLOAD, &["--new-pidns", "--threads", "8", "getppid", "100000"]);
+    let Some(probes) = load(&options()) else {
+        return;
+    };
+    let ns = workload(
+        WORKLOAD,
+        &["--new-pidns", "--threads", "8", "getppid", "100000"],
+    );
     assert_eq!(value(&probes, ns, libc::SYS_getppid, 0).count, 800_000);
 }
 

@@ -10,8 +10,13 @@ fn metrics_carry_exact_counts_with_swolls_labels() {
     if !is_root() && skip("needs root") {
         return;
     }
-    let Some(agent) = Agent::start(&["--interval", "200ms"]) else { return };
-    let ns = workload(WORKLOAD, &["--new-pidns", "openat-missing", "13", "getppid", "17"]);
+    let Some(agent) = Agent::start(&["--interval", "200ms"]) else {
+        return;
+    };
+    let ns = workload(
+        WORKLOAD,
+        &["--new-pidns", "openat-missing", "13", "getppid", "17"],
+    );
     let openat = format!(
         "swoll_node_metrics_syscall_count{{syscall=\"sys_openat\",err=\"ENOENT\",class=\"FileSystem\",\
          group=\"Files\",namespace=\"\",pod=\"\",container=\"\",kns=\"{ns}\"}}"
@@ -32,11 +37,20 @@ fn metrics_carry_exact_counts_with_swolls_labels() {
     assert_eq!(sample(&body, &openat), Some(13), "{openat} in\n{body}");
     assert_eq!(sample(&body, &getppid), Some(17), "{getppid} in\n{body}");
     let time = openat.replace("syscall_count", "syscall_time");
-    assert!(sample(&body, &time).is_some_and(|ns| ns > 0), "{time} in\n{body}");
+    assert!(
+        sample(&body, &time).is_some_and(|ns| ns > 0),
+        "{time} in\n{body}"
+    );
     assert!(body.contains("# TYPE swoll_node_metrics_syscall_count counter"));
-    assert!(body.contains("swoll_map_capacity{map=\"SWOLL_METRICS\"} 65536"), "{body}");
+    assert!(
+        body.contains("swoll_map_capacity{map=\"SWOLL_METRICS\"} 65536"),
+        "{body}"
+    );
     assert!(body.contains("swoll_build_info{"));
     assert_eq!(http_get(agent.addr, "/healthz").expect("healthz").0, 200);
     let status = agent.stop();
-    assert!(status.success(), "swoll serve exited with {status} on SIGTERM");
+    assert!(
+        status.success(),
+        "swoll serve exited with {status} on SIGTERM"
+    );
 }

@@ -8,7 +8,9 @@ fn twenty_5ms_sleeps_sum_to_100_to_200ms() {
     if !is_root() && skip("needs root") {
         return;
     }
-    let Some(probes) = load(&options()) else { return };
+    let Some(probes) = load(&options()) else {
+        return;
+    };
     let ns = workload(WORKLOAD, &["--new-pidns", "nanosleep-5ms", "20"]);
     let v = value(&probes, ns, libc::SYS_nanosleep, 0);
     assert_eq!(v.count, 20);

@@ -8,7 +8,9 @@ fn two_namespaces_are_two_keys() {
     if !is_root() && skip("needs root") {
         return;
     }
-    let Some(probes) = load(&options()) else { return };
+    let Some(probes) = load(&options()) else {
+        return;
+    };
     let a = workload(WORKLOAD, &["--new-pidns", "getppid", "11"]);
     let b = workload(WORKLOAD, &["--new-pidns", "getppid", "22"]);
     assert_ne!(a, b);
@@ -22,19 +24,27 @@ fn host_processes_are_counted_unless_no_host() {
         return;
     }
     let host = own_pid_ns();
-    let Some(with_host) = load(&options()) else { return };
+    let Some(with_host) = load(&options()) else {
+        return;
+    };
     let mut opts = options();
     opts.count_host = false;
     let Some(no_host) = load(&opts) else { return };
 
     let ran_in = workload(WORKLOAD, &["getppid", "5"]);
-    assert_eq!(ran_in, host, "the plain workload runs in the host pid namespace");
+    assert_eq!(
+        ran_in, host,
+        "the plain workload runs in the host pid namespace"
+    );
     let container = workload(WORKLOAD, &["--new-pidns", "getppid", "7"]);
 
     assert!(value(&with_host, host, libc::SYS_getppid, 0).count >= 5);
     let snapshot = no_host.maps.read();
     let host_keys: Vec<_> = snapshot.rows.keys().filter(|k| k.pid_ns == host).collect();
-    assert!(host_keys.is_empty(), "--no-host counted host keys: {host_keys:?}");
+    assert!(
+        host_keys.is_empty(),
+        "--no-host counted host keys: {host_keys:?}"
+    );
     assert_eq!(value(&no_host, container, libc::SYS_getppid, 0).count, 7);
 }
 
@@ -53,7 +63,9 @@ fn the_agent_leaves_itself_out_unless_asked() {
     }
     let mut counting_self = options();
     counting_self.count_self = true;
-    let Some(with_self) = load(&counting_self) else { return };
+    let Some(with_self) = load(&counting_self) else {
+        return;
+    };
     for _ in 0..1000 {
         // SAFETY: getppid has no preconditions.
         unsafe { libc::getppid() };
@@ -69,9 +81,14 @@ fn each_new_namespace_records_a_process_and_its_cgroup() {
     if !is_root() && skip("needs root") {
         return;
     }
-    let Some(probes) = load(&options()) else { return };
+    let Some(probes) = load(&options()) else {
+        return;
+    };
     let ns = workload(WORKLOAD, &["--new-pidns", "getppid", "3"]);
-    let seen = probes.maps.pid_ns_seen(ns).expect("the namespace was recorded");
+    let seen = probes
+        .maps
+        .pid_ns_seen(ns)
+        .expect("the namespace was recorded");
     assert_ne!(seen.tgid, 0);
     // The workload ran in the test's own cgroup (cgroup v2 id = inode of its directory).
     let cgroup = std::fs::read_to_string("/proc/self/cgroup").expect("reading /proc/self/cgroup");

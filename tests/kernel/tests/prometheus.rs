@@ -10,18 +10,33 @@ fn seed_readme_queries_by_errno_and_by_pod() {
     if !is_root() && skip("needs root") {
         return;
     }
-    let Some(agent) = Agent::start(&["--interval", "1s"]) else { return };
-    let ns = workload(WORKLOAD, &["--new-pidns", "openat-missing", "21", "getppid", "34"]);
-    let Some(prometheus) = Prometheus::start(&[agent.addr]) else { return };
+    let Some(agent) = Agent::start(&["--interval", "1s"]) else {
+        return;
+    };
+    let ns = workload(
+        WORKLOAD,
+        &["--new-pidns", "openat-missing", "21", "getppid", "34"],
+    );
+    let Some(prometheus) = Prometheus::start(&[agent.addr]) else {
+        return;
+    };
 
     let by_err = format!(
         "sort_desc(\n  sum(\n   swoll_node_metrics_syscall_count{{\n    kns=\"{ns}\"\n   }}) by (err))"
     );
     let result = prometheus.wait_for(&by_err, 60, |r| r.len() == 2);
     // sort_desc: OK (34 getppid plus the child's return from fork) comes before ENOENT (21).
-    assert_eq!(result[0].0.get("err").map(String::as_str), Some("OK"), "{result:?}");
+    assert_eq!(
+        result[0].0.get("err").map(String::as_str),
+        Some("OK"),
+        "{result:?}"
+    );
     assert!(result[0].1 >= 35.0, "{result:?}");
-    assert_eq!(result[1].0.get("err").map(String::as_str), Some("ENOENT"), "{result:?}");
+    assert_eq!(
+        result[1].0.get("err").map(String::as_str),
+        Some("ENOENT"),
+        "{result:?}"
+    );
     assert_eq!(result[1].1, 21.0, "{result:?}");
 
     let by_pod = format!(
@@ -40,8 +55,12 @@ fn seed_readme_offset_ratio_query() {
     if !is_root() && skip("needs root") {
         return;
     }
-    let Some(agent) = Agent::start(&["--interval", "1s"]) else { return };
-    let Some(prometheus) = Prometheus::start(&[agent.addr]) else { return };
+    let Some(agent) = Agent::start(&["--interval", "1s"]) else {
+        return;
+    };
+    let Some(prometheus) = Prometheus::start(&[agent.addr]) else {
+        return;
+    };
     let (mut child, ns) = spawn_workload(
         WORKLOAD,
         &["--new-pidns", "--repeat-for", "400", "openat-missing", "50"],
@@ -52,7 +71,9 @@ fn seed_readme_offset_ratio_query() {
                  swoll_node_metrics_syscall_count{ err != \"OK\" }[5m]\n   )\n  ))";
     let result = prometheus.wait_for(ratio, 420, |r| {
         r.iter().any(|(labels, v)| {
-            labels.get("syscall").map(String::as_str) == Some("sys_openat") && v.is_finite() && *v > 0.0
+            labels.get("syscall").map(String::as_str) == Some("sys_openat")
+                && v.is_finite()
+                && *v > 0.0
         })
     });
     let _ = child.kill();

@@ -89,7 +89,10 @@ fn run(plan: &Plan) -> ExitCode {
     }
     // SAFETY: unshare takes a flag word and touches no memory of ours.
     if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
-        eprintln!("swoll-workload: unshare(CLONE_NEWPID): {}", std::io::Error::last_os_error());
+        eprintln!(
+            "swoll-workload: unshare(CLONE_NEWPID): {}",
+            std::io::Error::last_os_error()
+        );
         return ExitCode::from(3);
     }
     // SAFETY: this process is single-threaded here, so the child may do anything after fork.
@@ -155,7 +158,11 @@ fn work(plan: &Plan) -> ExitCode {
         let handles: Vec<_> = (0..plan.threads).map(|_| s.spawn(thread)).collect();
         handles.into_iter().all(|h| h.join().unwrap_or(false))
     });
-    if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 /// Makes `n` calls of `op`, checking each returns what it must.
@@ -167,13 +174,25 @@ fn make(op: Op, n: u64) -> bool {
         let ok = unsafe {
             match op {
                 Op::OpenatMissing => {
-                    let ret = libc::syscall(libc::SYS_openat, libc::AT_FDCWD, MISSING.as_ptr(), libc::O_RDONLY);
+                    let ret = libc::syscall(
+                        libc::SYS_openat,
+                        libc::AT_FDCWD,
+                        MISSING.as_ptr(),
+                        libc::O_RDONLY,
+                    );
                     ret == -1 && *libc::__errno_location() == libc::ENOENT
                 }
                 Op::Getppid => libc::syscall(libc::SYS_getppid) >= 0,
                 Op::Nanosleep5ms => {
-                    let ts = libc::timespec { tv_sec: 0, tv_nsec: 5_000_000 };
-                    libc::syscall(libc::SYS_nanosleep, &ts, std::ptr::null_mut::<libc::timespec>()) == 0
+                    let ts = libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 5_000_000,
+                    };
+                    libc::syscall(
+                        libc::SYS_nanosleep,
+                        &ts,
+                        std::ptr::null_mut::<libc::timespec>(),
+                    ) == 0
                 }
             }
         };

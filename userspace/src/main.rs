@@ -1,0 +1,46 @@
+//! The `swoll` binary: parse arguments, set up logging, run a subcommand, map errors to an
+//! exit code. Everything else is in the library.
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use swoll::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("swoll: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    match cli.command {
+        Command::Serve(args) => {
+            let opts = args
+                .into_options()
+                .context("reading the host's pid namespace")?;
+            runtime.block_on(swoll::serve::run(opts))?;
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
