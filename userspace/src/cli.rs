@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use swoll_maps_schema::metrics;
 
-use crate::{btf, host, loader::LoadOptions, serve::ServeOptions};
+use crate::{btf, host, loader::LoadOptions, metrics::Label, serve::ServeOptions};
 
 /// swoll: which system calls every container makes, how long they take and how they fail.
 #[derive(Debug, Parser)]
@@ -53,6 +53,19 @@ pub struct ServeArgs {
     /// The host's procfs (`/host/proc` in the DaemonSet).
     #[arg(long, env = "SWOLL_PROC_ROOT", default_value = "/proc")]
     pub proc_root: PathBuf,
+    /// Labels of the syscall families, comma-separated (drop `kns`, `class`, `group`, … to
+    /// cut cardinality; series that then share labels are summed).
+    #[arg(
+        long,
+        env = "SWOLL_LABELS",
+        value_delimiter = ',',
+        default_value = "syscall,err,class,group,namespace,pod,container,kns"
+    )]
+    pub labels: Vec<Label>,
+    /// Most series of their own in each syscall family; later ones fold into their workload's
+    /// `syscall="other"` series (0: no limit).
+    #[arg(long, env = "SWOLL_MAX_SERIES", default_value_t = 50_000)]
+    pub max_series: usize,
     /// The kernel's BTF, for the struct offsets the probes need.
     #[arg(long, env = "SWOLL_BTF", default_value = btf::VMLINUX)]
     pub btf: PathBuf,
@@ -72,6 +85,8 @@ impl ServeArgs {
             listen: self.listen,
             interval: self.interval,
             proc_root: self.proc_root,
+            labels: self.labels,
+            max_series: self.max_series,
             load,
         })
     }

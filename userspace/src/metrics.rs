@@ -33,80 +33,201 @@ pub struct Workload {
     pub container: String,
 }
 
-/// The label set of one syscall series.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct SeriesKey {
-    workload: Workload,
-    kns: u32,
-    nr: u32,
-    errno: u32,
+/// A label of the syscall families, in exposition order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Label {
+    /// `sys_<name>`.
+    Syscall,
+    /// `OK` or the errno's name.
+    Err,
+    /// swoll's class of the syscall.
+    Class,
+    /// swoll's group of the syscall.
+    Group,
+    /// Kubernetes namespace.
+    Namespace,
+    /// Pod name.
+    Pod,
+    /// Container name (or short id).
+    Container,
+    /// The pid namespace inode.
+    Kns,
 }
 
-/// Renders the syscall families of `snapshot`, labelling each pid namespace with `workload`.
-/// Keys that resolve to the same labels are summed.
-pub fn render_syscalls(snapshot: &Snapshot, workload: impl Fn(u32) -> Workload) -> String {
-    let mut series: HashMap<SeriesKey, MetricValue> = HashMap::with_capacity(snapshot.rows.len());
-    for (key, value) in &snapshot.rows {
-        let MetricKey { pid_ns, nr, errno } = *key;
-        let entry = series
-            .entry(SeriesKey {
-                workload: workload(pid_ns),
-                kns: pid_ns,
-                nr,
-                errno,
-            })
-            .or_default();
-        entry.count = entry.count.wrapping_add(value.count);
-        entry.time_ns = entry.time_ns.wrapping_add(value.time_ns);
-    }
-    let mut sorted: Vec<_> = series.into_iter().collect();
-    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+impl Label {
+    /// Every label, in exposition order: the default of `--labels`.
+    pub const ALL: [Label; 8] = [
+        Label::Syscall,
+        Label::Err,
+        Label::Class,
+        Label::Group,
+        Label::Namespace,
+        Label::Pod,
+        Label::Container,
+        Label::Kns,
+    ];
 
-    let mut labels = Vec::with_capacity(sorted.len());
-    for (key, _) in &sorted {
-        labels.push(label_set(key));
-    }
-    let mut out = String::with_capacity(sorted.len() * 2 * 200 + 512);
-    for (family, help, pick) in [
-        (
-            SYSCALL_COUNT,
-            "System calls that returned, by pid namespace, syscall and errno, counted in the kernel.",
-            (|v: &MetricValue| v.count) as fn(&MetricValue) -> u64,
-        ),
-        (
-            SYSCALL_TIME,
-            "Nanoseconds spent in those system calls, timed in the kernel from sys_enter to sys_exit.",
-            |v: &MetricValue| v.time_ns,
-        ),
-    ] {
-        let _ = writeln!(out, "# HELP {family} {help}");
-        let _ = writeln!(out, "# TYPE {family} counter");
-        for ((_, value), labels) in sorted.iter().zip(&labels) {
-            let _ = writeln!(out, "{family}{{{labels}}} {}", pick(value));
+    /// The label's name in the exposition.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Label::Syscall => "syscall",
+            Label::Err => "err",
+            Label::Class => "class",
+            Label::Group => "group",
+            Label::Namespace => "namespace",
+            Label::Pod => "pod",
+            Label::Container => "container",
+            Label::Kns => "kns",
         }
     }
-    out
 }
 
-/// `syscall="…",err="…",…` for one series.
-fn label_set(key: &SeriesKey) -> String {
-    let info = syscalls::describe_native(key.nr);
-    let mut s = String::with_capacity(160);
-    for (name, value) in [
-        ("syscall", info.name.as_ref()),
-        ("err", errno::name(key.errno).as_ref()),
-        ("class", info.class),
-        ("group", info.group),
-        ("namespace", &key.workload.namespace),
-        ("pod", &key.workload.pod),
-        ("container", &key.workload.container),
-    ] {
-        let _ = write!(s, "{name}=\"");
-        escape_label_value(value, &mut s);
-        s.push_str("\",");
+impl std::str::FromStr for Label {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Label, String> {
+        Label::ALL
+            .into_iter()
+            .find(|l| l.name() == s.trim())
+            .ok_or_else(|| {
+                let names: Vec<_> = Label::ALL.iter().map(|l| l.name()).collect();
+                format!("unknown label {s:?} (one of {})", names.join(", "))
+            })
     }
-    let _ = write!(s, "kns=\"{}\"", key.kns);
-    s
+}
+
+/// Value of the `syscall`, `err`, `class` and `group` labels of the series that collects
+/// calls over the `--max-series` budget.
+pub const FOLDED: &str = "other";
+
+/// Renders the syscall families with the chosen labels under a series budget.
+///
+/// Keys that render to the same labels are summed (pid namespaces of one workload, when `kns`
+/// is not exported). Admission to the budget is sticky: a series, once exported, stays its own
+/// until its pid namespace is retired, and one that arrived over budget stays folded into its
+/// workload's `syscall="other"` series, so no exported counter ever goes backwards because
+/// the ranking of series changed.
+#[derive(Debug)]
+pub struct Renderer {
+    labels: Vec<Label>,
+    max_series: usize,
+    /// Exported series (their label strings) and the pid namespace each came from.
+    admitted: HashMap<String, u32>,
+}
+
+/// One rendering of the syscall families.
+#[derive(Debug, Default)]
+pub struct Rendered {
+    /// The text exposition of both families.
+    pub text: String,
+    /// Series in each family.
+    pub series: usize,
+    /// Keys folded into `syscall="other"` series because the budget was spent.
+    pub folded: usize,
+}
+
+impl Renderer {
+    /// A renderer exporting `labels` (in the canonical order, whatever order they are given
+    /// in), with at most `max_series` series of their own (0: no limit).
+    pub fn new(labels: &[Label], max_series: usize) -> Renderer {
+        Renderer {
+            labels: Label::ALL
+                .into_iter()
+                .filter(|l| labels.contains(l))
+                .collect(),
+            max_series,
+            admitted: HashMap::new(),
+        }
+    }
+
+    /// Forgets the series of a retired pid namespace, freeing their budget.
+    pub fn retire(&mut self, pid_ns: u32) {
+        self.admitted.retain(|_, ns| *ns != pid_ns);
+    }
+
+    /// Renders `snapshot`, labelling each pid namespace with `workload`.
+    pub fn render(&mut self, snapshot: &Snapshot, workload: impl Fn(u32) -> Workload) -> Rendered {
+        let mut rows: Vec<_> = snapshot.rows.iter().collect();
+        // Older keys first is not knowable; a stable order (by key) makes admission
+        // deterministic for a given snapshot.
+        rows.sort_unstable_by_key(|(k, _)| **k);
+        let mut series: HashMap<String, MetricValue> = HashMap::with_capacity(rows.len());
+        let mut folded = 0;
+        let mut workloads: HashMap<u32, Workload> = HashMap::new();
+        for (key, value) in rows {
+            let w = workloads
+                .entry(key.pid_ns)
+                .or_insert_with(|| workload(key.pid_ns));
+            let mut labels = self.label_set(key, w, false);
+            let budget_left = self.max_series == 0 || self.admitted.len() < self.max_series;
+            if !self.admitted.contains_key(&labels) {
+                if budget_left {
+                    self.admitted.insert(labels.clone(), key.pid_ns);
+                } else {
+                    labels = self.label_set(key, w, true);
+                    folded += 1;
+                }
+            }
+            let entry = series.entry(labels).or_default();
+            entry.count = entry.count.wrapping_add(value.count);
+            entry.time_ns = entry.time_ns.wrapping_add(value.time_ns);
+        }
+        let mut sorted: Vec<_> = series.into_iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut text = String::with_capacity(sorted.len() * 2 * 200 + 512);
+        for (family, help, pick) in [
+            (
+                SYSCALL_COUNT,
+                "System calls that returned, by pid namespace, syscall and errno, counted in the kernel.",
+                (|v: &MetricValue| v.count) as fn(&MetricValue) -> u64,
+            ),
+            (
+                SYSCALL_TIME,
+                "Nanoseconds spent in those system calls, timed in the kernel from sys_enter to sys_exit.",
+                |v: &MetricValue| v.time_ns,
+            ),
+        ] {
+            let _ = writeln!(text, "# HELP {family} {help}");
+            let _ = writeln!(text, "# TYPE {family} counter");
+            for (labels, value) in &sorted {
+                let _ = writeln!(text, "{family}{{{labels}}} {}", pick(value));
+            }
+        }
+        Rendered {
+            text,
+            series: sorted.len(),
+            folded,
+        }
+    }
+
+    /// `syscall="…",err="…",…` of one key with the exported labels; `fold` replaces the
+    /// syscall's labels with [`FOLDED`].
+    fn label_set(&self, key: &MetricKey, workload: &Workload, fold: bool) -> String {
+        let info = syscalls::describe_native(key.nr);
+        let err = errno::name(key.errno);
+        let kns = key.pid_ns.to_string();
+        let mut s = String::with_capacity(160);
+        for label in &self.labels {
+            let value: &str = match label {
+                Label::Syscall | Label::Err | Label::Class | Label::Group if fold => FOLDED,
+                Label::Syscall => &info.name,
+                Label::Err => &err,
+                Label::Class => info.class,
+                Label::Group => info.group,
+                Label::Namespace => &workload.namespace,
+                Label::Pod => &workload.pod,
+                Label::Container => &workload.container,
+                Label::Kns => &kns,
+            };
+            if !s.is_empty() {
+                s.push(',');
+            }
+            let _ = write!(s, "{}=\"", label.name());
+            escape_label_value(value, &mut s);
+            s.push('"');
+        }
+        s
+    }
 }
 
 /// Escapes a label value for the text format: backslash, double quote and newline.
@@ -129,6 +250,7 @@ pub struct SelfMetrics {
     map_read_errors: IntCounter,
     probe_errors: IntCounterVec,
     series: IntGauge,
+    folded: IntGauge,
 }
 
 impl std::fmt::Debug for SelfMetrics {
@@ -180,6 +302,10 @@ impl SelfMetrics {
             "swoll_syscall_series",
             "Series in the syscall families at the last read.",
         )?;
+        let folded = IntGauge::new(
+            "swoll_syscall_series_folded",
+            "Keys over the --max-series budget, folded into syscall=\"other\" series at the last read.",
+        )?;
         for stat in Stat::ERRORS {
             probe_errors.with_label_values(&[stat.label()]);
         }
@@ -189,6 +315,7 @@ impl SelfMetrics {
         registry.register(Box::new(map_read_errors.clone()))?;
         registry.register(Box::new(probe_errors.clone()))?;
         registry.register(Box::new(series.clone()))?;
+        registry.register(Box::new(folded.clone()))?;
         Ok(Self {
             registry,
             map_entries,
@@ -196,12 +323,13 @@ impl SelfMetrics {
             map_read_errors,
             probe_errors,
             series,
+            folded,
         })
     }
 
     /// Records one map read. Probe counters are cumulative in the kernel; the exported counters
     /// follow them.
-    pub fn observe(&self, snapshot: &Snapshot, series: usize) {
+    pub fn observe(&self, snapshot: &Snapshot, rendered: &Rendered) {
         let entries = i64::try_from(snapshot.rows.len()).unwrap_or(i64::MAX);
         self.map_entries
             .with_label_values(&[metrics::MAP])
@@ -215,7 +343,10 @@ impl SelfMetrics {
             let now = snapshot.stat(stat);
             counter.inc_by(now.saturating_sub(counter.get()));
         }
-        self.series.set(i64::try_from(series).unwrap_or(i64::MAX));
+        self.series
+            .set(i64::try_from(rendered.series).unwrap_or(i64::MAX));
+        self.folded
+            .set(i64::try_from(rendered.folded).unwrap_or(i64::MAX));
     }
 
     /// Encodes the self-metrics in the text format.
@@ -243,12 +374,63 @@ mod tests {
         }
     }
 
+    fn render(s: &Snapshot) -> String {
+        Renderer::new(&Label::ALL, 0)
+            .render(s, |_| Workload::default())
+            .text
+    }
+
+    #[test]
+    fn dropped_labels_merge_series() {
+        let rows = snapshot(&[(1, 0, 0, 2, 20), (2, 0, 0, 3, 30)]);
+        let mut r = Renderer::new(&[Label::Syscall, Label::Err, Label::Pod], 0);
+        let out = r.render(&rows, |_| Workload::default());
+        assert_eq!(out.series, 1);
+        assert!(
+            out.text.contains(
+                "swoll_node_metrics_syscall_count{syscall=\"sys_read\",err=\"OK\",pod=\"\"} 5\n"
+            ),
+            "{}",
+            out.text
+        );
+        assert!("bogus".parse::<Label>().is_err());
+        assert_eq!(" kns".parse::<Label>(), Ok(Label::Kns));
+    }
+
+    #[test]
+    fn the_series_budget_folds_newcomers_and_is_sticky() {
+        let mut r = Renderer::new(&Label::ALL, 2);
+        let first = snapshot(&[(1, 0, 0, 1, 0), (1, 1, 0, 1, 0)]);
+        assert_eq!(r.render(&first, |_| Workload::default()).folded, 0);
+        // A third key arrives over budget: folded into syscall="other" of its namespace.
+        let more = snapshot(&[
+            (1, 0, 0, 5, 0),
+            (1, 1, 0, 5, 0),
+            (1, 2, 0, 7, 0),
+            (1, 3, 0, 1, 0),
+        ]);
+        let out = r.render(&more, |_| Workload::default());
+        assert_eq!(out.folded, 2);
+        assert!(
+            out.text
+                .contains("syscall=\"other\",err=\"other\",class=\"other\",group=\"other\""),
+            "{}",
+            out.text
+        );
+        assert!(out.text.contains("kns=\"1\"} 8\n"), "{}", out.text);
+        // Retiring the namespace frees the budget.
+        r.retire(1);
+        assert_eq!(
+            r.render(&snapshot(&[(2, 2, 0, 1, 0)]), |_| Workload::default())
+                .folded,
+            0
+        );
+    }
+
     #[test]
     fn renders_swolls_names_and_labels() {
         let nr = syscalls::number(syscalls::Arch::NATIVE, "openat").expect("openat is known");
-        let text = render_syscalls(&snapshot(&[(4026532000, nr, 2, 12, 3400)]), |_| {
-            Workload::default()
-        });
+        let text = render(&snapshot(&[(4026532000, nr, 2, 12, 3400)]));
         let want = "swoll_node_metrics_syscall_count{syscall=\"sys_openat\",err=\"ENOENT\",\
                     class=\"FileSystem\",group=\"Files\",namespace=\"\",pod=\"\",container=\"\",\
                     kns=\"4026532000\"} 12\n";
@@ -259,9 +441,7 @@ mod tests {
 
     #[test]
     fn unknown_syscalls_and_errnos_render() {
-        let text = render_syscalls(&snapshot(&[(1, 99_999, 9_999, 1, 0)]), |_| {
-            Workload::default()
-        });
+        let text = render(&snapshot(&[(1, 99_999, 9_999, 1, 0)]));
         assert!(
             text.contains(
                 "syscall=\"sys_unknown_99999\",err=\"E9999\",class=\"Unknown\",group=\"Unknown\""
@@ -278,7 +458,7 @@ mod tests {
             pod: "p".into(),
             container: "c".into(),
         };
-        let text = render_syscalls(&rows, one);
+        let text = Renderer::new(&Label::ALL, 0).render(&rows, one).text;
         // `kns` keeps them apart: a restarted container's counters start a new series instead
         // of making the old one go backwards.
         assert_eq!(text.matches("swoll_node_metrics_syscall_count{").count(), 2);
@@ -297,9 +477,9 @@ mod tests {
         let mut s = snapshot(&[(1, 0, 0, 1, 1)]);
         s.capacity = 8;
         s.stats[Stat::MetricsUpdateFailed as usize] = 5;
-        m.observe(&s, 1);
+        m.observe(&s, &Rendered::default());
         s.stats[Stat::MetricsUpdateFailed as usize] = 7;
-        m.observe(&s, 1);
+        m.observe(&s, &Rendered::default());
         let mut out = Vec::new();
         m.render(&mut out).expect("encode");
         let text = String::from_utf8(out).expect("utf-8");

@@ -9,7 +9,7 @@ use std::{
 use crate::{
     http::{self, Exposition},
     loader::{self, LoadError, LoadOptions, Probes},
-    metrics::{self, SelfMetrics},
+    metrics::{Label, Renderer, SelfMetrics},
     resolver::{Resolver, procfs::Procfs},
 };
 
@@ -22,6 +22,10 @@ pub struct ServeOptions {
     pub interval: Duration,
     /// The host's procfs, where pid namespaces are resolved.
     pub proc_root: std::path::PathBuf,
+    /// Labels of the syscall families.
+    pub labels: Vec<Label>,
+    /// Most series of their own (0: no limit); the rest fold into `syscall="other"`.
+    pub max_series: usize,
     /// How the probes are loaded.
     pub load: LoadOptions,
 }
@@ -59,6 +63,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         "probes attached to raw_syscalls sys_enter/sys_exit"
     );
     let resolver = Resolver::new(Procfs::new(&opts.proc_root), opts.load.host_pid_ns, None);
+    let renderer = Renderer::new(&opts.labels, opts.max_series);
     let exposition = Arc::new(Exposition::new(SelfMetrics::new()?));
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -74,7 +79,16 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         let exposition = Arc::clone(&exposition);
         thread::Builder::new()
             .name("swoll-map-reader".into())
-            .spawn(move || read_loop(probes, resolver, &exposition, opts.interval, &stopped))
+            .spawn(move || {
+                read_loop(
+                    probes,
+                    resolver,
+                    renderer,
+                    &exposition,
+                    opts.interval,
+                    &stopped,
+                )
+            })
             .map_err(ServeError::Http)?
     };
 
@@ -99,6 +113,7 @@ const DISCOVER_EVERY: Duration = Duration::from_millis(200);
 fn read_loop(
     mut probes: Probes,
     mut resolver: Resolver,
+    mut renderer: Renderer,
     exposition: &Exposition,
     interval: Duration,
     stop: &mpsc::Receiver<()>,
@@ -116,7 +131,13 @@ fn read_loop(
         let now = Instant::now();
         if now >= next_read {
             next_read = now + interval;
-            read_once(&mut probes, &mut resolver, exposition, interval);
+            read_once(
+                &mut probes,
+                &mut resolver,
+                &mut renderer,
+                exposition,
+                interval,
+            );
         }
         let wait = DISCOVER_EVERY.min(next_read.saturating_duration_since(Instant::now()));
         match stop.recv_timeout(wait) {
@@ -131,6 +152,7 @@ fn read_loop(
 fn read_once(
     probes: &mut Probes,
     resolver: &mut Resolver,
+    renderer: &mut Renderer,
     exposition: &Exposition,
     grace: Duration,
 ) {
@@ -159,10 +181,9 @@ fn read_once(
         }
         tracing::debug!(pid_ns = ns, "pid namespace gone: series retired");
     }
-    let text = metrics::render_syscalls(&snapshot, |ns| resolver.workload(ns));
-    let series = text.lines().filter(|l| !l.starts_with('#')).count() / 2;
-    exposition.self_metrics.observe(&snapshot, series);
-    exposition.publish(text);
+    let rendered = renderer.render(&snapshot, |ns| resolver.workload(ns));
+    exposition.self_metrics.observe(&snapshot, &rendered);
+    exposition.publish(rendered.text);
     tracing::debug!(keys = snapshot.rows.len(), took = ?started.elapsed(), "maps read");
 }
 
