@@ -66,6 +66,11 @@ pub struct ServeArgs {
     /// `syscall="other"` series (0: no limit).
     #[arg(long, env = "SWOLL_MAX_SERIES", default_value_t = 50_000)]
     pub max_series: usize,
+    /// This Kubernetes node's name: label series with the pods running here (watched through
+    /// KUBECONFIG or the in-cluster config). Without it swoll runs in local mode and makes no
+    /// API calls; containers are labelled by short id.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
     /// The kernel's BTF, for the struct offsets the probes need.
     #[arg(long, env = "SWOLL_BTF", default_value = btf::VMLINUX)]
     pub btf: PathBuf,
@@ -87,6 +92,7 @@ impl ServeArgs {
             proc_root: self.proc_root,
             labels: self.labels,
             max_series: self.max_series,
+            node_name: self.node_name.filter(|n| !n.is_empty()),
             load,
         })
     }

@@ -251,6 +251,7 @@ pub struct SelfMetrics {
     probe_errors: IntCounterVec,
     series: IntGauge,
     folded: IntGauge,
+    resolver_errors: IntCounterVec,
 }
 
 impl std::fmt::Debug for SelfMetrics {
@@ -306,6 +307,14 @@ impl SelfMetrics {
             "swoll_syscall_series_folded",
             "Keys over the --max-series budget, folded into syscall=\"other\" series at the last read.",
         )?;
+        let resolver_errors = IntCounterVec::new(
+            Opts::new(
+                "swoll_resolver_errors_total",
+                "Failures resolving pid namespaces to pods, by kind (apiserver: a failed list or watch, retried with backoff).",
+            ),
+            &["kind"],
+        )?;
+        resolver_errors.with_label_values(&["apiserver"]);
         for stat in Stat::ERRORS {
             probe_errors.with_label_values(&[stat.label()]);
         }
@@ -316,6 +325,7 @@ impl SelfMetrics {
         registry.register(Box::new(probe_errors.clone()))?;
         registry.register(Box::new(series.clone()))?;
         registry.register(Box::new(folded.clone()))?;
+        registry.register(Box::new(resolver_errors.clone()))?;
         Ok(Self {
             registry,
             map_entries,
@@ -324,6 +334,7 @@ impl SelfMetrics {
             probe_errors,
             series,
             folded,
+            resolver_errors,
         })
     }
 
@@ -347,6 +358,11 @@ impl SelfMetrics {
             .set(i64::try_from(rendered.series).unwrap_or(i64::MAX));
         self.folded
             .set(i64::try_from(rendered.folded).unwrap_or(i64::MAX));
+    }
+
+    /// The counter of resolver failures of `kind`.
+    pub fn resolver_errors(&self, kind: &str) -> IntCounter {
+        self.resolver_errors.with_label_values(&[kind])
     }
 
     /// Encodes the self-metrics in the text format.

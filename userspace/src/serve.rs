@@ -10,7 +10,7 @@ use crate::{
     http::{self, Exposition},
     loader::{self, LoadError, LoadOptions, Probes},
     metrics::{Label, Renderer, SelfMetrics},
-    resolver::{Resolver, procfs::Procfs},
+    resolver::{PodIndex, Resolver, pods, procfs::Procfs},
 };
 
 /// Settings of `swoll serve`, validated.
@@ -26,6 +26,8 @@ pub struct ServeOptions {
     pub labels: Vec<Label>,
     /// Most series of their own (0: no limit); the rest fold into `syscall="other"`.
     pub max_series: usize,
+    /// The Kubernetes node whose pods label the series; `None` is local mode (no API calls).
+    pub node_name: Option<String>,
     /// How the probes are loaded.
     pub load: LoadOptions,
 }
@@ -48,6 +50,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// No Kubernetes client configuration (KUBECONFIG or in-cluster) could be found.
+    #[error("configuring the Kubernetes client for --node-name (set KUBECONFIG or run in a pod)")]
+    Kube(#[source] kube::Error),
     /// The HTTP server or the signal handlers failed.
     #[error("serving HTTP")]
     Http(#[source] std::io::Error),
@@ -62,9 +67,25 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         time = opts.load.time,
         "probes attached to raw_syscalls sys_enter/sys_exit"
     );
-    let resolver = Resolver::new(Procfs::new(&opts.proc_root), opts.load.host_pid_ns, None);
-    let renderer = Renderer::new(&opts.labels, opts.max_series);
     let exposition = Arc::new(Exposition::new(SelfMetrics::new()?));
+    let pods: Option<Box<dyn PodIndex>> = match &opts.node_name {
+        None => None,
+        Some(node) => {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(ServeError::Kube)?;
+            let errors = exposition.self_metrics.resolver_errors("apiserver");
+            let (index, drive) = pods::watch(client, node, move |err| {
+                errors.inc();
+                tracing::warn!(error = %err, "watching pods failed; retrying with backoff");
+            });
+            tokio::spawn(drive);
+            tracing::info!(node, "watching this node's pods");
+            Some(Box::new(index))
+        }
+    };
+    let resolver = Resolver::new(Procfs::new(&opts.proc_root), opts.load.host_pid_ns, pods);
+    let renderer = Renderer::new(&opts.labels, opts.max_series);
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|source| ServeError::Listen {

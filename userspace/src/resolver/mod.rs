@@ -9,6 +9,7 @@
 //! cached in a bounded LRU; who it *belongs to* is asked of the pod cache at every render, so a
 //! pod that appears late re-labels its series at once.
 pub mod cgroup;
+pub mod pods;
 pub mod procfs;
 
 use std::{num::NonZeroUsize, time::Instant};
@@ -24,6 +25,9 @@ pub trait PodIndex: Send + Sync {
     /// The namespace, pod and container name of container `id` (64 hex characters, without
     /// the `runtime://` prefix), if a pod on this node runs it.
     fn container(&self, id: &str) -> Option<Workload>;
+    /// The namespace and name of the pod with `uid` (container left empty): for a container
+    /// that kubelet has not reported in the pod's status yet.
+    fn pod(&self, uid: &str) -> Option<Workload>;
 }
 
 /// What a pid namespace is.
@@ -157,14 +161,20 @@ impl Resolver {
     pub fn workload(&self, pid_ns: u32) -> Workload {
         match self.identity(pid_ns) {
             Identity::Host | Identity::Unknown => Workload::default(),
-            Identity::Container(container) => self
-                .pods
-                .as_ref()
-                .and_then(|pods| pods.container(&container.id))
-                .unwrap_or_else(|| Workload {
+            Identity::Container(container) => {
+                let pods = self.pods.as_deref();
+                if let Some(known) = pods.and_then(|p| p.container(&container.id)) {
+                    return known;
+                }
+                let pod = pods
+                    .zip(container.pod_uid.as_deref())
+                    .and_then(|(p, uid)| p.pod(uid))
+                    .unwrap_or_default();
+                Workload {
                     container: container.short_id().to_owned(),
-                    ..Workload::default()
-                }),
+                    ..pod
+                }
+            }
         }
     }
 

@@ -1,0 +1,130 @@
+//! The pods of this node, from a kube-rs reflector: the [`PodIndex`] of a Kubernetes node.
+//!
+//! One watch, field-selected on `spec.nodeName`, so the API server sends only this node's pods
+//! (never the whole cluster, as swoll's original did on every node). Objects are slimmed before
+//! they are stored; the watcher retries with backoff when the API server is unreachable, and
+//! every failure is counted, while counting in the kernel goes on and known labels stay.
+use std::future::Future;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use kube::{
+    Api, Client, ResourceExt as _,
+    runtime::{WatchStreamExt as _, reflector, watcher},
+};
+
+use super::PodIndex;
+use crate::metrics::Workload;
+
+/// The node's pods, as the reflector last saw them.
+#[derive(Clone)]
+pub struct KubePods {
+    store: reflector::Store<Pod>,
+}
+
+impl std::fmt::Debug for KubePods {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubePods")
+            .field("pods", &self.store.state().len())
+            .finish()
+    }
+}
+
+/// Starts watching the pods of `node`. Returns the index at once (empty until the first list
+/// arrives) and the future that drives the watch; spawn it. `on_error` is called for every
+/// failed request (the watch retries with backoff).
+pub fn watch(
+    client: Client,
+    node: &str,
+    on_error: impl Fn(&watcher::Error) + Send + 'static,
+) -> (KubePods, impl Future<Output = ()> + Send + 'static) {
+    let api: Api<Pod> = Api::all(client);
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer);
+    let drive = async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            if let Err(err) = event {
+                on_error(&err);
+            }
+        }
+    };
+    (KubePods { store: reader }, drive)
+}
+
+/// Drops what the resolver never reads, to keep the cache small on busy nodes.
+fn slim(pod: &mut Pod) {
+    pod.managed_fields_mut().clear();
+    pod.annotations_mut().clear();
+    pod.spec = None;
+}
+
+impl PodIndex for KubePods {
+    fn container(&self, id: &str) -> Option<Workload> {
+        self.store.state().iter().find_map(|pod| {
+            let status = pod.status.as_ref()?;
+            let all = [
+                &status.container_statuses,
+                &status.init_container_statuses,
+                &status.ephemeral_container_statuses,
+            ];
+            let found = all
+                .into_iter()
+                .flatten()
+                .flatten()
+                .find(|c| same_container(c, id))?;
+            Some(Workload {
+                namespace: pod.namespace().unwrap_or_default(),
+                pod: pod.name_any(),
+                container: found.name.clone(),
+            })
+        })
+    }
+
+    fn pod(&self, uid: &str) -> Option<Workload> {
+        self.store
+            .state()
+            .iter()
+            .find(|pod| pod.metadata.uid.as_deref() == Some(uid))
+            .map(|pod| Workload {
+                namespace: pod.namespace().unwrap_or_default(),
+                pod: pod.name_any(),
+                container: String::new(),
+            })
+    }
+}
+
+/// True if kubelet's `containerID` (`<runtime>://<id>`) names container `id`.
+fn same_container(status: &ContainerStatus, id: &str) -> bool {
+    status
+        .container_id
+        .as_deref()
+        .map(|cid| cid.split_once("://").map_or(cid, |(_, rest)| rest))
+        == Some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_ids_match_without_the_runtime_prefix() {
+        let status = |cid: &str| ContainerStatus {
+            container_id: Some(cid.to_owned()),
+            ..ContainerStatus::default()
+        };
+        let id = "a".repeat(64);
+        assert!(same_container(&status(&format!("containerd://{id}")), &id));
+        assert!(same_container(&status(&format!("cri-o://{id}")), &id));
+        assert!(same_container(&status(&id), &id));
+        assert!(!same_container(
+            &status(&format!("containerd://{}", "b".repeat(64))),
+            &id
+        ));
+        assert!(!same_container(&ContainerStatus::default(), &id));
+    }
+}
