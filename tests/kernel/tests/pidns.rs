@@ -1,5 +1,5 @@
 //! Pid namespaces: each is its own key, and `--no-host` leaves the host's out.
-use swoll_kernel_tests::{is_root, load, options, own_pid_ns, skip, value, workload};
+use swoll_kernel_tests::{is_root, load, options, own_pid_ns, skip, spawn_workload, value, workload};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
 

@@ -2,11 +2,12 @@
 //! so kernel tests can assert exact counts.
 //!
 //! ```text
-//! swoll-workload [--new-pidns] [--threads T] [--repeat-for SECONDS] OP N [OP N ...]
+//! swoll-workload [--new-pidns] [--threads T] [--repeat-for SECONDS] [--hold MS] OP N [OP N ...]
 //!   OP: openat-missing | getppid | nanosleep-5ms
 //! ```
 //! `--repeat-for` runs the op list again and again until that many seconds have passed (a
-//! steady rate for Prometheus `rate()` windows).
+//! steady rate for Prometheus `rate()` windows). `--hold` keeps the process (and so its pid
+//! namespace) alive that many milliseconds after the ops, sleeping with `nanosleep`.
 //! It prints `pidns <inode>` (the namespace the ops run in) on stdout first. With `--new-pidns`
 //! it unshares a pid namespace and forks: the child, the first process of the new namespace,
 //! makes the calls, so that namespace sees nothing but them, the child's return from fork and
@@ -35,6 +36,7 @@ struct Plan {
     new_pidns: bool,
     threads: usize,
     repeat_for: Option<std::time::Duration>,
+    hold: std::time::Duration,
     ops: Vec<(Op, u64)>,
 }
 
@@ -42,6 +44,7 @@ fn parse(args: Vec<String>) -> Result<Plan, String> {
     let mut new_pidns = false;
     let mut threads = 1;
     let mut repeat_for = None;
+    let mut hold = std::time::Duration::ZERO;
     let mut ops = Vec::new();
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
@@ -52,6 +55,10 @@ fn parse(args: Vec<String>) -> Result<Plan, String> {
                     .next()
                     .and_then(|t| t.parse().ok())
                     .ok_or("--threads takes a number")?;
+            }
+            "--hold" => {
+                let ms = it.next().and_then(|t| t.parse().ok()).ok_or("--hold takes milliseconds")?;
+                hold = std::time::Duration::from_millis(ms);
             }
             "--repeat-for" => {
                 let secs = it
@@ -79,6 +86,7 @@ fn parse(args: Vec<String>) -> Result<Plan, String> {
         new_pidns,
         threads,
         repeat_for,
+        hold,
         ops,
     })
 }
@@ -158,6 +166,7 @@ fn work(plan: &Plan) -> ExitCode {
         let handles: Vec<_> = (0..plan.threads).map(|_| s.spawn(thread)).collect();
         handles.into_iter().all(|h| h.join().unwrap_or(false))
     });
+    std::thread::sleep(plan.hold);
     if ok {
         ExitCode::SUCCESS
     } else {
