@@ -9,8 +9,20 @@ use std::{
     process::Command,
 };
 
+pub mod apiserver;
+
 use swoll::loader::{self, LoadOptions, Probes};
 use swoll_maps_schema::metrics::{MetricKey, MetricValue};
+
+/// Serialises the tests of one binary that run workloads: each test's probes or agent count
+/// every pid namespace on the host, and a freed pid namespace's inode number is reused at once,
+/// so two tests' workloads running together could add to each other's keys. Hold the guard for
+/// the whole test.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// True when running in CI, where skipping is failing.
 pub fn in_ci() -> bool {
@@ -117,6 +129,11 @@ impl Agent {
     /// Starts `swoll serve` on a free loopback port with `extra` flags; `None` if it cannot run
     /// here (outside CI). Waits until `/readyz` answers 200.
     pub fn start(extra: &[&str]) -> Option<Agent> {
+        Agent::start_with_env(extra, &[])
+    }
+
+    /// As [`Agent::start`], with environment variables (e.g. `KUBECONFIG`).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &Path)]) -> Option<Agent> {
         let bin = swoll_bin();
         if !bin.exists() {
             skip(&format!(
@@ -133,6 +150,7 @@ impl Agent {
         let child = Command::new(&bin)
             .args(["serve", "--listen", &addr.to_string()])
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .spawn()
             .expect("spawning swoll serve");
         let mut agent = Agent { child, addr };
@@ -386,4 +404,126 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The body of `/metrics` once `series` (name and labels) has a sample, polling for up to
+/// `secs` seconds; `None` if it never appears.
+pub fn wait_for_sample(
+    addr: std::net::SocketAddr,
+    series: &str,
+    secs: u64,
+) -> Option<(u64, String)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let (code, body) = http_get(addr, "/metrics").expect("GET /metrics");
+        assert_eq!(code, 200);
+        if let Some(v) = sample(&body, series) {
+            return Some((v, body));
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A kubepods-style cgroup v2 directory for one container of one pod, as kubelet's systemd
+/// driver and containerd name them; removed (with the pod's slices) when dropped.
+pub struct PodCgroup {
+    /// The container's scope directory: move processes here.
+    pub dir: PathBuf,
+    created: Vec<PathBuf>,
+    _mount: Option<TempDir>,
+}
+
+impl PodCgroup {
+    /// Creates `…/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid>.slice/
+    /// cri-containerd-<id>.scope` under the cgroup v2 mount (mounting cgroup2 on a temp dir if the
+    /// system has none mounted).
+    pub fn create(pod_uid: &str, container_id: &str) -> PodCgroup {
+        let (root, mount) = cgroup2_root();
+        let uid = pod_uid.replace('-', "_");
+        let mut created = Vec::new();
+        let mut dir = root;
+        for part in [
+            "kubepods.slice".to_owned(),
+            "kubepods-besteffort.slice".to_owned(),
+            format!("kubepods-besteffort-pod{uid}.slice"),
+            format!("cri-containerd-{container_id}.scope"),
+        ] {
+            dir = dir.join(part);
+            if !dir.exists() {
+                std::fs::create_dir(&dir)
+                    .unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+                created.push(dir.clone());
+            }
+        }
+        PodCgroup {
+            dir,
+            created,
+            _mount: mount,
+        }
+    }
+
+    /// Removes the directories this cgroup created (its processes must have exited).
+    pub fn remove(&mut self) {
+        for dir in self.created.drain(..).rev() {
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+impl Drop for PodCgroup {
+    fn drop(&mut self) {
+        self.remove();
+        // A cgroup2 we mounted ourselves is unmounted before its mount point is removed, so the
+        // temp dir's removal never walks into the hierarchy.
+        if let Some(mount) = &self._mount {
+            let _ = Command::new("umount").arg("-l").arg(&mount.0).status();
+        }
+    }
+}
+
+/// The cgroup v2 mount point, mounting one on a temp dir if there is none.
+fn cgroup2_root() -> (PathBuf, Option<TempDir>) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("reading /proc/self/mounts");
+    if let Some(point) = mounts.lines().find_map(|l| {
+        let f: Vec<_> = l.split_whitespace().collect();
+        (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+    }) {
+        return (point, None);
+    }
+    let dir = TempDir::new("swoll-cgroup2");
+    let status = Command::new("mount")
+        .args(["-t", "cgroup2", "none"])
+        .arg(&dir.0)
+        .status()
+        .expect("running mount");
+    assert!(status.success(), "mount -t cgroup2 failed");
+    (dir.0.clone(), Some(dir))
+}
+
+/// A 64-hex-character container id that no real container has.
+pub fn fake_container_id(seed: u64) -> String {
+    let mut x = seed ^ 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id());
+    (0..4)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            format!("{x:016x}")
+        })
+        .collect()
+}
+
+/// A pod UID (8-4-4-4-12) made from `id`.
+pub fn fake_pod_uid(id: &str) -> String {
+    format!(
+        "{}-{}-{}-{}-{}",
+        &id[0..8],
+        &id[8..12],
+        &id[12..16],
+        &id[16..20],
+        &id[20..32]
+    )
 }

@@ -5,6 +5,7 @@ const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
 
 #[test]
 fn openat_enoent_and_getppid_are_counted_exactly() {
+    let _serial = swoll_kernel_tests::exclusive();
     if !is_root() && skip("needs root") {
         return;
     }
@@ -39,6 +40,7 @@ fn openat_enoent_and_getppid_are_counted_exactly() {
 
 #[test]
 fn eight_threads_of_100k_calls_are_800k() {
+    let _serial = swoll_kernel_tests::exclusive();
     if !is_root() && skip("needs root") {
         return;
     }
@@ -54,6 +56,7 @@ fn eight_threads_of_100k_calls_are_800k() {
 
 #[test]
 fn count_only_mode_counts_without_time() {
+    let _serial = swoll_kernel_tests::exclusive();
     if !is_root() && skip("needs root") {
         return;
     }

@@ -7,6 +7,7 @@ const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
 
 #[test]
 fn metrics_carry_exact_counts_with_swolls_labels() {
+    let _serial = swoll_kernel_tests::exclusive();
     if !is_root() && skip("needs root") {
         return;
     }

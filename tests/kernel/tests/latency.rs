@@ -5,6 +5,7 @@ const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
 
 #[test]
 fn twenty_5ms_sleeps_sum_to_100_to_200ms() {
+    let _serial = swoll_kernel_tests::exclusive();
     if !is_root() && skip("needs root") {
         return;
     }

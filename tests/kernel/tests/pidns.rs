@@ -1,18 +1,31 @@
 //! Pid namespaces: each is its own key, and `--no-host` leaves the host's out.
-use swoll_kernel_tests::{is_root, load, options, own_pid_ns, skip, spawn_workload, value, workload};
+use swoll_kernel_tests::{
+    is_root, load, options, own_pid_ns, skip, spawn_workload, value, workload,
+};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
 
 #[test]
 fn two_namespaces_are_two_keys() {
+    let _serial = swoll_kernel_tests::exclusive();
     if !is_root() && skip("needs root") {
         return;
     }
     let Some(probes) = load(&options()) else {
         return;
     };
-    let a = workload(WORKLOAD, &["--new-pidns", "getppid", "11"]);
-    let b = workload(WORKLOAD, &["--new-pidns", "getppid", "22"]);
+    // Both alive at once: a freed pid namespace's inode number is reused at once on some
+    // kernels, so two namespaces one after the other may well carry the same number.
+    let (mut first, a) = spawn_workload(
+        WORKLOAD,
+        &["--new-pidns", "--hold", "2000", "getppid", "11"],
+    );
+    let (mut second, b) = spawn_workload(
+        WORKLOAD,
+        &["--new-pidns", "--hold", "2000", "getppid", "22"],
+    );
+    assert!(first.wait().expect("workload").success());
+    assert!(second.wait().expect("workload").success());
     assert_ne!(a, b);
     assert_eq!(value(&probes, a, libc::SYS_getppid, 0).count, 11);
     assert_eq!(value(&probes, b, libc::SYS_getppid, 0).count, 22);
@@ -20,6 +33,7 @@ fn two_namespaces_are_two_keys() {
 
 #[test]
 fn host_processes_are_counted_unless_no_host() {
+    let _serial = swoll_kernel_tests::exclusive();
     if !is_root() && skip("needs root") {
         return;
     }
@@ -50,6 +64,7 @@ fn host_processes_are_counted_unless_no_host() {
 
 #[test]
 fn the_agent_leaves_itself_out_unless_asked() {
+    let _serial = swoll_kernel_tests::exclusive();
     if !is_root() && skip("needs root") {
         return;
     }
@@ -78,6 +93,7 @@ fn the_agent_leaves_itself_out_unless_asked() {
 
 #[test]
 fn each_new_namespace_records_a_process_and_its_cgroup() {
+    let _serial = swoll_kernel_tests::exclusive();
     if !is_root() && skip("needs root") {
         return;
     }

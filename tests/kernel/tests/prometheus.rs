@@ -7,6 +7,7 @@ const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
 
 #[test]
 fn seed_readme_queries_by_errno_and_by_pod() {
+    let _serial = swoll_kernel_tests::exclusive();
     if !is_root() && skip("needs root") {
         return;
     }
@@ -52,6 +53,7 @@ fn seed_readme_queries_by_errno_and_by_pod() {
 /// than five minutes of scrapes: a steady workload runs for 5.5 minutes.
 #[test]
 fn seed_readme_offset_ratio_query() {
+    let _serial = swoll_kernel_tests::exclusive();
     if !is_root() && skip("needs root") {
         return;
     }

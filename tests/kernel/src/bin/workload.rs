@@ -2,12 +2,15 @@
 //! so kernel tests can assert exact counts.
 //!
 //! ```text
-//! swoll-workload [--new-pidns] [--threads T] [--repeat-for SECONDS] [--hold MS] OP N [OP N ...]
+//! swoll-workload [--new-pidns] [--threads T] [--repeat-for SECONDS] [--hold MS] [--cgroup DIR]
+//!                OP N [OP N ...]
 //!   OP: openat-missing | getppid | nanosleep-5ms
 //! ```
 //! `--repeat-for` runs the op list again and again until that many seconds have passed (a
 //! steady rate for Prometheus `rate()` windows). `--hold` keeps the process (and so its pid
 //! namespace) alive that many milliseconds after the ops, sleeping with `nanosleep`.
+//! `--cgroup` moves the process into that cgroup (v2) directory first, as a container runtime
+//! would, so the namespace's processes are born in it.
 //! It prints `pidns <inode>` (the namespace the ops run in) on stdout first. With `--new-pidns`
 //! it unshares a pid namespace and forks: the child, the first process of the new namespace,
 //! makes the calls, so that namespace sees nothing but them, the child's return from fork and
@@ -37,6 +40,7 @@ struct Plan {
     threads: usize,
     repeat_for: Option<std::time::Duration>,
     hold: std::time::Duration,
+    cgroup: Option<String>,
     ops: Vec<(Op, u64)>,
 }
 
@@ -45,6 +49,7 @@ fn parse(args: Vec<String>) -> Result<Plan, String> {
     let mut threads = 1;
     let mut repeat_for = None;
     let mut hold = std::time::Duration::ZERO;
+    let mut cgroup = None;
     let mut ops = Vec::new();
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
@@ -56,8 +61,12 @@ fn parse(args: Vec<String>) -> Result<Plan, String> {
                     .and_then(|t| t.parse().ok())
                     .ok_or("--threads takes a number")?;
             }
+            "--cgroup" => cgroup = Some(it.next().ok_or("--cgroup takes a directory")?),
             "--hold" => {
-                let ms = it.next().and_then(|t| t.parse().ok()).ok_or("--hold takes milliseconds")?;
+                let ms = it
+                    .next()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or("--hold takes milliseconds")?;
                 hold = std::time::Duration::from_millis(ms);
             }
             "--repeat-for" => {
@@ -87,11 +96,19 @@ fn parse(args: Vec<String>) -> Result<Plan, String> {
         threads,
         repeat_for,
         hold,
+        cgroup,
         ops,
     })
 }
 
 fn run(plan: &Plan) -> ExitCode {
+    if let Some(dir) = &plan.cgroup {
+        let procs = std::path::Path::new(dir).join("cgroup.procs");
+        if let Err(err) = std::fs::write(&procs, std::process::id().to_string()) {
+            eprintln!("swoll-workload: {}: {err}", procs.display());
+            return ExitCode::from(3);
+        }
+    }
     if !plan.new_pidns {
         return report_pid_ns().map_or(ExitCode::from(3), |()| work(plan));
     }
