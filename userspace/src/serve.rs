@@ -71,9 +71,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     let pods: Option<Box<dyn PodIndex>> = match &opts.node_name {
         None => None,
         Some(node) => {
-            let client = kube::Client::try_default()
-                .await
-                .map_err(ServeError::Kube)?;
+            let client = kube_client().await?;
             let errors = exposition.self_metrics.resolver_errors("apiserver");
             let (index, drive) = pods::watch(client, node, move |err| {
                 errors.inc();
@@ -128,6 +126,17 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
 /// How often new pid namespaces are looked for between map reads: a container is resolved
 /// while its processes live, however short its life.
 const DISCOVER_EVERY: Duration = Duration::from_millis(200);
+
+/// A client from KUBECONFIG or the in-cluster config, without the client's own retries of
+/// 429/503/504 (up to minutes per request): the watcher's backoff retries instead, so every
+/// failure surfaces and is counted.
+async fn kube_client() -> Result<kube::Client, ServeError> {
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(|e| ServeError::Kube(kube::Error::InferConfig(e)))?;
+    config.default_retry = false;
+    kube::Client::try_from(config).map_err(ServeError::Kube)
+}
 
 /// Reads the maps every `interval` until `stop` is dropped, resolving new pid namespaces in
 /// between; then drops the probes, which detaches them.

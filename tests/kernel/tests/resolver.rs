@@ -73,17 +73,15 @@ fn cluster(
     })
 }
 
-fn series(
-    family: &str,
-    syscall: &str,
-    err: &str,
-    class: &str,
-    group: &str,
-    ns: &str,
-    pod: &str,
-    ctr: &str,
-    kns: u32,
-) -> String {
+/// (syscall, err, class, group) of the calls the workloads make.
+type Call = (&'static str, &'static str, &'static str, &'static str);
+const OPENAT_ENOENT: Call = ("sys_openat", "ENOENT", "FileSystem", "Files");
+const GETPPID_OK: Call = ("sys_getppid", "OK", "ProcessManagement", "Process");
+
+/// The series name and labels of `call` from workload `[namespace, pod, container]` in `kns`.
+fn series(family: &str, call: Call, workload: [&str; 3], kns: u32) -> String {
+    let (syscall, err, class, group) = call;
+    let [ns, pod, ctr] = workload;
     format!(
         "swoll_node_metrics_syscall_{family}{{syscall=\"{syscall}\",err=\"{err}\",class=\"{class}\",group=\"{group}\",\
          namespace=\"{ns}\",pod=\"{pod}\",container=\"{ctr}\",kns=\"{kns}\"}}"
@@ -111,24 +109,14 @@ fn exact_counts_carry_namespace_pod_and_container() {
     );
     let openat = series(
         "count",
-        "sys_openat",
-        "ENOENT",
-        "FileSystem",
-        "Files",
-        "kube-system",
-        "coredns-7jhhg",
-        "app",
+        OPENAT_ENOENT,
+        ["kube-system", "coredns-7jhhg", "app"],
         ns,
     );
     let getppid = series(
         "count",
-        "sys_getppid",
-        "OK",
-        "ProcessManagement",
-        "Process",
-        "kube-system",
-        "coredns-7jhhg",
-        "app",
+        GETPPID_OK,
+        ["kube-system", "coredns-7jhhg", "app"],
         ns,
     );
     let (value, body) = wait_for_sample(c.agent.addr, &openat, 20).unwrap_or_else(|| {
@@ -154,17 +142,7 @@ fn a_container_that_exited_before_the_first_read_is_labelled() {
     let dir = c.cgroup.dir.to_string_lossy().into_owned();
     // The workload is gone within milliseconds; the first map read is up to 3 s later.
     let ns = workload(WORKLOAD, &["--new-pidns", "--cgroup", &dir, "getppid", "5"]);
-    let getppid = series(
-        "count",
-        "sys_getppid",
-        "OK",
-        "ProcessManagement",
-        "Process",
-        "team-a",
-        "batch-1",
-        "app",
-        ns,
-    );
+    let getppid = series("count", GETPPID_OK, ["team-a", "batch-1", "app"], ns);
     let (value, body) = wait_for_sample(c.agent.addr, &getppid, 20).unwrap_or_else(|| {
         let (_, body) = http_get(c.agent.addr, "/metrics").expect("metrics");
         panic!("{getppid} never appeared:\n{body}")
@@ -180,17 +158,7 @@ fn a_deleted_pods_series_leave_after_the_grace_period() {
     };
     let dir = c.cgroup.dir.to_string_lossy().into_owned();
     let ns = workload(WORKLOAD, &["--new-pidns", "--cgroup", &dir, "getppid", "9"]);
-    let getppid = series(
-        "count",
-        "sys_getppid",
-        "OK",
-        "ProcessManagement",
-        "Process",
-        "team-b",
-        "web-0",
-        "app",
-        ns,
-    );
+    let getppid = series("count", GETPPID_OK, ["team-b", "web-0", "app"], ns);
     assert_eq!(
         wait_for_sample(c.agent.addr, &getppid, 20).map(|(v, _)| v),
         Some(9)
@@ -226,33 +194,13 @@ fn labels_catch_up_when_the_api_server_comes_back() {
     );
     // While the API server is down: counted, labelled by container short id only.
     let short = &c.container_id[..12];
-    let unlabelled = series(
-        "count",
-        "sys_getppid",
-        "OK",
-        "ProcessManagement",
-        "Process",
-        "",
-        "",
-        short,
-        ns,
-    );
+    let unlabelled = series("count", GETPPID_OK, ["", "", short], ns);
     assert_eq!(
         wait_for_sample(c.agent.addr, &unlabelled, 20).map(|(v, _)| v),
         Some(21)
     );
     c.api.set_down(false);
-    let labelled = series(
-        "count",
-        "sys_getppid",
-        "OK",
-        "ProcessManagement",
-        "Process",
-        "team-c",
-        "api-0",
-        "app",
-        ns,
-    );
+    let labelled = series("count", GETPPID_OK, ["team-c", "api-0", "app"], ns);
     let (value, body) = wait_for_sample(c.agent.addr, &labelled, 60).unwrap_or_else(|| {
         let (_, body) = http_get(c.agent.addr, "/metrics").expect("metrics");
         panic!("{labelled} never appeared after the API server came back:\n{body}")
@@ -289,13 +237,8 @@ fn seed_readme_queries_verbatim_against_prometheus() {
     );
     let openat = series(
         "count",
-        "sys_openat",
-        "ENOENT",
-        "FileSystem",
-        "Files",
-        "kube-system",
-        "kube-proxy-27xrc",
-        "app",
+        OPENAT_ENOENT,
+        ["kube-system", "kube-proxy-27xrc", "app"],
         ns,
     );
     assert_eq!(
