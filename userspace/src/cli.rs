@@ -4,7 +4,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use swoll_maps_schema::metrics;
 
-use crate::{btf, host, loader::LoadOptions, metrics::Label, serve::ServeOptions};
+use crate::{
+    btf, host, loader::LoadOptions, metrics::Label, selftest::SelftestOptions, serve::ServeOptions,
+};
 
 /// swoll: which system calls every container makes, how long they take and how they fail.
 #[derive(Debug, Parser)]
@@ -23,6 +25,31 @@ pub struct Cli {
 pub enum Command {
     /// Count and time every syscall in the kernel and serve Prometheus metrics.
     Serve(ServeArgs),
+    /// Check that swoll can run here: kernel, BTF, privileges, mounts, and a real probe load
+    /// that must count a known workload exactly. Exit status 0 only if it can.
+    Selftest(SelftestArgs),
+}
+
+/// Flags of `swoll selftest`.
+#[derive(Debug, Args)]
+pub struct SelftestArgs {
+    /// The host's procfs (`/host/proc` in a container).
+    #[arg(long, env = "SWOLL_PROC_ROOT", default_value = "/proc")]
+    pub proc_root: PathBuf,
+    /// The kernel's BTF.
+    #[arg(long, env = "SWOLL_BTF", default_value = btf::VMLINUX)]
+    pub btf: PathBuf,
+}
+
+impl SelftestArgs {
+    /// The settings of the checks.
+    pub fn into_options(self) -> SelftestOptions {
+        SelftestOptions {
+            btf: self.btf,
+            proc_root: self.proc_root,
+            calls: 1000,
+        }
+    }
 }
 
 /// Flags of `swoll serve`.
@@ -137,7 +164,9 @@ mod tests {
     #[test]
     fn serve_defaults() {
         let cli = Cli::try_parse_from(["swoll", "serve"]).expect("parses");
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
         assert_eq!(args.listen, "127.0.0.1:9095".parse().expect("addr"));
         assert_eq!(args.interval, Duration::from_secs(5));
         assert_eq!(args.map_size, 65_536);

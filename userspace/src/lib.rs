@@ -12,5 +12,18 @@ pub mod loader;
 pub mod maps;
 pub mod metrics;
 pub mod resolver;
+pub mod selftest;
 pub mod serve;
 pub mod syscalls;
+
+/// An error and its sources on one line, `outer: inner: innermost`, for logs and checks.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        source = e.source();
+    }
+    s
+}

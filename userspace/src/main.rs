@@ -20,12 +20,27 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
     match cli.command {
+        Command::Selftest(args) => {
+            let checks = swoll::selftest::run(&args.into_options());
+            for check in &checks {
+                println!("{check}");
+            }
+            let failed = checks
+                .iter()
+                .filter(|c| c.outcome == swoll::selftest::Outcome::Fail)
+                .count();
+            anyhow::ensure!(
+                failed == 0,
+                "{failed} check(s) failed: swoll cannot run here"
+            );
+            println!("swoll can run here");
+        }
         Command::Serve(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
             let opts = args
                 .into_options()
                 .context("reading the host's pid namespace")?;

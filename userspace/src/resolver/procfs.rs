@@ -35,6 +35,11 @@ impl Procfs {
         }
     }
 
+    /// Where the cgroup v2 hierarchy is mounted, if it is.
+    pub fn cgroup2_root(&self) -> Option<&Path> {
+        self.cgroup2.as_deref()
+    }
+
     /// The pid namespace inode of process `pid`, if it is alive and visible.
     pub fn pid_ns_of(&self, pid: u32) -> Option<u32> {
         let ino = std::fs::metadata(self.root.join(format!("{pid}/ns/pid")))

@@ -1,0 +1,388 @@
+//! `swoll selftest`: can swoll run here, and if not, what is missing and how to fix it.
+//!
+//! It checks what the agent needs one by one, then does the real thing once: loads and attaches
+//! the probes, makes a known number of `getppid` calls from a child in a fresh pid namespace and
+//! verifies the kernel counted exactly that many. Exit status 0 only when swoll can run.
+use std::{fmt, path::Path};
+
+use crate::{
+    btf::{self, Btf},
+    host,
+    loader::{self, LoadOptions},
+    resolver::procfs,
+};
+
+/// How a check ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Fine.
+    Pass,
+    /// swoll runs, with less (e.g. no cgroup v2: short-lived containers may stay unresolved).
+    Warn,
+    /// swoll cannot run until this is fixed.
+    Fail,
+}
+
+/// One check's result.
+#[derive(Clone, Debug)]
+pub struct Check {
+    /// What was checked.
+    pub name: &'static str,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// What was found.
+    pub detail: String,
+    /// How to fix it, when it did not pass.
+    pub fix: Option<&'static str>,
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tag = match self.outcome {
+            Outcome::Pass => "[ OK ]",
+            Outcome::Warn => "[WARN]",
+            Outcome::Fail => "[FAIL]",
+        };
+        write!(f, "{tag} {:<12} {}", self.name, self.detail)?;
+        if let (Some(fix), false) = (self.fix, self.outcome == Outcome::Pass) {
+            write!(f, "\n       fix: {fix}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Settings of `swoll selftest`.
+#[derive(Clone, Debug)]
+pub struct SelftestOptions {
+    /// The kernel's BTF.
+    pub btf: std::path::PathBuf,
+    /// The host's procfs.
+    pub proc_root: std::path::PathBuf,
+    /// Calls the probe check makes and expects to see counted.
+    pub calls: u64,
+}
+
+/// Runs every check, in order; the probe check only if the ones it needs passed.
+pub fn run(opts: &SelftestOptions) -> Vec<Check> {
+    let mut checks = vec![
+        kernel_version(),
+        kernel_btf(&opts.btf),
+        privileges(),
+        bpffs(),
+        cgroups(&opts.proc_root),
+    ];
+    if checks.iter().take(3).all(|c| c.outcome != Outcome::Fail) {
+        checks.push(probes(opts));
+    }
+    checks
+}
+
+fn check(name: &'static str, outcome: Outcome, detail: String, fix: Option<&'static str>) -> Check {
+    Check {
+        name,
+        outcome,
+        detail,
+        fix,
+    }
+}
+
+/// The running kernel's release, e.g. `6.18.44-fc-v669`.
+fn release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// (major, minor) of a kernel release string.
+pub fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+fn kernel_version() -> Check {
+    let release = release();
+    match parse_release(&release) {
+        Some(v) if v >= (5, 8) => check(
+            "kernel",
+            Outcome::Pass,
+            format!("{release} (5.8 or newer)"),
+            None,
+        ),
+        Some(_) => check(
+            "kernel",
+            Outcome::Fail,
+            format!("{release} is older than 5.8"),
+            Some("swoll needs Linux 5.8 or newer with BTF (CONFIG_DEBUG_INFO_BTF=y)"),
+        ),
+        None => check(
+            "kernel",
+            Outcome::Warn,
+            format!("cannot parse release {release:?}"),
+            None,
+        ),
+    }
+}
+
+fn kernel_btf(path: &Path) -> Check {
+    match Btf::from_file(path).and_then(|b| btf::kernel_offsets(&b)) {
+        Ok(o) => check(
+            "btf",
+            Outcome::Pass,
+            format!(
+                "{}: task.thread_pid@{} pid.level@{} pid.numbers@{} upid={}B/ns@{} pid_ns.inum@{} pt_regs.nr@{}",
+                path.display(),
+                o.task_thread_pid,
+                o.pid_level,
+                o.pid_numbers,
+                o.upid_size,
+                o.upid_ns,
+                o.pid_ns_inum,
+                o.regs_syscall_nr
+            ),
+            None,
+        ),
+        Err(err) => check(
+            "btf",
+            Outcome::Fail,
+            crate::error_chain(&err),
+            Some("use a kernel built with CONFIG_DEBUG_INFO_BTF=y, or point --btf at its BTF"),
+        ),
+    }
+}
+
+/// Capability bits from `/proc/self/status`.
+fn effective_caps() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
+fn privileges() -> Check {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let fix = Some(
+        "run as root, or grant CAP_BPF, CAP_PERFMON (and CAP_SYS_PTRACE, CAP_SYS_RESOURCE in a container)",
+    );
+    let Some(caps) = effective_caps() else {
+        return check(
+            "privileges",
+            Outcome::Warn,
+            "cannot read CapEff".into(),
+            fix,
+        );
+    };
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    if has(CAP_BPF) && has(CAP_PERFMON) {
+        check(
+            "privileges",
+            Outcome::Pass,
+            "CAP_BPF and CAP_PERFMON".into(),
+            None,
+        )
+    } else if has(CAP_SYS_ADMIN) {
+        check("privileges", Outcome::Pass, "CAP_SYS_ADMIN".into(), None)
+    } else {
+        check(
+            "privileges",
+            Outcome::Fail,
+            format!("effective capabilities {caps:#x} lack CAP_BPF/CAP_PERFMON"),
+            fix,
+        )
+    }
+}
+
+fn mounts() -> String {
+    std::fs::read_to_string("/proc/self/mounts").unwrap_or_default()
+}
+
+fn bpffs() -> Check {
+    let mounted = mounts().lines().find_map(|l| {
+        let f: Vec<_> = l.split_whitespace().collect();
+        (f.get(2) == Some(&"bpf")).then(|| f[1].to_owned())
+    });
+    match mounted {
+        Some(point) => check("bpffs", Outcome::Pass, format!("mounted at {point}"), None),
+        None => check(
+            "bpffs",
+            Outcome::Warn,
+            "no bpf filesystem mounted (not needed yet: swoll pins nothing)".into(),
+            Some("mount -t bpf bpf /sys/fs/bpf"),
+        ),
+    }
+}
+
+fn cgroups(proc_root: &Path) -> Check {
+    match procfs::Procfs::new(proc_root).cgroup2_root() {
+        Some(root) => check(
+            "cgroups",
+            Outcome::Pass,
+            format!("cgroup v2 at {}", root.display()),
+            None,
+        ),
+        None => check(
+            "cgroups",
+            Outcome::Warn,
+            "no cgroup v2 hierarchy: containers resolve only while a process of theirs lives"
+                .into(),
+            Some(
+                "mount cgroup2 (e.g. at /sys/fs/cgroup/unified) or boot with systemd.unified_cgroup_hierarchy",
+            ),
+        ),
+    }
+}
+
+fn probes(opts: &SelftestOptions) -> Check {
+    let fix = Some("see the errors above; the source chain names the kernel's refusal");
+    let host_pid_ns = match host::host_pid_ns(&opts.proc_root) {
+        Ok(ns) => ns,
+        Err(err) => {
+            return check(
+                "probes",
+                Outcome::Fail,
+                format!("reading the host pid namespace: {err}"),
+                fix,
+            );
+        }
+    };
+    let mut load = LoadOptions::for_this_process(host_pid_ns);
+    load.btf_path = opts.btf.clone();
+    load.map_size = 1024;
+    let probes = match loader::load(&load) {
+        Ok(p) => p,
+        Err(err) => return check("probes", Outcome::Fail, crate::error_chain(&err), fix),
+    };
+    let (pid_ns, counted) = match count_in_child(&probes, opts.calls) {
+        Ok(v) => v,
+        Err(err) => return check("probes", Outcome::Fail, err, fix),
+    };
+    let path = "raw_tracepoint sys_enter/sys_exit, start times in an LRU hash, pid-ns read with bpf_probe_read_kernel";
+    if counted == opts.calls {
+        check(
+            "probes",
+            Outcome::Pass,
+            format!(
+                "{path}: a child in pid-ns {pid_ns} made {} getppid, {counted} counted",
+                opts.calls
+            ),
+            None,
+        )
+    } else {
+        check(
+            "probes",
+            Outcome::Fail,
+            format!(
+                "{path}: a child in pid-ns {pid_ns} made {} getppid but {counted} were counted",
+                opts.calls
+            ),
+            Some("report this: the kernel's struct layout may not match its BTF"),
+        )
+    }
+}
+
+/// Forks a child into a fresh pid namespace that makes `calls` raw `getppid` calls; returns the
+/// namespace and what the probes counted for it.
+fn count_in_child(probes: &loader::Probes, calls: u64) -> Result<(u32, u64), String> {
+    // Two pipes: the child says "done" on one and waits for "go" on the other, so it is alive
+    // (and its namespace readable) while we look.
+    let (done_r, done_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (go_r, go_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: clone with CLONE_NEWPID and no CLONE_VM works like fork: the child gets a copy of
+    // the address space and runs only raw syscalls (no allocation, no locks) before _exit.
+    let child = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::CLONE_NEWPID | libc::SIGCHLD,
+            std::ptr::null_mut::<libc::c_void>(),
+        )
+    };
+    if child == 0 {
+        // SAFETY: raw syscalls on our own fds; `_exit` ends the child without unwinding.
+        unsafe {
+            for _ in 0..calls {
+                libc::syscall(libc::SYS_getppid);
+            }
+            let byte = 1u8;
+            libc::write(done_w, (&raw const byte).cast(), 1);
+            let mut go = 0u8;
+            libc::read(go_r, (&raw mut go).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    let result = if child < 0 {
+        Err(format!(
+            "clone(CLONE_NEWPID): {}",
+            std::io::Error::last_os_error()
+        ))
+    } else {
+        let mut byte = 0u8;
+        // SAFETY: reads one byte from our pipe into a local.
+        if unsafe { libc::read(done_r, (&raw mut byte).cast(), 1) } == 1 {
+            host::pid_ns_inode(Path::new(&format!("/proc/{child}/ns/pid")))
+                .map_err(|e| format!("reading the child's pid namespace: {e}"))
+                .map(|pid_ns| {
+                    let nr = u32::try_from(libc::SYS_getppid).unwrap_or(u32::MAX);
+                    let key = swoll_maps_schema::metrics::MetricKey {
+                        pid_ns,
+                        nr,
+                        errno: 0,
+                    };
+                    (pid_ns, probes.maps.get(&key).map_or(0, |v| v.count))
+                })
+        } else {
+            Err("the child did not report back".to_owned())
+        }
+    };
+    // SAFETY: releases the child, reaps it, and closes the four pipe ends we own.
+    unsafe {
+        let byte = 1u8;
+        libc::write(go_w, (&raw const byte).cast(), 1);
+        if let Ok(pid) = i32::try_from(child)
+            && pid > 0
+        {
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, 0);
+        }
+        for fd in [done_r, done_w, go_r, go_w] {
+            libc::close(fd);
+        }
+    }
+    result
+}
+
+fn pipe() -> std::io::Result<(i32, i32)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two fds into the array we pass.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((fds[0], fds[1]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releases() {
+        assert_eq!(parse_release("6.18.44-fc-v669"), Some((6, 18)));
+        assert_eq!(parse_release("5.10.0-46-amd64"), Some((5, 10)));
+        assert_eq!(parse_release("7.3.4+deb13-amd64"), Some((7, 3)));
+        assert_eq!(parse_release(""), None);
+        assert!(parse_release("5.4.0").is_some_and(|v| v < (5, 8)));
+    }
+
+    #[test]
+    fn failed_checks_print_their_fix() {
+        let c = check("x", Outcome::Fail, "broken".into(), Some("mend it"));
+        assert_eq!(
+            c.to_string(),
+            "[FAIL] x            broken\n       fix: mend it"
+        );
+        let ok = check("x", Outcome::Pass, "fine".into(), Some("unused"));
+        assert_eq!(ok.to_string(), "[ OK ] x            fine");
+    }
+}
