@@ -15,6 +15,10 @@ pub const FLAG_COUNT_SELF: u32 = 1 << 1;
 /// Time syscalls: record a start timestamp at `sys_enter` and add the latency at `sys_exit`.
 /// Without it `sys_enter` returns at once and only counts are kept.
 pub const FLAG_TIME: u32 = 1 << 2;
+/// The kernel has `bpf_get_current_task_btf` (5.11+): read the task with direct, BTF-checked
+/// loads instead of `bpf_probe_read_kernel` calls. A constant for the verifier, which removes
+/// the branch not taken, so the helper is never seen by an older kernel.
+pub const FLAG_TASK_BTF: u32 = 1 << 3;
 
 /// Byte offsets of the kernel struct members the probes walk to find the current task's pid
 /// namespace inode: `task->thread_pid->numbers[pid->level].ns->ns.inum`, the namespace that

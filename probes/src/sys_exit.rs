@@ -9,7 +9,7 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use swoll_maps_schema::{
-    config::{FLAG_COUNT_HOST, FLAG_COUNT_SELF, FLAG_TIME},
+    config::{FLAG_COUNT_HOST, FLAG_COUNT_SELF, FLAG_TASK_BTF, FLAG_TIME},
     metrics::{MetricKey, MetricValue, errno_of},
     pidns::PidNsSeen,
     stats::Stat,
@@ -34,7 +34,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) {
         return;
     }
     let off = config::offsets();
-    let pid_ns = match task::pid_ns(&off) {
+    let pid_ns = match task::pid_ns(&off, flags & FLAG_TASK_BTF != 0) {
         Ok(ns) => ns,
         Err(_) => return maps::count(Stat::PidNsReadFailed),
     };

@@ -12,7 +12,7 @@ use aya::{
     programs::RawTracePoint,
 };
 use swoll_maps_schema::{
-    config::{self, FLAG_COUNT_HOST, FLAG_COUNT_SELF, FLAG_TIME, ProbeConfig},
+    config::{self, FLAG_COUNT_HOST, FLAG_COUNT_SELF, FLAG_TASK_BTF, FLAG_TIME, ProbeConfig},
     metrics::{self, MetricKey, MetricValue},
     pidns::{self, PidNsSeen},
     programs, start, stats,
@@ -124,6 +124,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         (opts.count_host, FLAG_COUNT_HOST),
         (opts.count_self, FLAG_COUNT_SELF),
         (opts.time, FLAG_TIME),
+        (has_task_btf(), FLAG_TASK_BTF),
     ] {
         if on {
             flags |= flag;
@@ -187,6 +188,23 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         _ebpf: ebpf,
         maps: Maps::new(metrics_map, stats_map, pidns_map, opts.map_size),
     })
+}
+
+/// Whether the running kernel has `bpf_get_current_task_btf` (Linux 5.11 and newer).
+pub fn has_task_btf() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .and_then(|r| crate::selftest::parse_release(r.trim()))
+        .is_some_and(|v| v >= (5, 11))
+}
+
+/// How the probes read the task on this kernel, for logs and `swoll selftest`.
+pub fn task_read_path() -> &'static str {
+    if has_task_btf() {
+        "pid-ns read with direct BTF loads (bpf_get_current_task_btf, 5.11+)"
+    } else {
+        "pid-ns read with bpf_probe_read_kernel (kernel before 5.11)"
+    }
 }
 
 /// Kernels before 5.11 charge BPF maps to `RLIMIT_MEMLOCK`; lift it so map creation does not

@@ -259,7 +259,10 @@ fn probes(opts: &SelftestOptions) -> Check {
         Ok(v) => v,
         Err(err) => return check("probes", Outcome::Fail, err, fix),
     };
-    let path = "raw_tracepoint sys_enter/sys_exit, start times in an LRU hash, pid-ns read with bpf_probe_read_kernel";
+    let path = format!(
+        "raw_tracepoint sys_enter/sys_exit, start times in an LRU hash, {}",
+        loader::task_read_path()
+    );
     if counted == opts.calls {
         check(
             "probes",
