@@ -101,6 +101,11 @@ pub struct ServeArgs {
     /// The kernel's BTF, for the struct offsets the probes need.
     #[arg(long, env = "SWOLL_BTF", default_value = btf::VMLINUX)]
     pub btf: PathBuf,
+    /// Turn on the kernel's BPF run statistics while swoll runs and export
+    /// swoll_probe_run_time_ns_per_syscall. Costs every BPF program on the host two clock reads
+    /// per run.
+    #[arg(long, env = "SWOLL_BPF_STATS")]
+    pub bpf_stats: bool,
 }
 
 impl ServeArgs {
@@ -120,6 +125,7 @@ impl ServeArgs {
             labels: self.labels,
             max_series: self.max_series,
             node_name: self.node_name.filter(|n| !n.is_empty()),
+            bpf_stats: self.bpf_stats,
             load,
         })
     }

@@ -99,9 +99,44 @@ pub enum LoadError {
 /// maps.
 pub struct Probes {
     /// Holds the programs (and with them the attachments).
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     /// The maps userspace reads.
     pub maps: Maps,
+}
+
+/// The kernel's run statistics of the probes (`BPF_ENABLE_STATS`): time spent in them and how
+/// often they ran, cumulative since load. Zero unless statistics are enabled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Nanoseconds spent in `sys_enter` and `sys_exit` together.
+    pub run_time_ns: u64,
+    /// Runs of `sys_exit`: one per syscall that returned.
+    pub exits: u64,
+}
+
+impl Probes {
+    /// The probes' run statistics, if the kernel reports them.
+    pub fn run_stats(&self) -> Option<RunStats> {
+        let mut stats = RunStats::default();
+        for name in [programs::SYS_ENTER, programs::SYS_EXIT] {
+            let prog: &RawTracePoint = self.ebpf.program(name)?.try_into().ok()?;
+            let info = prog.info().ok()?;
+            let ns = u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX);
+            stats.run_time_ns = stats.run_time_ns.saturating_add(ns);
+            if name == programs::SYS_EXIT {
+                stats.exits = info.run_count();
+            }
+        }
+        Some(stats)
+    }
+}
+
+/// Turns on the kernel's BPF run-time statistics for as long as the returned fd lives
+/// (`BPF_ENABLE_STATS`, Linux 5.8+). They cost every BPF program on the host two clock reads
+/// per run (tens of ns), which is why they are opt-in.
+pub fn enable_run_stats() -> std::io::Result<std::os::fd::OwnedFd> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 impl std::fmt::Debug for Probes {
@@ -185,7 +220,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
             source,
         })?;
     Ok(Probes {
-        _ebpf: ebpf,
+        ebpf,
         maps: Maps::new(metrics_map, stats_map, pidns_map, opts.map_size),
     })
 }

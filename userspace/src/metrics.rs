@@ -252,6 +252,8 @@ pub struct SelfMetrics {
     series: IntGauge,
     folded: IntGauge,
     resolver_errors: IntCounterVec,
+    run_time: prometheus::Gauge,
+    last_run_stats: std::sync::Mutex<Option<crate::loader::RunStats>>,
 }
 
 impl std::fmt::Debug for SelfMetrics {
@@ -315,6 +317,10 @@ impl SelfMetrics {
             &["kind"],
         )?;
         resolver_errors.with_label_values(&["apiserver"]);
+        let run_time = prometheus::Gauge::new(
+            "swoll_probe_run_time_ns_per_syscall",
+            "Nanoseconds the probes ran per syscall over the last interval, from the kernel's BPF run statistics (only with --bpf-stats).",
+        )?;
         for stat in Stat::ERRORS {
             probe_errors.with_label_values(&[stat.label()]);
         }
@@ -326,6 +332,7 @@ impl SelfMetrics {
         registry.register(Box::new(series.clone()))?;
         registry.register(Box::new(folded.clone()))?;
         registry.register(Box::new(resolver_errors.clone()))?;
+        registry.register(Box::new(run_time.clone()))?;
         Ok(Self {
             registry,
             map_entries,
@@ -335,6 +342,8 @@ impl SelfMetrics {
             series,
             folded,
             resolver_errors,
+            run_time,
+            last_run_stats: std::sync::Mutex::new(None),
         })
     }
 
@@ -358,6 +367,24 @@ impl SelfMetrics {
             .set(i64::try_from(rendered.series).unwrap_or(i64::MAX));
         self.folded
             .set(i64::try_from(rendered.folded).unwrap_or(i64::MAX));
+    }
+
+    /// Records the probes' cumulative run statistics; the gauge shows the ns per syscall since
+    /// the previous call.
+    pub fn observe_run_stats(&self, now: crate::loader::RunStats) {
+        let mut last = self
+            .last_run_stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(prev) = *last {
+            let exits = now.exits.saturating_sub(prev.exits);
+            if exits > 0 {
+                let ns = now.run_time_ns.saturating_sub(prev.run_time_ns);
+                #[expect(clippy::cast_precision_loss, reason = "a ratio for display")]
+                self.run_time.set(ns as f64 / exits as f64);
+            }
+        }
+        *last = Some(now);
     }
 
     /// The counter of resolver failures of `kind`.

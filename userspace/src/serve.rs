@@ -28,6 +28,8 @@ pub struct ServeOptions {
     pub max_series: usize,
     /// The Kubernetes node whose pods label the series; `None` is local mode (no API calls).
     pub node_name: Option<String>,
+    /// Turn on the kernel's BPF run statistics for `swoll_probe_run_time_ns_per_syscall`.
+    pub bpf_stats: bool,
     /// How the probes are loaded.
     pub load: LoadOptions,
 }
@@ -53,6 +55,9 @@ pub enum ServeError {
     /// No Kubernetes client configuration (KUBECONFIG or in-cluster) could be found.
     #[error("configuring the Kubernetes client for --node-name (set KUBECONFIG or run in a pod)")]
     Kube(#[source] kube::Error),
+    /// `--bpf-stats`: the kernel refused to turn on BPF run statistics.
+    #[error("enabling BPF run statistics (--bpf-stats)")]
+    RunStats(#[source] std::io::Error),
     /// The HTTP server or the signal handlers failed.
     #[error("serving HTTP")]
     Http(#[source] std::io::Error),
@@ -61,6 +66,11 @@ pub enum ServeError {
 /// Runs until SIGINT or SIGTERM, then detaches the probes and returns.
 pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     let probes = loader::load(&opts.load)?;
+    let _run_stats = if opts.bpf_stats {
+        Some(loader::enable_run_stats().map_err(ServeError::RunStats)?)
+    } else {
+        None
+    };
     tracing::info!(
         map_size = opts.load.map_size,
         host = opts.load.count_host,
@@ -210,6 +220,9 @@ fn read_once(
             snapshot.rows.remove(&key);
         }
         tracing::debug!(pid_ns = ns, "pid namespace gone: series retired");
+    }
+    if let Some(stats) = probes.run_stats().filter(|s| s.exits > 0) {
+        exposition.self_metrics.observe_run_stats(stats);
     }
     let rendered = renderer.render(&snapshot, |ns| resolver.workload(ns));
     exposition.self_metrics.observe(&snapshot, &rendered);

@@ -55,3 +55,32 @@ fn metrics_carry_exact_counts_with_swolls_labels() {
         "swoll serve exited with {status} on SIGTERM"
     );
 }
+
+#[test]
+fn bpf_stats_export_the_probes_cost_per_syscall() {
+    let _serial = swoll_kernel_tests::exclusive();
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let Some(agent) = Agent::start(&["--interval", "200ms", "--bpf-stats"]) else {
+        return;
+    };
+    workload(WORKLOAD, &["--new-pidns", "getppid", "20000"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = http_get(agent.addr, "/metrics").expect("GET /metrics");
+        let ns = body
+            .lines()
+            .find_map(|l| l.strip_prefix("swoll_probe_run_time_ns_per_syscall "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if ns.is_some_and(|ns| ns > 0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no probe run time per syscall:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(agent.stop().success());
+}
