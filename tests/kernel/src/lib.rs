@@ -51,22 +51,13 @@ pub fn load(opts: &LoadOptions) -> Option<Probes> {
     match loader::load(opts) {
         Ok(probes) => Some(probes),
         Err(err) => {
-            skip(&format!("cannot load the probes: {}", chain(&err)));
+            skip(&format!(
+                "cannot load the probes: {}",
+                swoll::error_chain(&err)
+            ));
             None
         }
     }
-}
-
-/// An error and its sources, one line.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut s = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        s.push_str(": ");
-        s.push_str(&e.to_string());
-        source = e.source();
-    }
-    s
 }
 
 /// Runs `swoll-workload` (at `bin`) with `args`; returns the pid namespace inode it ran in.
@@ -425,6 +416,14 @@ pub fn wait_for_sample(
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// As [`wait_for_sample`], panicking with the last `/metrics` body if the sample never shows.
+pub fn expect_sample(addr: std::net::SocketAddr, series: &str, secs: u64) -> (u64, String) {
+    wait_for_sample(addr, series, secs).unwrap_or_else(|| {
+        let (_, body) = http_get(addr, "/metrics").expect("GET /metrics");
+        panic!("{series} never appeared in {secs} s:\n{body}")
+    })
 }
 
 /// A kubepods-style cgroup v2 directory for one container of one pod, as kubelet's systemd

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use swoll_kernel_tests::{
     Agent, PodCgroup, Prometheus, TempDir,
     apiserver::{FakeApiServer, pod},
-    fake_container_id, fake_pod_uid, http_get, is_root, sample, skip, wait_for_sample, workload,
+    expect_sample, fake_container_id, fake_pod_uid, http_get, is_root, sample, skip,
+    wait_for_sample, workload,
 };
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
@@ -119,10 +120,7 @@ fn exact_counts_carry_namespace_pod_and_container() {
         ["kube-system", "coredns-7jhhg", "app"],
         ns,
     );
-    let (value, body) = wait_for_sample(c.agent.addr, &openat, 20).unwrap_or_else(|| {
-        let (_, body) = http_get(c.agent.addr, "/metrics").expect("metrics");
-        panic!("{openat} never appeared:\n{body}")
-    });
+    let (value, body) = expect_sample(c.agent.addr, &openat, 20);
     assert_eq!(value, 13, "{body}");
     assert_eq!(sample(&body, &getppid), Some(17), "{body}");
     assert!(!body.contains("pod=\"elsewhere\""));
@@ -143,10 +141,7 @@ fn a_container_that_exited_before_the_first_read_is_labelled() {
     // The workload is gone within milliseconds; the first map read is up to 3 s later.
     let ns = workload(WORKLOAD, &["--new-pidns", "--cgroup", &dir, "getppid", "5"]);
     let getppid = series("count", GETPPID_OK, ["team-a", "batch-1", "app"], ns);
-    let (value, body) = wait_for_sample(c.agent.addr, &getppid, 20).unwrap_or_else(|| {
-        let (_, body) = http_get(c.agent.addr, "/metrics").expect("metrics");
-        panic!("{getppid} never appeared:\n{body}")
-    });
+    let (value, body) = expect_sample(c.agent.addr, &getppid, 20);
     assert_eq!(value, 5, "{body}");
 }
 
@@ -201,10 +196,7 @@ fn labels_catch_up_when_the_api_server_comes_back() {
     );
     c.api.set_down(false);
     let labelled = series("count", GETPPID_OK, ["team-c", "api-0", "app"], ns);
-    let (value, body) = wait_for_sample(c.agent.addr, &labelled, 60).unwrap_or_else(|| {
-        let (_, body) = http_get(c.agent.addr, "/metrics").expect("metrics");
-        panic!("{labelled} never appeared after the API server came back:\n{body}")
-    });
+    let (value, body) = expect_sample(c.agent.addr, &labelled, 60);
     assert_eq!(value, 21);
     let errors = body
         .lines()
