@@ -56,13 +56,27 @@ impl Exposition {
     }
 }
 
-/// The router over `state`.
+/// Longest a request may take before it is answered 408.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Largest request body accepted (no route takes one); larger gets 413.
+pub const MAX_BODY: usize = 4096;
+/// Requests served at once; more wait their turn, so a burst of scrapes cannot exhaust memory.
+pub const MAX_CONCURRENT: usize = 32;
+
+/// The router over `state`, with a timeout, a body limit and a concurrency limit on every
+/// route: an agent on every node must not be the thing a misbehaving client can stall.
 pub fn router(state: Arc<Exposition>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(state)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_CONCURRENT))
 }
 
 async fn metrics(State(state): State<Arc<Exposition>>) -> Response {

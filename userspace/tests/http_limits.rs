@@ -1,0 +1,66 @@
+//! The HTTP endpoints on loopback, no kernel needed: readiness, the exposition, and the bounds
+//! every route has.
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    sync::Arc,
+};
+
+use swoll::{
+    http::{Exposition, MAX_BODY, router},
+    metrics::SelfMetrics,
+};
+
+fn request(addr: SocketAddr, raw: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.write_all(raw.as_bytes()).expect("write");
+    let mut out = String::new();
+    stream.read_to_string(&mut out).expect("read");
+    out
+}
+
+#[test]
+fn endpoints_answer_and_bound_requests() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let exposition = Arc::new(Exposition::new(SelfMetrics::new().expect("self-metrics")));
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = router(Arc::clone(&exposition));
+    let _server =
+        std::thread::spawn(move || runtime.block_on(async { axum::serve(listener, app).await }));
+
+    let get = |path: &str| {
+        request(
+            addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    assert!(get("/healthz").starts_with("HTTP/1.1 200"));
+    assert!(
+        get("/readyz").starts_with("HTTP/1.1 503"),
+        "not ready before the first read"
+    );
+    exposition.publish("# TYPE swoll_node_metrics_syscall_count counter\n".into());
+    assert!(get("/readyz").starts_with("HTTP/1.1 200"));
+    let metrics = get("/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("text/plain; version=0.0.4"), "{metrics}");
+    assert!(metrics.contains("# TYPE swoll_node_metrics_syscall_count counter"));
+    assert!(metrics.contains("swoll_build_info{"));
+    assert!(get("/nope").starts_with("HTTP/1.1 404"));
+
+    let big = "x".repeat(MAX_BODY + 1);
+    let post = request(
+        addr,
+        &format!(
+            "POST /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{big}",
+            big.len()
+        ),
+    );
+    assert!(post.starts_with("HTTP/1.1 413"), "{post}");
+}
