@@ -397,33 +397,36 @@ impl Drop for TempDir {
     }
 }
 
-/// The body of `/metrics` once `series` (name and labels) has a sample, polling for up to
-/// `secs` seconds; `None` if it never appears.
+/// Polls `/metrics` until `series` (name and labels) has the value `want`, for up to `secs`
+/// seconds; returns the last value seen and the last body. Counters only grow, and the agent
+/// renders at each map read, so a read made while the workload ran shows less for a while.
 pub fn wait_for_sample(
     addr: std::net::SocketAddr,
     series: &str,
+    want: u64,
     secs: u64,
-) -> Option<(u64, String)> {
+) -> (Option<u64>, String) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
         let (code, body) = http_get(addr, "/metrics").expect("GET /metrics");
         assert_eq!(code, 200);
-        if let Some(v) = sample(&body, series) {
-            return Some((v, body));
-        }
-        if std::time::Instant::now() > deadline {
-            return None;
+        let value = sample(&body, series);
+        if value == Some(want) || std::time::Instant::now() > deadline {
+            return (value, body);
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
-/// As [`wait_for_sample`], panicking with the last `/metrics` body if the sample never shows.
-pub fn expect_sample(addr: std::net::SocketAddr, series: &str, secs: u64) -> (u64, String) {
-    wait_for_sample(addr, series, secs).unwrap_or_else(|| {
-        let (_, body) = http_get(addr, "/metrics").expect("GET /metrics");
-        panic!("{series} never appeared in {secs} s:\n{body}")
-    })
+/// As [`wait_for_sample`], panicking with the last body unless the value became `want`.
+pub fn expect_sample(addr: std::net::SocketAddr, series: &str, want: u64, secs: u64) -> String {
+    let (value, body) = wait_for_sample(addr, series, want, secs);
+    assert_eq!(
+        value,
+        Some(want),
+        "{series} after up to {secs} s in\n{body}"
+    );
+    body
 }
 
 /// A kubepods-style cgroup v2 directory for one container of one pod, as kubelet's systemd

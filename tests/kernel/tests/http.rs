@@ -1,7 +1,7 @@
 //! End to end over HTTP: the real `swoll serve` binary, a workload, and `/metrics`.
 use std::time::{Duration, Instant};
 
-use swoll_kernel_tests::{Agent, http_get, is_root, sample, skip, workload};
+use swoll_kernel_tests::{Agent, expect_sample, http_get, is_root, sample, skip, workload};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
 
@@ -26,17 +26,8 @@ fn metrics_carry_exact_counts_with_swolls_labels() {
         "swoll_node_metrics_syscall_count{{syscall=\"sys_getppid\",err=\"OK\",class=\"ProcessManagement\",\
          group=\"Process\",namespace=\"\",pod=\"\",container=\"\",kns=\"{ns}\"}}"
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let body = loop {
-        let (code, body) = http_get(agent.addr, "/metrics").expect("GET /metrics");
-        assert_eq!(code, 200);
-        if sample(&body, &getppid).is_some() || Instant::now() > deadline {
-            break body;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(sample(&body, &openat), Some(13), "{openat} in\n{body}");
-    assert_eq!(sample(&body, &getppid), Some(17), "{getppid} in\n{body}");
+    expect_sample(agent.addr, &openat, 13, 20);
+    let body = expect_sample(agent.addr, &getppid, 17, 20);
     let time = openat.replace("syscall_count", "syscall_time");
     assert!(
         sample(&body, &time).is_some_and(|ns| ns > 0),

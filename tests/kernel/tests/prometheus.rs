@@ -1,7 +1,10 @@
 //! A real Prometheus (Debian's package) scrapes the real agent, and the seed README's queries
-//! return the expected series through its HTTP API. Until pods are resolved (issue #3) the
-//! queries filter on `kns`, the pid namespace inode, where the README filters on `namespace`.
-use swoll_kernel_tests::{Agent, Prometheus, is_root, skip, spawn_workload, workload};
+//! return the expected series through its HTTP API. Here, with no pods, they filter on `kns`,
+//! the pid namespace inode; `resolver.rs` runs them verbatim (`namespace="kube-system"`) with
+//! pods from a fake API server; the offset query below is verbatim.
+use swoll_kernel_tests::{
+    Agent, Prometheus, expect_sample, is_root, skip, spawn_workload, workload,
+};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
 
@@ -18,6 +21,12 @@ fn seed_readme_queries_by_errno_and_by_pod() {
         WORKLOAD,
         &["--new-pidns", "openat-missing", "21", "getppid", "34"],
     );
+    // Let the agent render a read made after the workload ended before Prometheus scrapes.
+    let openat = format!(
+        "swoll_node_metrics_syscall_count{{syscall=\"sys_openat\",err=\"ENOENT\",class=\"FileSystem\",\
+         group=\"Files\",namespace=\"\",pod=\"\",container=\"\",kns=\"{ns}\"}}"
+    );
+    expect_sample(agent.addr, &openat, 21, 20);
     let Some(prometheus) = Prometheus::start(&[agent.addr]) else {
         return;
     };

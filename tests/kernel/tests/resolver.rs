@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 use swoll_kernel_tests::{
     Agent, PodCgroup, Prometheus, TempDir,
     apiserver::{FakeApiServer, pod},
-    expect_sample, fake_container_id, fake_pod_uid, http_get, is_root, sample, skip,
-    wait_for_sample, workload,
+    expect_sample, fake_container_id, fake_pod_uid, http_get, is_root, skip, workload,
 };
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
@@ -120,9 +119,8 @@ fn exact_counts_carry_namespace_pod_and_container() {
         ["kube-system", "coredns-7jhhg", "app"],
         ns,
     );
-    let (value, body) = expect_sample(c.agent.addr, &openat, 20);
-    assert_eq!(value, 13, "{body}");
-    assert_eq!(sample(&body, &getppid), Some(17), "{body}");
+    expect_sample(c.agent.addr, &openat, 13, 20);
+    let body = expect_sample(c.agent.addr, &getppid, 17, 20);
     assert!(!body.contains("pod=\"elsewhere\""));
     assert!(
         c.api.requests() < 50,
@@ -141,8 +139,7 @@ fn a_container_that_exited_before_the_first_read_is_labelled() {
     // The workload is gone within milliseconds; the first map read is up to 3 s later.
     let ns = workload(WORKLOAD, &["--new-pidns", "--cgroup", &dir, "getppid", "5"]);
     let getppid = series("count", GETPPID_OK, ["team-a", "batch-1", "app"], ns);
-    let (value, body) = expect_sample(c.agent.addr, &getppid, 20);
-    assert_eq!(value, 5, "{body}");
+    expect_sample(c.agent.addr, &getppid, 5, 20);
 }
 
 #[test]
@@ -154,10 +151,7 @@ fn a_deleted_pods_series_leave_after_the_grace_period() {
     let dir = c.cgroup.dir.to_string_lossy().into_owned();
     let ns = workload(WORKLOAD, &["--new-pidns", "--cgroup", &dir, "getppid", "9"]);
     let getppid = series("count", GETPPID_OK, ["team-b", "web-0", "app"], ns);
-    assert_eq!(
-        wait_for_sample(c.agent.addr, &getppid, 20).map(|(v, _)| v),
-        Some(9)
-    );
+    expect_sample(c.agent.addr, &getppid, 9, 20);
     // kubelet kills the pod: its processes are gone (already) and its cgroups removed.
     c.api.delete("Pod", "team-b", "web-0");
     c.cgroup.remove();
@@ -190,14 +184,10 @@ fn labels_catch_up_when_the_api_server_comes_back() {
     // While the API server is down: counted, labelled by container short id only.
     let short = &c.container_id[..12];
     let unlabelled = series("count", GETPPID_OK, ["", "", short], ns);
-    assert_eq!(
-        wait_for_sample(c.agent.addr, &unlabelled, 20).map(|(v, _)| v),
-        Some(21)
-    );
+    expect_sample(c.agent.addr, &unlabelled, 21, 20);
     c.api.set_down(false);
     let labelled = series("count", GETPPID_OK, ["team-c", "api-0", "app"], ns);
-    let (value, body) = expect_sample(c.agent.addr, &labelled, 60);
-    assert_eq!(value, 21);
+    let body = expect_sample(c.agent.addr, &labelled, 21, 60);
     let errors = body
         .lines()
         .find_map(|l| l.strip_prefix("swoll_resolver_errors_total{kind=\"apiserver\"} "))
@@ -233,10 +223,7 @@ fn seed_readme_queries_verbatim_against_prometheus() {
         ["kube-system", "kube-proxy-27xrc", "app"],
         ns,
     );
-    assert_eq!(
-        wait_for_sample(c.agent.addr, &openat, 20).map(|(v, _)| v),
-        Some(12)
-    );
+    expect_sample(c.agent.addr, &openat, 12, 20);
     let Some(prometheus) = Prometheus::start(&[c.agent.addr]) else {
         return;
     };
