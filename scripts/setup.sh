@@ -60,8 +60,16 @@ if ! bpf-linker --version >/dev/null 2>&1; then
 fi
 
 if ((want_test)); then
-	apt_install prometheus bpftool
+	apt_install prometheus bpftool python3-venv
 	"$(dirname "$0")/setup-vm.sh"
+	# Helm's own template engine (Helm's Go SDK as a library, from PyPI: no helm binary can be
+	# had here), so tests compare the chart's rendering with deploy/kubernetes/.
+	helm_venv=${SWOLL_HELM_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/swoll/helm-venv}
+	if ! "$helm_venv/bin/python" -c 'import helm_python' 2>/dev/null; then
+		log "pip install helm-python-sdk into $helm_venv"
+		python3 -m venv "$helm_venv"
+		"$helm_venv/bin/pip" install --quiet --disable-pip-version-check helm-python-sdk==0.2.2
+	fi
 fi
 if ((want_bench)); then
 	apt_install bpftrace bpftool bpfcc-tools linux-perf clang-19 libbpf-dev linux-headers-amd64 gcc make

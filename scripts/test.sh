@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
 export PATH="$HOME/.cargo/bin:$PATH"
+# The chart must render to deploy/kubernetes/ exactly (setup installed Helm's engine).
+export SWOLL_REQUIRE_HELM=1
 
 step() { printf '\n== %s\n' "$*" >&2; }
 root=0

@@ -13,7 +13,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
-    net::SocketAddr,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -159,7 +158,10 @@ fn strict<T: DeserializeOwned + Serialize>(value: &Value, id: &str) -> T {
     let typed: T = serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{id}: {e}"));
     let back = serde_json::to_value(&typed).expect("serializes");
     if let Some(path) = first_difference(value, &back, String::new()) {
-        panic!("{id}: {path} is not a field of {}", std::any::type_name::<T>());
+        panic!(
+            "{id}: {path} is not a field of {}",
+            std::any::type_name::<T>()
+        );
     }
     typed
 }
@@ -197,15 +199,17 @@ fn one_untyped<'a>(objects: &'a [Object], kind: &str) -> &'a Value {
 
 fn pod_spec(ds: &DaemonSet) -> &PodSpec {
     ds.spec
+        .template
+        .spec
         .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
         .expect("the DaemonSet has a pod template spec")
 }
 
 fn pod_labels(ds: &DaemonSet) -> BTreeMap<String, String> {
     ds.spec
+        .template
+        .metadata
         .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
         .and_then(|m| m.labels.clone())
         .expect("the pod template has labels")
 }
@@ -242,7 +246,11 @@ fn metrics_port(ds: &DaemonSet) -> i32 {
         .iter()
         .filter(|p| p.name.as_deref() == Some("metrics"))
         .collect();
-    assert_eq!(found.len(), 1, "one container port named metrics: {ports:?}");
+    assert_eq!(
+        found.len(),
+        1,
+        "one container port named metrics: {ports:?}"
+    );
     assert_eq!(found[0].protocol.as_deref().unwrap_or("TCP"), "TCP");
     found[0].container_port
 }
@@ -251,14 +259,16 @@ fn metrics_port(ds: &DaemonSet) -> i32 {
 fn resolve(ds: &DaemonSet, port: &IntOrString) -> i32 {
     match port {
         IntOrString::Int(n) => *n,
-        IntOrString::String(name) => agent(ds)
-            .ports
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .find(|p| p.name.as_deref() == Some(name.as_str()))
-            .unwrap_or_else(|| panic!("no container port named {name}"))
-            .container_port,
+        IntOrString::String(name) => {
+            agent(ds)
+                .ports
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .find(|p| p.name.as_deref() == Some(name.as_str()))
+                .unwrap_or_else(|| panic!("no container port named {name}"))
+                .container_port
+        }
     }
 }
 
@@ -279,22 +289,32 @@ fn every_object_parses_strictly() {
     for object in &objects {
         let id = object.id();
         match object.kind().as_str() {
-            "v1/Namespace" => drop(strict::<Namespace>(&object.value, &id)),
-            "v1/ServiceAccount" => drop(strict::<ServiceAccount>(&object.value, &id)),
+            "v1/Namespace" => {
+                strict::<Namespace>(&object.value, &id);
+            }
+            "v1/ServiceAccount" => {
+                strict::<ServiceAccount>(&object.value, &id);
+            }
             "rbac.authorization.k8s.io/v1/ClusterRole" => {
-                drop(strict::<ClusterRole>(&object.value, &id))
+                strict::<ClusterRole>(&object.value, &id);
             }
             "rbac.authorization.k8s.io/v1/ClusterRoleBinding" => {
-                drop(strict::<ClusterRoleBinding>(&object.value, &id))
+                strict::<ClusterRoleBinding>(&object.value, &id);
             }
-            "rbac.authorization.k8s.io/v1/Role" => drop(strict::<Role>(&object.value, &id)),
+            "rbac.authorization.k8s.io/v1/Role" => {
+                strict::<Role>(&object.value, &id);
+            }
             "rbac.authorization.k8s.io/v1/RoleBinding" => {
-                drop(strict::<RoleBinding>(&object.value, &id))
+                strict::<RoleBinding>(&object.value, &id);
             }
-            "apps/v1/DaemonSet" => drop(strict::<DaemonSet>(&object.value, &id)),
-            "v1/Service" => drop(strict::<Service>(&object.value, &id)),
+            "apps/v1/DaemonSet" => {
+                strict::<DaemonSet>(&object.value, &id);
+            }
+            "v1/Service" => {
+                strict::<Service>(&object.value, &id);
+            }
             "networking.k8s.io/v1/NetworkPolicy" => {
-                drop(strict::<NetworkPolicy>(&object.value, &id))
+                strict::<NetworkPolicy>(&object.value, &id);
             }
             // No k8s-openapi type: the Prometheus operator's CRD. Its own file, applied once
             // the CRDs exist.
@@ -318,7 +338,8 @@ fn every_object_parses_strictly() {
     assert_eq!(namespace.metadata.name.as_deref(), Some(NAMESPACE));
     let psa = namespace.metadata.labels.unwrap_or_default();
     assert_eq!(
-        psa.get("pod-security.kubernetes.io/enforce").map(String::as_str),
+        psa.get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
         Some("privileged"),
         "hostPath volumes and added capabilities need the privileged Pod Security level"
     );
@@ -343,11 +364,19 @@ fn plain_manifests_say_they_are_rendered() {
 fn daemonset_has_least_privilege() {
     let ds: DaemonSet = one(&manifests());
     let pod = pod_spec(&ds);
-    assert_eq!(pod.host_pid, Some(false), "swoll reads /host/proc, not hostPID");
+    assert_eq!(
+        pod.host_pid,
+        Some(false),
+        "swoll reads /host/proc, not hostPID"
+    );
     assert_eq!(pod.host_network, Some(false));
     assert_ne!(pod.host_ipc, Some(true));
     if let Some(sc) = &pod.security_context {
-        assert_ne!(sc.run_as_non_root, Some(true), "root is needed for the capabilities");
+        assert_ne!(
+            sc.run_as_non_root,
+            Some(true),
+            "root is needed for the capabilities"
+        );
     }
     let sc = agent(&ds)
         .security_context
@@ -356,7 +385,11 @@ fn daemonset_has_least_privilege() {
     assert_eq!(sc.privileged, Some(false), "not privileged");
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert_eq!(sc.read_only_root_filesystem, Some(true));
-    assert_eq!(sc.run_as_user, Some(0), "capabilities are granted to root only");
+    assert_eq!(
+        sc.run_as_user,
+        Some(0),
+        "capabilities are granted to root only"
+    );
     let caps = sc.capabilities.as_ref().expect("capabilities");
     assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
     let added: BTreeSet<_> = caps.add.iter().flatten().map(String::as_str).collect();
@@ -392,7 +425,10 @@ fn daemonset_mounts_exactly_the_host_paths() {
             let host = volumes
                 .get(m.name.as_str())
                 .unwrap_or_else(|| panic!("mount of unknown volume {}", m.name));
-            assert!(m.sub_path.is_none() && m.mount_propagation.is_none(), "{m:?}");
+            assert!(
+                m.sub_path.is_none() && m.mount_propagation.is_none(),
+                "{m:?}"
+            );
             (*host, m.mount_path.as_str(), m.read_only.unwrap_or(false))
         })
         .collect();
@@ -416,7 +452,10 @@ fn daemonset_args_are_swoll_serve_flags() {
         .filter(|w| w.starts_with("--"))
         .collect();
     for arg in &args[1..] {
-        assert!(arg.starts_with("--"), "{arg:?}: write flags as --flag=value");
+        assert!(
+            arg.starts_with("--"),
+            "{arg:?}: write flags as --flag=value"
+        );
         let flag = arg.split('=').next().unwrap_or(arg);
         assert!(
             known.contains(flag),
@@ -441,7 +480,11 @@ fn daemonset_args_agree_with_the_pod() {
             .expect("a host mount")
     };
     assert_eq!(serve.proc_root, mount_of("/proc"));
-    assert!(serve.btf.starts_with(mount_of("/sys/kernel/btf")), "{:?}", serve.btf);
+    assert!(
+        serve.btf.starts_with(mount_of("/sys/kernel/btf")),
+        "{:?}",
+        serve.btf
+    );
     // The node's pods label the series.
     assert_eq!(serve.node_name.as_deref(), Some(NODE));
     // `$(VAR)` expands only to the container's own env.
@@ -483,7 +526,7 @@ fn selectors_match_the_pods() {
     let objects = manifests();
     let ds: DaemonSet = one(&objects);
     let labels = pod_labels(&ds);
-    let selector = &ds.spec.as_ref().expect("spec").selector;
+    let selector = &ds.spec.selector;
     assert!(selector.match_expressions.is_none());
     let selector = selector.match_labels.clone().unwrap_or_default();
     assert!(!selector.is_empty() && is_subset(&selector, &labels));
@@ -494,7 +537,10 @@ fn selectors_match_the_pods() {
         .as_ref()
         .and_then(|s| s.selector.clone())
         .expect("the Service selects pods");
-    assert!(is_subset(&service_selector, &labels), "{service_selector:?}");
+    assert!(
+        is_subset(&service_selector, &labels),
+        "{service_selector:?}"
+    );
 
     let policy: NetworkPolicy = one(&objects);
     let policy_selector = policy
@@ -561,8 +607,9 @@ fn ports_and_probes_agree() {
 
     let annotations = ds
         .spec
+        .template
+        .metadata
         .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
         .and_then(|m| m.annotations.clone())
         .unwrap_or_default();
     if let Some(p) = annotations.get("prometheus.io/port") {
@@ -575,9 +622,11 @@ fn tolerates_every_taint() {
     let ds: DaemonSet = one(&manifests());
     let tolerations = pod_spec(&ds).tolerations.clone().unwrap_or_default();
     assert!(
-        tolerations.iter().any(|t| t.operator.as_deref() == Some("Exists")
-            && t.key.is_none()
-            && t.effect.is_none()),
+        tolerations
+            .iter()
+            .any(|t| t.operator.as_deref() == Some("Exists")
+                && t.key.is_none()
+                && t.effect.is_none()),
         "{tolerations:?}"
     );
 }
@@ -598,10 +647,7 @@ fn assert_read_only(rules: &[PolicyRule], resource: &str) {
 fn rbac_grants_exactly_what_the_agent_reads() {
     let objects = manifests();
     let account: ServiceAccount = one(&objects);
-    let account = (
-        account.metadata.name.expect("named"),
-        account.metadata.namespace,
-    );
+    let account = (account.metadata.name, account.metadata.namespace);
 
     let cluster_role: ClusterRole = one(&objects);
     assert!(cluster_role.aggregation_rule.is_none());
@@ -610,7 +656,10 @@ fn rbac_grants_exactly_what_the_agent_reads() {
     assert_read_only(role.rules.as_deref().unwrap_or_default(), "configmaps");
 
     let binds = |role_ref: &RoleRef, subjects: Option<&Vec<_>>, kind: &str, name: &Option<_>| {
-        assert_eq!(role_ref.api_group, "rbac.authorization.k8s.io");
+        assert_eq!(
+            role_ref.api_group.as_deref(),
+            Some("rbac.authorization.k8s.io")
+        );
         assert_eq!(role_ref.kind, kind);
         assert_eq!(Some(&role_ref.name), name.as_ref());
         let subjects: Vec<&k8s_openapi::api::rbac::v1::Subject> =
@@ -618,7 +667,10 @@ fn rbac_grants_exactly_what_the_agent_reads() {
         assert_eq!(subjects.len(), 1, "one subject");
         assert_eq!(subjects[0].kind, "ServiceAccount");
         assert_eq!(
-            (subjects[0].name.clone(), subjects[0].namespace.clone()),
+            (
+                Some(subjects[0].name.clone()),
+                subjects[0].namespace.clone()
+            ),
             account
         );
     };
@@ -665,9 +717,15 @@ fn service_monitor_scrapes_the_service() {
         .flat_map(|s| s.ports.iter().flatten())
         .filter_map(|p| p.name.clone())
         .collect();
-    assert_eq!(endpoint["port"].as_str(), port_names.first().map(String::as_str));
+    assert_eq!(
+        endpoint["port"].as_str(),
+        port_names.first().map(String::as_str)
+    );
     assert_eq!(endpoint["path"], "/metrics");
-    assert_eq!(endpoint["honorLabels"], true, "namespace/pod/container are the workload's");
+    assert_eq!(
+        endpoint["honorLabels"], true,
+        "namespace/pod/container are the workload's"
+    );
     assert_eq!(endpoint["interval"], "15s");
 }
 
@@ -749,10 +807,11 @@ fn chart_templates_refer_to_defined_values() {
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '_')
                 .collect();
-            let found = path
-                .split('.')
-                .try_fold(&values, |node, key| node.get(key));
-            assert!(found.is_some(), "{name}: .Values.{path} is not in values.yaml");
+            let found = path.split('.').try_fold(&values, |node, key| node.get(key));
+            assert!(
+                found.is_some(),
+                "{name}: .Values.{path} is not in values.yaml"
+            );
         }
     }
 }
@@ -776,7 +835,10 @@ fn chart_renders_the_plain_manifests() {
         let mut index = BTreeMap::new();
         for o in objects {
             let id = o.id();
-            assert!(index.insert(id.clone(), (o.file, o.value)).is_none(), "{id} twice");
+            assert!(
+                index.insert(id.clone(), (o.file, o.value)).is_none(),
+                "{id} twice"
+            );
         }
         index
     };
@@ -795,10 +857,4 @@ fn chart_renders_the_plain_manifests() {
             "{id} differs from the chart's rendering: run deploy/render.sh"
         );
     }
-}
-
-/// `SocketAddr` is what `--listen` parses to; keeps the import honest if ServeArgs changes.
-#[allow(dead_code)]
-fn listen(args: &ServeArgs) -> SocketAddr {
-    args.listen
 }
