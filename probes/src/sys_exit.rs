@@ -90,11 +90,15 @@ fn remember(pid_ns: u32, pid_tgid: u64) {
 /// Nanoseconds since this task entered syscall `nr`, or 0 (counted) when its start is unknown.
 #[inline(always)]
 fn elapsed(pid_tgid: u64, nr: u32) -> u64 {
-    if let Some(start) = maps::SWOLL_START.get_ptr(pid_tgid) {
-        // SAFETY: a pointer to a live map value; `SyscallStart` is plain data and a concurrent
-        // overwrite (only this task writes its key) can at worst give a wrong, bounded value.
-        let start = unsafe { *start };
-        if start.nr == nr {
+    if let Some(entry) = maps::SWOLL_START.get_ptr_mut(pid_tgid) {
+        // SAFETY: a pointer to a live map value that only this task writes; `SyscallStart` is
+        // plain data.
+        let start = unsafe { *entry };
+        if start.nr == nr && start.ts != 0 {
+            // Consumed: if the next sys_enter of this task is skipped by the kernel (a preempted
+            // probe on 7.x), its sys_exit finds no start instead of this stale one.
+            // SAFETY: as above.
+            unsafe { (*entry).ts = 0 };
             // SAFETY: a helper with no arguments and no preconditions.
             return unsafe { bpf_ktime_get_ns() }.saturating_sub(start.ts);
         }

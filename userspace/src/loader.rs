@@ -115,6 +115,27 @@ pub struct RunStats {
 }
 
 impl Probes {
+    /// Runs of each program (`sys_enter`, `sys_exit`) the kernel skipped because the same
+    /// program was already running on that CPU: on kernels whose syscall tracepoints run BPF
+    /// preemptibly (seen on 7.x), a task preempted inside a probe makes the next task on its CPU
+    /// skip the probe. Every skipped `sys_exit` is a lost call. Read from
+    /// `/proc/self/fdinfo/<prog fd>` (`recursion_misses`, Linux 5.12+); `None` where absent.
+    pub fn recursion_misses(&self) -> Option<[(&'static str, u64); 2]> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let misses = |name: &'static str| -> Option<(&'static str, u64)> {
+            let fd = self.ebpf.program(name)?.fd().ok()?.as_fd().as_raw_fd();
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+            let n = info
+                .lines()
+                .find_map(|l| l.strip_prefix("recursion_misses:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((name, n))
+        };
+        Some([misses(programs::SYS_ENTER)?, misses(programs::SYS_EXIT)?])
+    }
+
     /// The probes' run statistics, if the kernel reports them.
     pub fn run_stats(&self) -> Option<RunStats> {
         let mut stats = RunStats::default();

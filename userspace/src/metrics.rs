@@ -253,6 +253,7 @@ pub struct SelfMetrics {
     folded: IntGauge,
     resolver_errors: IntCounterVec,
     run_time: prometheus::Gauge,
+    recursion_misses: IntCounterVec,
     last_run_stats: std::sync::Mutex<Option<crate::loader::RunStats>>,
 }
 
@@ -317,6 +318,13 @@ impl SelfMetrics {
             &["kind"],
         )?;
         resolver_errors.with_label_values(&["apiserver"]);
+        let recursion_misses = IntCounterVec::new(
+            Opts::new(
+                "swoll_probe_recursion_misses_total",
+                "Runs of a probe the kernel skipped because it was already running on that CPU (a preempted probe); each sys_exit miss is a lost call.",
+            ),
+            &["program"],
+        )?;
         let run_time = prometheus::Gauge::new(
             "swoll_probe_run_time_ns_per_syscall",
             "Nanoseconds the probes ran per syscall over the last interval, from the kernel's BPF run statistics (only with --bpf-stats).",
@@ -333,6 +341,7 @@ impl SelfMetrics {
         registry.register(Box::new(folded.clone()))?;
         registry.register(Box::new(resolver_errors.clone()))?;
         registry.register(Box::new(run_time.clone()))?;
+        registry.register(Box::new(recursion_misses.clone()))?;
         Ok(Self {
             registry,
             map_entries,
@@ -343,6 +352,7 @@ impl SelfMetrics {
             folded,
             resolver_errors,
             run_time,
+            recursion_misses,
             last_run_stats: std::sync::Mutex::new(None),
         })
     }
@@ -385,6 +395,14 @@ impl SelfMetrics {
             }
         }
         *last = Some(now);
+    }
+
+    /// Follows the kernel's cumulative recursion-miss counters of each program.
+    pub fn observe_recursion_misses(&self, misses: &[(&str, u64)]) {
+        for &(program, now) in misses {
+            let counter = self.recursion_misses.with_label_values(&[program]);
+            counter.inc_by(now.saturating_sub(counter.get()));
+        }
     }
 
     /// The counter of resolver failures of `kind`.

@@ -221,6 +221,9 @@ fn read_once(
         }
         tracing::debug!(pid_ns = ns, "pid namespace gone: series retired");
     }
+    if let Some(misses) = probes.recursion_misses() {
+        exposition.self_metrics.observe_recursion_misses(&misses);
+    }
     if let Some(stats) = probes.run_stats().filter(|s| s.exits > 0) {
         exposition.self_metrics.observe_run_stats(stats);
     }

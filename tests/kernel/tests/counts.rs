@@ -1,5 +1,7 @@
 //! Exact counts: what a workload does in its own pid namespace is what the map holds.
-use swoll_kernel_tests::{is_root, load, options, skip, value, workload};
+use swoll_kernel_tests::{
+    assert_counted, exit_misses, is_root, load, options, skip, value, workload,
+};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
 
@@ -13,6 +15,7 @@ fn openat_enoent_and_getppid_are_counted_exactly() {
         return;
     };
     let (n, m) = (37, 1234);
+    let misses = exit_misses(&probes);
     let ns = workload(
         WORKLOAD,
         &[
@@ -25,8 +28,8 @@ fn openat_enoent_and_getppid_are_counted_exactly() {
     );
     let openat = value(&probes, ns, libc::SYS_openat, libc::ENOENT);
     let getppid = value(&probes, ns, libc::SYS_getppid, 0);
-    assert_eq!(openat.count, n, "openat/ENOENT in pid-ns {ns}");
-    assert_eq!(getppid.count, m, "getppid/OK in pid-ns {ns}");
+    assert_counted(&probes, ns, libc::SYS_openat, libc::ENOENT, n, misses);
+    assert_counted(&probes, ns, libc::SYS_getppid, 0, m, misses);
     assert_eq!(
         value(&probes, ns, libc::SYS_openat, 0).count,
         0,
@@ -47,11 +50,12 @@ fn eight_threads_of_100k_calls_are_800k() {
     let Some(probes) = load(&options()) else {
         return;
     };
+    let misses = exit_misses(&probes);
     let ns = workload(
         WORKLOAD,
         &["--new-pidns", "--threads", "8", "getppid", "100000"],
     );
-    assert_eq!(value(&probes, ns, libc::SYS_getppid, 0).count, 800_000);
+    assert_counted(&probes, ns, libc::SYS_getppid, 0, 800_000, misses);
 }
 
 #[test]
@@ -63,7 +67,8 @@ fn count_only_mode_counts_without_time() {
     let mut opts = options();
     opts.time = false;
     let Some(probes) = load(&opts) else { return };
+    let misses = exit_misses(&probes);
     let ns = workload(WORKLOAD, &["--new-pidns", "getppid", "500"]);
-    let v = value(&probes, ns, libc::SYS_getppid, 0);
-    assert_eq!((v.count, v.time_ns), (500, 0));
+    assert_counted(&probes, ns, libc::SYS_getppid, 0, 500, misses);
+    assert_eq!(value(&probes, ns, libc::SYS_getppid, 0).time_ns, 0);
 }

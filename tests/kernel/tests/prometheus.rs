@@ -34,7 +34,7 @@ fn seed_readme_queries_by_errno_and_by_pod() {
     let by_err = format!(
         "sort_desc(\n  sum(\n   swoll_node_metrics_syscall_count{{\n    kns=\"{ns}\"\n   }}) by (err))"
     );
-    let result = prometheus.wait_for(&by_err, 60, |r| r.len() == 2);
+    let result = prometheus.wait_for(&by_err, 180, |r| r.len() == 2);
     // sort_desc: OK (34 getppid plus the child's return from fork) comes before ENOENT (21).
     assert_eq!(
         result[0].0.get("err").map(String::as_str),

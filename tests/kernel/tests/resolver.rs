@@ -228,7 +228,7 @@ fn seed_readme_queries_verbatim_against_prometheus() {
         return;
     };
     let by_err = "sort_desc(\n  sum(\n   swoll_node_metrics_syscall_count{\n    namespace=\"kube-system\"\n   }) by (err))";
-    let result = prometheus.wait_for(by_err, 60, |r| r.len() == 2);
+    let result = prometheus.wait_for(by_err, 180, |r| r.len() == 2);
     assert_eq!(
         result[0].0.get("err").map(String::as_str),
         Some("OK"),
