@@ -256,4 +256,21 @@ fn seed_readme_queries_verbatim_against_prometheus() {
         "{result:?}"
     );
     assert_eq!(result[0].1, 12.0, "{result:?}");
+
+    // Every panel of the Grafana dashboard, with the kube-system namespace picked and "All" for
+    // the other variables, finds data.
+    let panels = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/grafana/queries.txt"
+    ))
+    .expect("reading deploy/grafana/queries.txt");
+    for panel in panels.lines().filter(|l| !l.trim().is_empty()) {
+        let promql = panel
+            .replace("$namespace", "kube-system")
+            .replace("$pod", ".*")
+            .replace("$container", ".*")
+            .replace("$class", ".*")
+            .replace("$group", ".*");
+        prometheus.wait_for(&promql, 60, |r| !r.is_empty());
+    }
 }
