@@ -12,7 +12,7 @@ use axum::{
     routing::get,
 };
 
-use crate::metrics::SelfMetrics;
+use crate::metrics::{Row, SelfMetrics};
 
 /// The content type of the Prometheus text format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -22,6 +22,8 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct Exposition {
     /// The syscall families as rendered at the last map read.
     syscalls: RwLock<Arc<String>>,
+    /// The keys of the last map read with their labels, for pages that chart them.
+    rows: RwLock<Arc<Vec<Row>>>,
     /// The agent's own metrics, encoded at each scrape.
     pub self_metrics: SelfMetrics,
     /// Set once the first map read is rendered.
@@ -33,26 +35,40 @@ impl Exposition {
     pub fn new(self_metrics: SelfMetrics) -> Self {
         Self {
             syscalls: RwLock::new(Arc::new(String::new())),
+            rows: RwLock::new(Arc::new(Vec::new())),
             self_metrics,
             ready: AtomicBool::new(false),
         }
     }
 
-    /// Replaces the syscall families and marks the agent ready.
-    pub fn publish(&self, syscalls: String) {
-        let syscalls = Arc::new(syscalls);
-        match self.syscalls.write() {
-            Ok(mut guard) => *guard = syscalls,
-            Err(poisoned) => *poisoned.into_inner() = syscalls,
-        }
+    /// Replaces the syscall families and their rows, and marks the agent ready.
+    pub fn publish(&self, syscalls: String, rows: Vec<Row>) {
+        replace(&self.syscalls, Arc::new(syscalls));
+        replace(&self.rows, Arc::new(rows));
         self.ready.store(true, Ordering::Release);
     }
 
     fn syscalls(&self) -> Arc<String> {
-        match self.syscalls.read() {
-            Ok(guard) => Arc::clone(&guard),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+        current(&self.syscalls)
+    }
+
+    /// The rows of the last map read.
+    pub fn rows(&self) -> Arc<Vec<Row>> {
+        current(&self.rows)
+    }
+}
+
+fn replace<T>(lock: &RwLock<Arc<T>>, value: Arc<T>) {
+    match lock.write() {
+        Ok(mut guard) => *guard = value,
+        Err(poisoned) => *poisoned.into_inner() = value,
+    }
+}
+
+fn current<T>(lock: &RwLock<Arc<T>>) -> Arc<T> {
+    match lock.read() {
+        Ok(guard) => Arc::clone(&guard),
+        Err(poisoned) => Arc::clone(&poisoned.into_inner()),
     }
 }
 

@@ -33,6 +33,52 @@ pub struct Workload {
     pub container: String,
 }
 
+/// One kernel key with its labels resolved: what the charts page and `swoll top` show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// `sys_<name>` (or `sys_unknown_<nr>`).
+    pub syscall: std::borrow::Cow<'static, str>,
+    /// `OK` or the errno's name.
+    pub err: std::borrow::Cow<'static, str>,
+    /// swoll's class of the syscall.
+    pub class: &'static str,
+    /// swoll's group of the syscall.
+    pub group: &'static str,
+    /// Who made the calls.
+    pub workload: Workload,
+    /// The pid namespace inode.
+    pub kns: u32,
+    /// Calls that returned (cumulative).
+    pub count: u64,
+    /// Nanoseconds spent in them (cumulative).
+    pub time_ns: u64,
+}
+
+/// Every key of `snapshot` as a [`Row`], labelled with `workload`, sorted by key.
+pub fn rows(snapshot: &Snapshot, workload: impl Fn(u32) -> Workload) -> Vec<Row> {
+    let mut keys: Vec<_> = snapshot.rows.iter().collect();
+    keys.sort_unstable_by_key(|(k, _)| **k);
+    let mut workloads: HashMap<u32, Workload> = HashMap::new();
+    keys.into_iter()
+        .map(|(key, value)| {
+            let info = syscalls::describe_native(key.nr);
+            Row {
+                syscall: info.name,
+                err: errno::name(key.errno),
+                class: info.class,
+                group: info.group,
+                workload: workloads
+                    .entry(key.pid_ns)
+                    .or_insert_with(|| workload(key.pid_ns))
+                    .clone(),
+                kns: key.pid_ns,
+                count: value.count,
+                time_ns: value.time_ns,
+            }
+        })
+        .collect()
+}
+
 /// A label of the syscall families, in exposition order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Label {
@@ -439,6 +485,24 @@ mod tests {
         Renderer::new(&Label::ALL, 0)
             .render(s, |_| Workload::default())
             .text
+    }
+
+    #[test]
+    fn rows_carry_resolved_labels() {
+        let nr = syscalls::number(syscalls::Arch::NATIVE, "openat").expect("openat");
+        let rows = rows(&snapshot(&[(7, nr, 2, 3, 40)]), |_| Workload {
+            namespace: "ns".into(),
+            pod: "p".into(),
+            container: "c".into(),
+        });
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].syscall.as_ref(), rows[0].err.as_ref()),
+            ("sys_openat", "ENOENT")
+        );
+        assert_eq!((rows[0].class, rows[0].group), ("FileSystem", "Files"));
+        assert_eq!((rows[0].kns, rows[0].count, rows[0].time_ns), (7, 3, 40));
+        assert_eq!(rows[0].workload.pod, "p");
     }
 
     #[test]

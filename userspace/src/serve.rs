@@ -9,7 +9,7 @@ use std::{
 use crate::{
     http::{self, Exposition},
     loader::{self, LoadError, LoadOptions, Probes},
-    metrics::{Label, Renderer, SelfMetrics},
+    metrics::{self, Label, Renderer, SelfMetrics},
     resolver::{PodIndex, Resolver, pods, procfs::Procfs},
 };
 
@@ -229,7 +229,8 @@ fn read_once(
     }
     let rendered = renderer.render(&snapshot, |ns| resolver.workload(ns));
     exposition.self_metrics.observe(&snapshot, &rendered);
-    exposition.publish(rendered.text);
+    let rows = metrics::rows(&snapshot, |ns| resolver.workload(ns));
+    exposition.publish(rendered.text, rows);
     tracing::debug!(keys = snapshot.rows.len(), took = ?started.elapsed(), "maps read");
 }
 

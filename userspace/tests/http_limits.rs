@@ -45,7 +45,10 @@ fn endpoints_answer_and_bound_requests() {
         get("/readyz").starts_with("HTTP/1.1 503"),
         "not ready before the first read"
     );
-    exposition.publish("# TYPE swoll_node_metrics_syscall_count counter\n".into());
+    exposition.publish(
+        "# TYPE swoll_node_metrics_syscall_count counter\n".into(),
+        Vec::new(),
+    );
     assert!(get("/readyz").starts_with("HTTP/1.1 200"));
     let metrics = get("/metrics");
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
