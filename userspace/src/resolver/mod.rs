@@ -87,12 +87,16 @@ impl Resolver {
     /// call it as soon as a namespace shows up so that short-lived containers are caught alive.
     pub fn observe(&mut self, pid_ns: u32, seen: Option<PidNsSeen>) {
         if let Some(entry) = self.known.get_mut(&pid_ns) {
+            // A record from another cgroup means the inode number now belongs to a new pid
+            // namespace (the kernel reuses freed ones at once): identify it afresh.
+            let reused = matches!((entry.seen, seen), (Some(old), Some(new)) if old.cgroup_id != new.cgroup_id);
             if seen.is_some() {
                 entry.seen = seen;
             }
-            if entry.identity != Identity::Unknown {
+            if entry.identity != Identity::Unknown && !reused {
                 return;
             }
+            entry.gone_since = None;
         }
         let identity = self.identify(pid_ns, seen);
         let entry = self.known.get_or_insert_mut(pid_ns, || Entry {
