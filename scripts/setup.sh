@@ -5,8 +5,10 @@
 # commands and by .ci/run, so nothing installed by hand is ever needed.
 #
 #   scripts/setup.sh            build toolchain (Rust nightly + rust-src, LLVM 22, bpf-linker)
+#                               and echarts for the /metrics/charts page
 #   scripts/setup.sh --test     plus what the test suite runs against (prometheus, bpftool,
-#                               QEMU and virtme-ng for the other kernels)
+#                               QEMU and virtme-ng for the other kernels, Chromium and
+#                               playwright-core for the charts page)
 #   scripts/setup.sh --bench    plus the benchmark's peers (bpftrace, bcc, clang, libbpf)
 set -euo pipefail
 
@@ -59,8 +61,37 @@ if ! bpf-linker --version >/dev/null 2>&1; then
 		--no-default-features --features llvm-22
 fi
 
+# echarts, which userspace/build.rs embeds into the binary for the /metrics/charts page (served by
+# swoll itself, no CDN): the npm package's tarball at a pinned version, checked against the
+# integrity the registry recorded for it, and only its dist/echarts.min.js kept. Keep the version
+# in step with ECHARTS_VERSION in userspace/build.rs (a unit test compares them).
+# SWOLL_ECHARTS=<file> makes build.rs embed another copy instead, SWOLL_ECHARTS=none none.
+echarts_version=6.1.0
+echarts_integrity=sha512-q0yaFPggC9FUdsWH4blavRWFmxdrIodbkoKNAjJudAI6CA9gNPxHtV2RcZNEepZVlk4yvBYkOkbk6HIVpIyHZA==
+echarts_dir=${XDG_CACHE_HOME:-$HOME/.cache}/swoll/echarts-$echarts_version
+if [[ -z ${SWOLL_ECHARTS:-} && $(cat "$echarts_dir/integrity" 2>/dev/null) != "$echarts_integrity" ]]; then
+	command -v npm >/dev/null || apt_install npm
+	log "npm pack echarts@$echarts_version into $echarts_dir"
+	tmp=$(mktemp -d)
+	(cd "$tmp" && npm pack --silent "echarts@$echarts_version" >/dev/null)
+	got=$(node -e 'const c = require("crypto"), fs = require("fs");
+		process.stdout.write("sha512-" + c.createHash("sha512").update(fs.readFileSync(process.argv[1])).digest("base64"))' \
+		"$tmp/echarts-$echarts_version.tgz")
+	if [[ $got != "$echarts_integrity" ]]; then
+		log "echarts-$echarts_version.tgz has integrity $got, not the pinned $echarts_integrity"
+		exit 1
+	fi
+	tar -xzmf "$tmp/echarts-$echarts_version.tgz" -C "$tmp" \
+		package/dist/echarts.min.js package/package.json package/LICENSE package/NOTICE
+	rm -rf "$echarts_dir"
+	mkdir -p "$(dirname "$echarts_dir")"
+	mv "$tmp/package" "$echarts_dir"
+	echo "$echarts_integrity" >"$echarts_dir/integrity"
+	rm -rf "$tmp"
+fi
+
 if ((want_test)); then
-	apt_install prometheus bpftool python3-venv
+	apt_install prometheus bpftool python3-venv tmux
 	"$(dirname "$0")/setup-vm.sh"
 	# Helm's own template engine (Helm's Go SDK as a library, from PyPI: no helm binary can be
 	# had here), so tests compare the chart's rendering with deploy/kubernetes/.
@@ -69,6 +100,16 @@ if ((want_test)); then
 		log "pip install helm-python-sdk into $helm_venv"
 		python3 -m venv "$helm_venv"
 		"$helm_venv/bin/pip" install --quiet --disable-pip-version-check helm-python-sdk==0.2.2
+	fi
+	# tests/kernel/tests/charts.rs loads /metrics/charts in Debian's Chromium, driven by
+	# playwright-core (pinned in tests/kernel/charts/package-lock.json; it downloads no browser).
+	apt_install chromium
+	command -v npm >/dev/null || apt_install npm
+	charts_dir=$(cd "$(dirname "$0")/../tests/kernel/charts" && pwd)
+	if ! (cd "$charts_dir" && node -e 'const want = require("./package-lock.json").packages["node_modules/playwright-core"].version;
+		process.exit(require("playwright-core/package.json").version === want ? 0 : 1)') 2>/dev/null; then
+		log "npm ci in $charts_dir (playwright-core)"
+		(cd "$charts_dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --silent --no-audit --no-fund)
 	fi
 fi
 if ((want_bench)); then

@@ -28,6 +28,9 @@ pub enum Command {
     /// Check that swoll can run here: kernel, BTF, privileges, mounts, and a real probe load
     /// that must count a known workload exactly. Exit status 0 only if it can.
     Selftest(SelftestArgs),
+    /// A live terminal table of every syscall by rate, per pid namespace, with sparklines of
+    /// the total and error rates. Loads its own probes: needs root, not a running agent.
+    Top(TopArgs),
 }
 
 /// Flags of `swoll selftest`.
@@ -49,6 +52,59 @@ impl SelftestArgs {
             proc_root: self.proc_root,
             calls: 1000,
         }
+    }
+}
+
+/// Flags of `swoll top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Time between reads of the kernel maps, and the window each rate is measured over.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Wait one interval, print the table once as plain text and exit (no terminal needed).
+    #[arg(long)]
+    pub no_ui: bool,
+    /// Only rows of this Kubernetes namespace.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Only rows where some label (syscall, errno, class, group, namespace, pod, container or
+    /// kns) contains this text, ignoring case.
+    #[arg(short = 'f', long)]
+    pub filter: Option<String>,
+    /// Most rows shown (0: all); by default as many as fit the screen, 50 with --no-ui.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Count processes in the host's pid namespace (the default).
+    #[arg(long, overrides_with = "no_host")]
+    pub host: bool,
+    /// Leave processes in the host's pid namespace out: count containers only.
+    #[arg(long, env = "SWOLL_NO_HOST")]
+    pub no_host: bool,
+    /// The host's procfs (`/host/proc` in a container).
+    #[arg(long, env = "SWOLL_PROC_ROOT", default_value = "/proc")]
+    pub proc_root: PathBuf,
+    /// The kernel's BTF, for the struct offsets the probes need.
+    #[arg(long, env = "SWOLL_BTF", default_value = btf::VMLINUX)]
+    pub btf: PathBuf,
+}
+
+impl TopArgs {
+    /// Validated settings; reads the host's pid namespace from procfs. Calls are counted, not
+    /// timed: the table shows counts and rates only, so the cheapest probe mode is enough.
+    pub fn into_options(self) -> std::io::Result<crate::top::TopOptions> {
+        let host_pid_ns = host::host_pid_ns(&self.proc_root)?;
+        let mut load = LoadOptions::for_this_process(host_pid_ns);
+        load.count_host = !self.no_host;
+        load.time = false;
+        load.btf_path = self.btf;
+        Ok(crate::top::TopOptions {
+            interval: self.interval,
+            no_ui: self.no_ui,
+            filter: crate::top::Filter::new(self.namespace, self.filter),
+            limit: self.limit,
+            proc_root: self.proc_root,
+            load,
+        })
     }
 }
 

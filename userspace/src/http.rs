@@ -1,4 +1,5 @@
-//! The HTTP endpoints: `/metrics`, `/healthz`, `/readyz`.
+//! The HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, and the charts page
+//! (`/metrics/charts`, built in [`crate::charts`]).
 use std::sync::{
     Arc, RwLock,
     atomic::{AtomicBool, Ordering},
@@ -86,6 +87,7 @@ pub fn router(state: Arc<Exposition>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(crate::charts::routes())
         .with_state(state)
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -4,6 +4,7 @@
 //! these modules, each named after what it holds.
 
 pub mod btf;
+pub mod charts;
 pub mod cli;
 pub mod errno;
 pub mod host;
@@ -15,6 +16,7 @@ pub mod resolver;
 pub mod selftest;
 pub mod serve;
 pub mod syscalls;
+pub mod top;
 
 /// An error and its sources on one line, `outer: inner: innermost`, for logs and checks.
 pub fn error_chain(err: &dyn std::error::Error) -> String {

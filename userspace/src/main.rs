@@ -36,6 +36,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             println!("swoll can run here");
         }
+        Command::Top(args) => swoll::top::run(
+            args.into_options()
+                .context("reading the host's pid namespace")?,
+        )?,
         Command::Serve(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -1,0 +1,305 @@
+//! `swoll top`, as a person uses it: `--no-ui` prints a known workload's rate, and the terminal
+//! UI, driven through tmux (send-keys, capture-pane), shows it, filters by typed text and quits
+//! on `q`.
+use std::{
+    path::Path,
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+use swoll_kernel_tests::{TempDir, is_root, skip, spawn_workload, swoll_bin};
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
+
+/// A steady workload in a fresh pid namespace: 2000 getppid every ~100 ms for 20 s.
+const STEADY: [&str; 5] = ["--new-pidns", "--repeat-for", "20", "getppid", "2000"];
+
+/// Kills the workload when the test ends, however it ends.
+struct Workload(std::process::Child);
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The fields of the table line of (`syscall`, `OK`, `kns`) in `swoll top`'s text table.
+fn table_row<'a>(text: &'a str, syscall: &str, kns: u32) -> Option<Vec<&'a str>> {
+    let kns = kns.to_string();
+    text.lines()
+        .map(|l| {
+            l.trim_matches(|c: char| c == '│' || c.is_whitespace())
+                .split_whitespace()
+                .collect::<Vec<_>>()
+        })
+        .find(|f| f.len() == 8 && f[0] == syscall && f[1] == "OK" && f[5] == kns)
+}
+
+#[test]
+fn no_ui_prints_the_workload_with_its_rate() {
+    let _serial = swoll_kernel_tests::exclusive();
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let bin = swoll_bin();
+    if !bin.exists() && skip(&format!("{} is not built", bin.display())) {
+        return;
+    }
+    let (child, ns) = spawn_workload(WORKLOAD, &STEADY);
+    let _workload = Workload(child);
+    let out = Command::new(&bin)
+        .args(["top", "--no-ui", "--interval", "1s", "--limit", "0"])
+        .output()
+        .expect("running swoll top --no-ui");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "swoll top --no-ui failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let header: Vec<&str> = stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "SYSCALL",
+            "ERRNO",
+            "NAMESPACE",
+            "POD",
+            "CONTAINER",
+            "KNS",
+            "COUNT",
+            "RATE/S"
+        ],
+        "{stdout}"
+    );
+    let row = table_row(&stdout, "sys_getppid", ns)
+        .unwrap_or_else(|| panic!("no sys_getppid OK row of pid-ns {ns}:\n{stdout}"));
+    let count: u64 = row[6].parse().expect("a count");
+    let rate: f64 = row[7].parse().expect("a rate");
+    // About 20 000/s; a loaded CI machine may run the workload slower, but never idle.
+    assert!(count >= 2000 && rate > 0.0, "{row:?}\n{stdout}");
+}
+
+/// A tmux server of its own (its own socket, so no user's server or options are touched),
+/// killed with everything in it when dropped.
+struct Tmux {
+    socket: String,
+    session: String,
+    _dir: TempDir,
+}
+
+impl Tmux {
+    /// Starts a detached 200x50 session running `command`; its pane stays after the command
+    /// exits (`remain-on-exit`), so the exit status can be read and an early error seen.
+    fn start(command: &str) -> Tmux {
+        let dir = TempDir::new("swoll-top-tmux");
+        let conf = dir.0.join("tmux.conf");
+        std::fs::write(&conf, "set-option -g remain-on-exit on\n").expect("writing tmux.conf");
+        let id = std::process::id();
+        let tmux = Tmux {
+            socket: format!("swoll-top-{id}"),
+            session: format!("swoll-top-{id}"),
+            _dir: dir,
+        };
+        let out = tmux.run_with_conf(
+            &conf,
+            &[
+                "new-session",
+                "-d",
+                "-s",
+                &tmux.session,
+                "-x",
+                "200",
+                "-y",
+                "50",
+                command,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "tmux new-session: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tmux
+    }
+
+    /// Runs a tmux command on this server, reading `conf` if it starts the server.
+    fn run_with_conf(&self, conf: &Path, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .arg("-f")
+            .arg(conf)
+            .args(args)
+            .output()
+            .expect("running tmux")
+    }
+
+    /// Runs a tmux command on this server.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("running tmux")
+    }
+
+    /// The screen's text now.
+    fn screen(&self) -> String {
+        let out = self.run(&["capture-pane", "-p", "-t", &self.session]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Types keys (tmux key names: `Enter`, `Escape`, `q`, …).
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.session];
+        args.extend_from_slice(keys);
+        let out = self.run(&args);
+        assert!(
+            out.status.success(),
+            "tmux send-keys {keys:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Types `text` literally.
+    fn type_text(&self, text: &str) {
+        let out = self.run(&["send-keys", "-t", &self.session, "-l", text]);
+        assert!(out.status.success(), "tmux send-keys -l {text:?}");
+    }
+
+    /// `(dead, exit status)` of the pane, or `None` once the session is gone.
+    fn pane_state(&self) -> Option<(bool, String)> {
+        let out = self.run(&[
+            "list-panes",
+            "-t",
+            &self.session,
+            "-F",
+            "#{pane_dead} #{pane_dead_status}",
+        ]);
+        if !out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (dead, status) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
+        Some((dead == "1", status.to_owned()))
+    }
+
+    /// Polls the screen until `done` accepts it; panics with the screen after `secs` seconds
+    /// or as soon as the program has exited.
+    fn wait_for(&self, what: &str, secs: u64, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let screen = self.screen();
+            if done(&screen) {
+                return screen;
+            }
+            if let Some((true, status)) = self.pane_state() {
+                panic!("swoll top exited (status {status}) before {what}:\n{screen}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} on screen after {secs} s:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+#[test]
+fn ui_shows_filters_and_quits_in_tmux() {
+    let _serial = swoll_kernel_tests::exclusive();
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let bin = swoll_bin();
+    if !bin.exists() && skip(&format!("{} is not built", bin.display())) {
+        return;
+    }
+    let has_tmux = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_tmux && skip("tmux is not installed (scripts/setup.sh --test installs it)") {
+        return;
+    }
+    let (child, ns) = spawn_workload(WORKLOAD, &STEADY);
+    let _workload = Workload(child);
+    let tmux = Tmux::start(&format!("{} top --interval 1s", bin.display()));
+
+    // The workload's row, with a rate, ranked near the top: it makes ~20 000 calls/s.
+    let screen = tmux.wait_for("sys_getppid row of the workload", 20, |s| {
+        table_row(s, "sys_getppid", ns)
+            .and_then(|f| f[7].parse::<f64>().ok())
+            .is_some_and(|rate| rate > 0.0)
+    });
+    assert!(screen.contains("swoll top"), "{screen}");
+    assert!(
+        screen.contains("total") && screen.contains("errors"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("SYSCALL") && screen.contains("RATE/S"),
+        "{screen}"
+    );
+    eprintln!("{screen}");
+
+    // `/`, a filter, Enter: only the rows of the workload's pid namespace remain.
+    let kns = ns.to_string();
+    tmux.keys(&["/"]);
+    tmux.type_text(&kns);
+    tmux.wait_for("filter being typed", 5, |s| {
+        s.contains(&format!("filter: {kns}"))
+    });
+    tmux.keys(&["Enter"]);
+    let filtered = tmux.wait_for("filtered table", 10, |s| {
+        s.contains(&format!("filter \"{kns}\"")) && table_row(s, "sys_getppid", ns).is_some()
+    });
+    let other_rows: Vec<&str> = filtered
+        .lines()
+        .filter(|l| l.contains("sys_") && !l.contains(&kns))
+        .collect();
+    assert!(
+        other_rows.is_empty(),
+        "rows of other namespaces left:\n{filtered}"
+    );
+
+    // Esc clears the filter, `q` quits with status 0 within a few seconds.
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("cleared filter", 5, |s| !s.contains("| filter"));
+    tmux.keys(&["q"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match tmux.pane_state() {
+            None => break,
+            Some((true, status)) => {
+                assert_eq!(status, "0", "swoll top's exit status:\n{}", tmux.screen());
+                break;
+            }
+            Some((false, _)) => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "swoll top still running 5 s after q:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The terminal is back to normal: the alternate screen is gone, so the table is too.
+    let after = tmux.screen();
+    assert!(!after.contains("RATE/S"), "screen not restored:\n{after}");
+}
