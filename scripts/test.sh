@@ -48,7 +48,12 @@ if [[ ${SWOLL_KERNELS:-} != none ]]; then
 	step "kernel tests on other kernels (VMs)"
 	if ((root)); then
 		scripts/fetch-kernels.sh >/dev/null
-		SWOLL_TEST_ARGS="--skip $slow" scripts/multikernel.sh || vm_status=$?
+		# In the VMs, the tests whose subject is not the kernel are filtered out (they run on the
+		# host below): under TCG emulation Prometheus' one-second scrapes of an agent that also
+		# watches an API server time out, and a terminal UI redraws too slowly for its timeouts.
+		vm_only="--skip $slow --skip seed_readme_queries_verbatim_against_prometheus"
+		vm_only+=" --skip ui_shows_filters_and_quits_in_tmux"
+		SWOLL_TEST_ARGS="$vm_only" scripts/multikernel.sh || vm_status=$?
 	elif [[ ${CI:-} == true ]]; then
 		echo "CI=true but not root: the VM kernel tests cannot run" >&2
 		vm_status=1
