@@ -70,7 +70,16 @@ grep -E '^test |test result|panicked|skipping' "$slow_log" >&2 || true
 rm -f "$slow_log"
 
 step "unit tests and kernel tests on this kernel ($(uname -r))"
-cargo test --locked --release --workspace --exclude swoll-probes -- --skip "$slow"
+host_log=$(mktemp)
+set +e
+cargo test --locked --release --workspace --exclude swoll-probes -- --skip "$slow" 2>&1 | tee "$host_log"
+host_status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole host run (cargo's last summary is that of a doctest target).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "host: %d passed, %d failed\n", p, f }' \
+	"$host_log"
+rm -f "$host_log"
+((host_status == 0)) || exit "$host_status"
 
 if ((vm_status || slow_status)); then
 	echo "FAILED: VM kernel tests exit $vm_status, $slow exit $slow_status" >&2
