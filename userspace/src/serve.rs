@@ -135,7 +135,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
 
 /// How often new pid namespaces are looked for between map reads: a container is resolved
 /// while its processes live, however short its life.
-const DISCOVER_EVERY: Duration = Duration::from_millis(200);
+pub const DISCOVER_EVERY: Duration = Duration::from_millis(200);
 
 /// A client from KUBECONFIG or the in-cluster config, without the client's own retries of
 /// 429/503/504 (up to minutes per request): the watcher's backoff retries instead, so every

@@ -63,9 +63,7 @@ pub const NO_UI_LIMIT: usize = 50;
 /// Points kept for each sparkline: a minute at the default interval.
 pub const HISTORY: usize = 60;
 
-/// How often new pid namespaces are looked for between map reads, as `swoll serve` does: a
-/// short-lived container is resolved while its processes still live.
-const DISCOVER_EVERY: Duration = Duration::from_millis(200);
+use crate::serve::DISCOVER_EVERY;
 
 /// Column titles of the table, in order; shared by the UI and `--no-ui`.
 pub const COLUMNS: [&str; 8] = [
