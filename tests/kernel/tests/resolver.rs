@@ -185,6 +185,9 @@ fn labels_catch_up_when_the_api_server_comes_back() {
     let short = &c.container_id[..12];
     let unlabelled = series("count", GETPPID_OK, ["", "", short], ns);
     expect_sample(c.agent.addr, &unlabelled, 21, 20);
+    // The workload has exited; its container (cgroup) lives on. An outage of several read
+    // intervals must not retire the namespace before the labels can arrive.
+    std::thread::sleep(std::time::Duration::from_secs(3));
     c.api.set_down(false);
     let labelled = series("count", GETPPID_OK, ["team-c", "api-0", "app"], ns);
     let body = expect_sample(c.agent.addr, &labelled, 21, 60);

@@ -193,6 +193,7 @@ impl Resolver {
         grace: std::time::Duration,
     ) -> Vec<u32> {
         let mut maybe_gone = Vec::new();
+        let mut by_cgroup = Vec::new();
         for &ns in pid_namespaces {
             if ns == self.host_pid_ns {
                 continue;
@@ -200,14 +201,17 @@ impl Resolver {
             let Some(entry) = self.known.peek(&ns) else {
                 continue;
             };
-            let alive = entry.seen.is_some_and(|seen| {
-                self.procfs.pid_ns_of(seen.tgid) == Some(ns)
-                    || self.procfs.cgroup_alive(seen.cgroup_id)
-            });
-            if alive {
-                if let Some(entry) = self.known.peek_mut(&ns) {
-                    entry.gone_since = None;
-                }
+            match entry.seen {
+                Some(seen) if self.procfs.pid_ns_of(seen.tgid) == Some(ns) => self.still_alive(ns),
+                Some(seen) => by_cgroup.push((ns, seen.cgroup_id)),
+                None => maybe_gone.push(ns),
+            }
+        }
+        self.procfs
+            .index_cgroups_of(by_cgroup.iter().map(|&(_, id)| id));
+        for (ns, cgroup_id) in by_cgroup {
+            if self.procfs.cgroup_alive(cgroup_id) {
+                self.still_alive(ns);
             } else {
                 maybe_gone.push(ns);
             }
@@ -235,5 +239,11 @@ impl Resolver {
             self.known.pop(ns);
         }
         expired
+    }
+
+    fn still_alive(&mut self, pid_ns: u32) {
+        if let Some(entry) = self.known.peek_mut(&pid_ns) {
+            entry.gone_since = None;
+        }
     }
 }

@@ -92,7 +92,17 @@ impl Procfs {
         cgroup::from_path(self.cgroup_paths.get(&cgroup_id)?)
     }
 
-    /// True while the cgroup directory `cgroup_id` exists.
+    /// Re-walks the cgroup v2 tree (bounded) once if any of `cgroup_ids` is not indexed yet:
+    /// a namespace resolved through procfs never needed its cgroup's path until its recorded
+    /// process exited, and [`Procfs::cgroup_alive`] only knows indexed ids.
+    pub fn index_cgroups_of(&mut self, mut cgroup_ids: impl Iterator<Item = u64>) {
+        if cgroup_ids.any(|id| !self.cgroup_paths.contains_key(&id)) {
+            self.index_cgroups();
+        }
+    }
+
+    /// True while the cgroup directory `cgroup_id` exists (an id that was never indexed counts
+    /// as gone: see [`Procfs::index_cgroups_of`]).
     pub fn cgroup_alive(&self, cgroup_id: u64) -> bool {
         match (&self.cgroup2, self.cgroup_paths.get(&cgroup_id)) {
             (Some(root), Some(path)) => std::fs::metadata(root.join(path.trim_start_matches('/')))
