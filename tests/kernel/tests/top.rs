@@ -97,7 +97,7 @@ struct Tmux {
 
 impl Tmux {
     /// Starts a detached 200x50 session running `command`; its pane stays after the command
-    /// exits (`remain-on-exit`), so the exit status can be read and an early error seen.
+    /// exits (`remain-on-exit`), so an early error stays on screen.
     fn start(command: &str) -> Tmux {
         let dir = TempDir::new("swoll-top-tmux");
         let conf = dir.0.join("tmux.conf");
@@ -176,21 +176,13 @@ impl Tmux {
         assert!(out.status.success(), "tmux send-keys -l {text:?}");
     }
 
-    /// `(dead, exit status)` of the pane, or `None` once the session is gone.
-    fn pane_state(&self) -> Option<(bool, String)> {
-        let out = self.run(&[
-            "list-panes",
-            "-t",
-            &self.session,
-            "-F",
-            "#{pane_dead} #{pane_dead_status}",
-        ]);
-        if !out.status.success() {
-            return None;
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let (dead, status) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
-        Some((dead == "1", status.to_owned()))
+    /// Whether the pane's command has exited, or `None` once the session is gone. (tmux's own
+    /// `pane_dead_status` is not used: it sometimes stays empty after the pane died.)
+    fn pane_dead(&self) -> Option<bool> {
+        let out = self.run(&["list-panes", "-t", &self.session, "-F", "#{pane_dead}"]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim() == "1")
     }
 
     /// Polls the screen until `done` accepts it; panics with the screen after `secs` seconds
@@ -202,8 +194,13 @@ impl Tmux {
             if done(&screen) {
                 return screen;
             }
-            if let Some((true, status)) = self.pane_state() {
-                panic!("swoll top exited (status {status}) before {what}:\n{screen}");
+            if self.pane_dead() == Some(true) {
+                // The last output may have landed between the capture and the check.
+                let screen = self.screen();
+                if done(&screen) {
+                    return screen;
+                }
+                panic!("swoll top exited before {what}:\n{screen}");
             }
             assert!(
                 Instant::now() < deadline,
@@ -219,6 +216,9 @@ impl Drop for Tmux {
         let _ = self.run(&["kill-server"]);
     }
 }
+
+/// Printed with swoll top's exit status by the pane's shell once the program has exited.
+const EXIT_MARK: &str = "swoll-top-exit=";
 
 #[test]
 fn ui_shows_filters_and_quits_in_tmux() {
@@ -239,7 +239,10 @@ fn ui_shows_filters_and_quits_in_tmux() {
     }
     let (child, ns) = spawn_workload(WORKLOAD, &STEADY);
     let _workload = Workload(child);
-    let tmux = Tmux::start(&format!("{} top --interval 1s", bin.display()));
+    let tmux = Tmux::start(&format!(
+        "{} top --interval 1s; echo {EXIT_MARK}$?",
+        bin.display()
+    ));
 
     // The workload's row, with a rate, ranked near the top: it makes ~20 000 calls/s.
     let screen = tmux.wait_for("sys_getppid row of the workload", 20, |s| {
@@ -282,23 +285,11 @@ fn ui_shows_filters_and_quits_in_tmux() {
     tmux.keys(&["Escape"]);
     tmux.wait_for("cleared filter", 5, |s| !s.contains("| filter"));
     tmux.keys(&["q"]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match tmux.pane_state() {
-            None => break,
-            Some((true, status)) => {
-                assert_eq!(status, "0", "swoll top's exit status:\n{}", tmux.screen());
-                break;
-            }
-            Some((false, _)) => {}
-        }
-        assert!(
-            Instant::now() < deadline,
-            "swoll top still running 5 s after q:\n{}",
-            tmux.screen()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let exited = tmux.wait_for("exit status after q", 5, |s| s.contains(EXIT_MARK));
+    assert!(
+        exited.contains(&format!("{EXIT_MARK}0")),
+        "swoll top's exit status:\n{exited}"
+    );
     // The terminal is back to normal: the alternate screen is gone, so the table is too.
     let after = tmux.screen();
     assert!(!after.contains("RATE/S"), "screen not restored:\n{after}");
