@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod pidns;
 pub mod start;
 pub mod stats;
+pub mod trace;
 
 /// Version of this ABI. Bump it whenever a map's key or value layout changes, so that an agent
 /// can tell maps written by another layout apart from its own.
@@ -24,6 +25,10 @@ pub mod programs {
     pub const SYS_ENTER: &str = "sys_enter";
     /// `raw_tracepoint/sys_exit`: counts and times each syscall by (pid-ns, nr, errno).
     pub const SYS_EXIT: &str = "sys_exit";
+    /// `raw_tracepoint/sys_enter`, trace mode: filters and saves the arguments of traced calls.
+    pub const TRACE_ENTER: &str = "trace_enter";
+    /// `raw_tracepoint/sys_exit`, trace mode: sends each traced call to the ring buffer.
+    pub const TRACE_EXIT: &str = "trace_exit";
 }
 
 /// Asserts at compile time that a type has the size the ABI promises.

@@ -1,9 +1,16 @@
 //! The load-time configuration, patched into `.rodata` by the loader.
-use swoll_maps_schema::config::{KernelOffsets, ProbeConfig};
+use swoll_maps_schema::{
+    config::{KernelOffsets, ProbeConfig},
+    trace::{TraceConfig, TraceOffsets},
+};
 
 /// Patched by `EbpfLoader::override_global` before the programs are verified.
 #[unsafe(no_mangle)]
 static SWOLL_CONFIG: ProbeConfig = ProbeConfig::zeroed();
+
+/// Trace mode's part, patched the same way.
+#[unsafe(no_mangle)]
+static SWOLL_TRACE_CONFIG: TraceConfig = TraceConfig::zeroed();
 
 /// The flags (`FLAG_*`) of this load.
 #[inline(always)]
@@ -32,4 +39,11 @@ pub fn host_pid_ns() -> u32 {
 pub fn offsets() -> KernelOffsets {
     // SAFETY: as in `flags`.
     unsafe { core::ptr::read_volatile(&raw const SWOLL_CONFIG.offsets) }
+}
+
+/// The running kernel's struct offsets that trace mode reads.
+#[inline(always)]
+pub fn trace_offsets() -> TraceOffsets {
+    // SAFETY: as in `flags`.
+    unsafe { core::ptr::read_volatile(&raw const SWOLL_TRACE_CONFIG.offsets) }
 }

@@ -2,13 +2,14 @@
 //! the real ones at load time.
 use aya_ebpf::{
     macros::map,
-    maps::{LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use swoll_maps_schema::{
     metrics::{self, MetricKey, MetricValue},
     pidns::{self, PidNsSeen},
     start::{self, SyscallStart},
     stats::{self, Stat},
+    trace::{self, Captured, Rule, RuleKey, SyscallCapture, TraceEntry},
 };
 
 /// Counts and time per (pid namespace, syscall, errno).
@@ -30,6 +31,40 @@ pub static SWOLL_PIDNS: LruHashMap<u32, PidNsSeen> =
 /// The probes' own loss and error counters.
 #[map]
 pub static SWOLL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stats::ENTRIES, 0);
+
+/// Trace mode's filter: which trace slots want (pid namespace, syscall), wildcards included.
+#[map]
+pub static SWOLL_TRACE_RULES: PerCpuHashMap<RuleKey, Rule> =
+    PerCpuHashMap::with_max_entries(trace::RULES_ENTRIES, 0);
+
+/// Arguments of traced calls, from `trace_enter` to `trace_exit`, keyed by the task.
+#[map]
+pub static SWOLL_TRACE_ENTRY: LruHashMap<u64, TraceEntry> =
+    LruHashMap::with_max_entries(trace::ENTRY_ENTRIES, BPF_F_NO_COMMON_LRU);
+
+/// Pointed-to data read at `trace_enter` (execve's filename and argv), keyed by the task.
+#[map]
+pub static SWOLL_TRACE_ENTER_DATA: LruHashMap<u64, Captured> =
+    LruHashMap::with_max_entries(trace::ENTER_DATA_ENTRIES, BPF_F_NO_COMMON_LRU);
+
+/// Where an [`Captured`] is built before it is stored (too large for the stack).
+#[map]
+pub static SWOLL_TRACE_SCRATCH: PerCpuArray<Captured> = PerCpuArray::with_max_entries(1, 0);
+
+/// What to capture per syscall number, written by userspace.
+#[map]
+pub static SWOLL_TRACE_SYSCALLS: Array<SyscallCapture> =
+    Array::with_max_entries(trace::SYSCALLS_ENTRIES, 0);
+
+/// Events lost on this CPU, by the trace mask they were for (ring buffer full, a
+/// saved-arguments insert failed).
+#[map]
+pub static SWOLL_TRACE_LOST: PerCpuHashMap<u64, u64> =
+    PerCpuHashMap::with_max_entries(trace::LOST_ENTRIES, 0);
+
+/// The traced calls, for userspace to decode.
+#[map]
+pub static SWOLL_TRACE_EVENTS: RingBuf = RingBuf::with_byte_size(trace::DEFAULT_RING_BYTES, 0);
 
 /// `BPF_F_NO_COMMON_LRU` from `include/uapi/linux/bpf.h`.
 const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;

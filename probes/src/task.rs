@@ -2,7 +2,7 @@
 use aya_ebpf::helpers::{
     bpf_get_current_task, bpf_probe_read_kernel, generated::bpf_get_current_task_btf,
 };
-use swoll_maps_schema::config::KernelOffsets;
+use swoll_maps_schema::{config::KernelOffsets, trace::TraceOffsets};
 
 /// Inode of the current task's pid namespace, as `/proc/PID/ns/pid` shows it:
 /// `task->thread_pid->numbers[task->thread_pid->level].ns->ns.inum` (see
@@ -45,4 +45,79 @@ pub fn syscall_nr(regs: *const u8, off: &KernelOffsets) -> Result<u32, i32> {
     // SAFETY: read through `bpf_probe_read_kernel`, as above.
     let nr: i64 = unsafe { bpf_probe_read_kernel(regs.add(off.regs_syscall_nr as usize).cast())? };
     Ok(nr as u32)
+}
+
+/// What a trace event says about the current task besides what helpers return: its thread and
+/// process ids in its own pid namespace and its UTS and mount namespaces. Zero where a read
+/// fails: these are context, and a failed read must not drop the event.
+pub struct TaskIds {
+    /// Thread id in the task's pid namespace.
+    pub ns_tid: u32,
+    /// Process id (thread group leader's id) in the task's pid namespace.
+    pub ns_pid: u32,
+    /// UTS namespace inode.
+    pub uts_ns: u32,
+    /// Mount namespace inode.
+    pub mnt_ns: u32,
+}
+
+/// Reads the [`TaskIds`] of the current task, every step through `bpf_probe_read_kernel`
+/// (trace mode runs for selected calls only, so the cheaper direct loads are not worth a second
+/// code path here).
+#[inline(always)]
+pub fn ids(off: &KernelOffsets, toff: &TraceOffsets) -> TaskIds {
+    // SAFETY: every dereference goes through `bpf_probe_read_kernel`, which fails cleanly on a
+    // bad pointer; the pointers only feed further reads.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let leader: *const u8 = read(task, toff.task_group_leader).unwrap_or(core::ptr::null());
+        let nsproxy: *const u8 = read(task, toff.task_nsproxy).unwrap_or(core::ptr::null());
+        TaskIds {
+            ns_tid: pid_nr(task, off, toff).unwrap_or(0),
+            ns_pid: pid_nr(leader, off, toff).unwrap_or(0),
+            uts_ns: ns_inum(nsproxy, toff.nsproxy_uts_ns, toff.uts_ns_inum).unwrap_or(0),
+            mnt_ns: ns_inum(nsproxy, toff.nsproxy_mnt_ns, toff.mnt_ns_inum).unwrap_or(0),
+        }
+    }
+}
+
+/// `*(base + off)`, read from kernel memory.
+///
+/// # Safety
+/// None beyond the helper's: a bad address makes the read fail, never fault.
+#[inline(always)]
+unsafe fn read<T>(base: *const u8, off: u32) -> Result<T, i32> {
+    // SAFETY: see the function's contract; `wrapping_add` because `base` may be anything.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize).cast()) }
+}
+
+/// The id of `task`'s thread in its own pid namespace:
+/// `task->thread_pid->numbers[level].nr`.
+///
+/// # Safety
+/// As [`read`].
+#[inline(always)]
+unsafe fn pid_nr(task: *const u8, off: &KernelOffsets, toff: &TraceOffsets) -> Result<u32, i32> {
+    // SAFETY: as [`read`].
+    unsafe {
+        let pid: *const u8 = read(task, off.task_thread_pid)?;
+        let level: u32 = read(pid, off.pid_level)?;
+        let at = u64::from(off.pid_numbers)
+            + u64::from(level) * u64::from(off.upid_size)
+            + u64::from(toff.upid_nr);
+        read(pid, at as u32)
+    }
+}
+
+/// The inode of the namespace at `nsproxy->(ns_field)`, whose `ns.inum` is at `inum`.
+///
+/// # Safety
+/// As [`read`].
+#[inline(always)]
+unsafe fn ns_inum(nsproxy: *const u8, ns_field: u32, inum: u32) -> Result<u32, i32> {
+    // SAFETY: as [`read`].
+    unsafe {
+        let ns: *const u8 = read(nsproxy, ns_field)?;
+        read(ns, inum)
+    }
 }

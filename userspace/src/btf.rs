@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use swoll_maps_schema::config::KernelOffsets;
+use swoll_maps_schema::{config::KernelOffsets, trace::TraceOffsets};
 
 /// Where the running kernel's BTF lives. It exists only on kernels built with
 /// `CONFIG_DEBUG_INFO_BTF=y` (Linux 5.8 or later), which swoll needs for its struct offsets.
@@ -592,6 +592,57 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
             .checked_add(btf.member_offset("ns_common", "inum")?)
             .ok_or_else(|| malformed("pid_namespace.ns + ns_common.inum overflows"))?,
         regs_syscall_nr: btf.member_offset("pt_regs", pt_regs_syscall_nr()?)?,
+    })
+}
+
+/// The `pt_regs` members that hold the six syscall arguments at `sys_enter`, as
+/// (member, extra bytes): x86_64's registers by name; aarch64's `orig_x0` and `regs[1..6]`.
+fn pt_regs_args() -> Result<[(&'static str, u32); 6], BtfError> {
+    match std::env::consts::ARCH {
+        "x86_64" => Ok([
+            ("di", 0),
+            ("si", 0),
+            ("dx", 0),
+            ("r10", 0),
+            ("r8", 0),
+            ("r9", 0),
+        ]),
+        "aarch64" => Ok([
+            ("orig_x0", 0),
+            ("regs", 8),
+            ("regs", 16),
+            ("regs", 24),
+            ("regs", 32),
+            ("regs", 40),
+        ]),
+        arch => Err(BtfError::UnsupportedArch { arch }),
+    }
+}
+
+/// The offsets trace mode needs besides [`kernel_offsets`]: the syscall arguments in
+/// `pt_regs`, the thread group leader, `upid.nr`, and the UTS and mount namespaces' inodes
+/// through `task->nsproxy`.
+pub fn trace_offsets(btf: &Btf) -> Result<TraceOffsets, BtfError> {
+    let inum = btf.member_offset("ns_common", "inum")?;
+    let ns_inum = |strukt: &str| -> Result<u32, BtfError> {
+        btf.member_offset(strukt, "ns")?
+            .checked_add(inum)
+            .ok_or_else(|| malformed(format!("{strukt}.ns + ns_common.inum overflows")))
+    };
+    let mut regs_args = [0; 6];
+    for (slot, (member, extra)) in regs_args.iter_mut().zip(pt_regs_args()?) {
+        *slot = btf.member_offset("pt_regs", member)? + extra;
+    }
+    Ok(TraceOffsets {
+        regs_args,
+        task_group_leader: btf.member_offset("task_struct", "group_leader")?,
+        upid_nr: btf.member_offset("upid", "nr")?,
+        task_nsproxy: btf.member_offset("task_struct", "nsproxy")?,
+        nsproxy_uts_ns: btf.member_offset("nsproxy", "uts_ns")?,
+        nsproxy_mnt_ns: btf.member_offset("nsproxy", "mnt_ns")?,
+        uts_ns_inum: ns_inum("uts_namespace")?,
+        mnt_ns_inum: ns_inum("mnt_namespace")?,
+        _pad: 0,
     })
 }
 
@@ -1271,6 +1322,20 @@ mod tests {
         );
         if std::env::consts::ARCH == "x86_64" {
             assert_eq!(off.regs_syscall_nr, m("pt_regs", "orig_ax"));
+        }
+        let t = trace_offsets(&btf).unwrap();
+        assert_eq!(t.task_group_leader, m("task_struct", "group_leader"));
+        assert_eq!(t.task_nsproxy, m("task_struct", "nsproxy"));
+        assert_eq!(t.upid_nr, m("upid", "nr"));
+        assert_eq!(t.nsproxy_uts_ns, m("nsproxy", "uts_ns"));
+        assert_eq!(t.nsproxy_mnt_ns, m("nsproxy", "mnt_ns"));
+        assert_eq!(
+            t.mnt_ns_inum,
+            m("mnt_namespace", "ns") + m("ns_common", "inum")
+        );
+        if std::env::consts::ARCH == "x86_64" {
+            let regs = ["di", "si", "dx", "r10", "r8", "r9"].map(|r| m("pt_regs", r));
+            assert_eq!(t.regs_args, regs);
         }
     }
 }

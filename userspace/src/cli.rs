@@ -31,6 +31,111 @@ pub enum Command {
     /// A live terminal table of every syscall by rate, per pid namespace, with sparklines of
     /// the total and error rates. Loads its own probes: needs root, not a running agent.
     Top(TopArgs),
+    /// Stream every call of the given syscalls, decoded, until Ctrl-C: of containers (by
+    /// default), of selected pods (`-n`, `-l`, with Kubernetes), or of every process
+    /// (`--no-containers`). Loads its own probes: needs root.
+    Trace(TraceArgs),
+}
+
+/// Flags of `swoll trace`.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Syscalls to trace, comma-separated (`execve,openat`; `sys_openat` works too; `*` for
+    /// all).
+    #[arg(short = 's', long, value_delimiter = ',', required = true)]
+    pub syscalls: Vec<String>,
+    /// Trace every process, the host's included, not only containers.
+    #[arg(long, conflicts_with_all = ["namespace", "labels"])]
+    pub no_containers: bool,
+    /// Only containers of pods in this Kubernetes namespace (needs KUBECONFIG or in-cluster
+    /// config).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Only containers of pods with these labels, `key=value[,key=value…]` (needs Kubernetes).
+    #[arg(short = 'l', long)]
+    pub labels: Option<String>,
+    /// `cli`: one readable line per event; `json`: one JSON object per line.
+    #[arg(short = 'o', long, value_enum, default_value = "cli")]
+    pub output: crate::trace::command::Output,
+    /// Keep one call in N, per CPU (1: every call).
+    #[arg(long, default_value_t = 1)]
+    pub sample_rate: u32,
+    /// Capture the first bytes of read/write buffers (0 to 256).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=256))]
+    pub capture_bytes: u32,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Stop after this long (`30s`, `5m`).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Size of the ring buffer in bytes (a power of two): larger rides out longer bursts.
+    #[arg(long, default_value_t = swoll_maps_schema::trace::DEFAULT_RING_BYTES)]
+    pub ring_bytes: u32,
+    /// Only pods of this node (with `-n`/`-l`); default: any node.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// The host's procfs (`/host/proc` in a container).
+    #[arg(long, env = "SWOLL_PROC_ROOT", default_value = "/proc")]
+    pub proc_root: PathBuf,
+    /// The kernel's BTF.
+    #[arg(long, env = "SWOLL_BTF", default_value = btf::VMLINUX)]
+    pub btf: PathBuf,
+}
+
+impl TraceArgs {
+    /// Validated settings: syscall names resolved, the pod selector built.
+    pub fn into_options(self) -> anyhow::Result<crate::trace::command::TraceOptions> {
+        let syscalls = crate::trace::command::syscall_numbers(&self.syscalls)?;
+        let pods = if self.namespace.is_some() || self.labels.is_some() {
+            Some(cli_selector(
+                self.namespace.as_deref(),
+                self.labels.as_deref(),
+            )?)
+        } else {
+            None
+        };
+        Ok(crate::trace::command::TraceOptions {
+            syscalls,
+            no_containers: self.no_containers,
+            pods,
+            output: self.output,
+            sample_rate: self.sample_rate,
+            capture_bytes: self.capture_bytes,
+            count: self.count,
+            duration: self.duration,
+            ring_bytes: self.ring_bytes,
+            host_pid_ns: host::host_pid_ns(&self.proc_root)?,
+            proc_root: self.proc_root,
+            btf: self.btf,
+            node_name: self.node_name,
+        })
+    }
+}
+
+/// The pod selector of `-n` and `-l`, built through the trace-spec parser so both validate
+/// the same way.
+fn cli_selector(
+    namespace: Option<&str>,
+    labels: Option<&str>,
+) -> anyhow::Result<crate::trace::selector::Selector> {
+    let mut spec = serde_json::json!({ "syscalls": ["*"] });
+    if let Some(ns) = namespace {
+        spec["namespace"] = ns.into();
+    }
+    if let Some(labels) = labels {
+        let mut match_labels = serde_json::Map::new();
+        for pair in labels.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("-l {pair:?}: expected key=value"))?;
+            match_labels.insert(k.trim().to_owned(), v.trim().into());
+        }
+        spec["labelSelector"] = serde_json::json!({ "matchLabels": match_labels });
+    }
+    // JSON is YAML: the spec parser reads it as it reads a ConfigMap key.
+    let trace = crate::trace::spec::parse("cli", &spec.to_string())?;
+    Ok(trace.selector)
 }
 
 /// Flags of `swoll selftest`.

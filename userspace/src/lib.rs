@@ -17,6 +17,7 @@ pub mod selftest;
 pub mod serve;
 pub mod syscalls;
 pub mod top;
+pub mod trace;
 
 /// An error and its sources on one line, `outer: inner: innermost`, for logs and checks.
 pub fn error_chain(err: &dyn std::error::Error) -> String {

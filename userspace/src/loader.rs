@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::RawTracePoint,
 };
 use swoll_maps_schema::{
@@ -16,6 +16,7 @@ use swoll_maps_schema::{
     metrics::{self, MetricKey, MetricValue},
     pidns::{self, PidNsSeen},
     programs, start, stats,
+    trace::{self, Rule, RuleKey, SyscallCapture, TraceConfig},
 };
 
 use crate::{
@@ -93,6 +94,9 @@ pub enum LoadError {
     /// `--map-size` is out of range.
     #[error("map size {0} is out of range (1..=16777216)")]
     MapSize(u32),
+    /// The trace ring buffer size is not a power of two between 4 KiB and 1 GiB.
+    #[error("trace ring buffer size {0} is not a power of two in 4096..=1073741824")]
+    RingSize(u32),
 }
 
 /// The loaded, attached probes and their maps. Dropping it detaches the programs and frees the
@@ -121,19 +125,10 @@ impl Probes {
     /// skip the probe. Every skipped `sys_exit` is a lost call. Read from
     /// `/proc/self/fdinfo/<prog fd>` (`recursion_misses`, Linux 5.12+); `None` where absent.
     pub fn recursion_misses(&self) -> Option<[(&'static str, u64); 2]> {
-        use std::os::fd::{AsFd as _, AsRawFd as _};
-        let misses = |name: &'static str| -> Option<(&'static str, u64)> {
-            let fd = self.ebpf.program(name)?.fd().ok()?.as_fd().as_raw_fd();
-            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
-            let n = info
-                .lines()
-                .find_map(|l| l.strip_prefix("recursion_misses:"))?
-                .trim()
-                .parse()
-                .ok()?;
-            Some((name, n))
-        };
-        Some([misses(programs::SYS_ENTER)?, misses(programs::SYS_EXIT)?])
+        Some([
+            recursion_misses(&self.ebpf, programs::SYS_ENTER)?,
+            recursion_misses(&self.ebpf, programs::SYS_EXIT)?,
+        ])
     }
 
     /// The probes' run statistics, if the kernel reports them.
@@ -150,6 +145,20 @@ impl Probes {
         }
         Some(stats)
     }
+}
+
+/// Runs of program `name` the kernel skipped (see [`Probes::recursion_misses`]).
+fn recursion_misses(ebpf: &Ebpf, name: &'static str) -> Option<(&'static str, u64)> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let fd = ebpf.program(name)?.fd().ok()?.as_fd().as_raw_fd();
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    let n = info
+        .lines()
+        .find_map(|l| l.strip_prefix("recursion_misses:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((name, n))
 }
 
 /// Turns on the kernel's BPF run-time statistics for as long as the returned fd lives
@@ -197,12 +206,137 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         .override_global(config::GLOBAL, &probe_config, true)
         .map_max_entries(metrics::MAP, opts.map_size)
         .map_max_entries(start::MAP, start::DEFAULT_ENTRIES)
+        // The trace maps belong to `load_trace`'s load: the least the kernel accepts here.
+        .map_max_entries(trace::RULES_MAP, 1)
+        .map_max_entries(trace::ENTRY_MAP, unused_map_entries())
+        .map_max_entries(trace::ENTER_DATA_MAP, unused_map_entries())
+        .map_max_entries(trace::EVENTS_MAP, page_size())
         .load(PROBES)
         .map_err(LoadError::Load)?;
 
     // Attach exit first: a call is only timed if both hooks see it, but it is counted as soon
     // as sys_exit runs.
-    for name in [programs::SYS_EXIT, programs::SYS_ENTER] {
+    attach(&mut ebpf, &[programs::SYS_EXIT, programs::SYS_ENTER])?;
+    let metrics_map: PerCpuHashMap<MapData, MetricKey, MetricValue> =
+        take_map(&mut ebpf, metrics::MAP)?;
+    let stats_map: PerCpuArray<MapData, u64> = take_map(&mut ebpf, stats::MAP)?;
+    let pidns_map: HashMap<MapData, u32, PidNsSeen> = take_map(&mut ebpf, pidns::MAP)?;
+    Ok(Probes {
+        ebpf,
+        maps: Maps::new(metrics_map, stats_map, pidns_map, opts.map_size),
+    })
+}
+
+/// The trace programs' maps, for `crate::trace` to fill the filter and read the events.
+pub struct TraceMaps {
+    /// The filter: (pid-ns, syscall) → trace slots and sampling, per CPU.
+    pub rules: PerCpuHashMap<MapData, RuleKey, Rule>,
+    /// What to capture per syscall number.
+    pub syscalls: Array<MapData, SyscallCapture>,
+    /// Events lost, per CPU, by trace mask.
+    pub lost: PerCpuHashMap<MapData, u64, u64>,
+    /// The events.
+    pub events: RingBuf<MapData>,
+}
+
+impl std::fmt::Debug for TraceMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceMaps").finish_non_exhaustive()
+    }
+}
+
+/// The trace programs, attached, with their maps. A load of its own, apart from the metrics
+/// probes, so an agent loads it only while a trace runs (and frees its ring buffer after) and the
+/// metrics programs never pay for tracing. Dropping it detaches the programs.
+pub struct TraceProbes {
+    /// Holds the programs (and with them the attachments).
+    ebpf: Ebpf,
+    /// The maps.
+    pub maps: TraceMaps,
+}
+
+impl TraceProbes {
+    /// Runs of `trace_enter` and `trace_exit` the kernel skipped, as
+    /// [`Probes::recursion_misses`]: a skipped `trace_exit` is an event neither sent nor
+    /// counted lost.
+    pub fn recursion_misses(&self) -> Option<[(&'static str, u64); 2]> {
+        Some([
+            recursion_misses(&self.ebpf, programs::TRACE_ENTER)?,
+            recursion_misses(&self.ebpf, programs::TRACE_EXIT)?,
+        ])
+    }
+}
+
+impl std::fmt::Debug for TraceProbes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceProbes").finish_non_exhaustive()
+    }
+}
+
+/// Entries for the maps a load does not use (every map of the object is created): the least
+/// the kernel accepts, one per possible CPU, since LRU maps with per-CPU lists need that many.
+fn unused_map_entries() -> u32 {
+    aya::util::nr_cpus()
+        .ok()
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(1024)
+        .max(1)
+}
+
+/// The smallest ring buffer the kernel accepts: one page.
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no memory effects.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(size).unwrap_or(4096)
+}
+
+/// Loads the trace programs with a ring buffer of `ring_bytes` and attaches them to
+/// `raw_syscalls` `sys_enter`/`sys_exit`. Nothing is captured until a rule is added to
+/// [`TraceMaps::rules`].
+pub fn load_trace(
+    btf_path: &std::path::Path,
+    self_tgid: u32,
+    ring_bytes: u32,
+) -> Result<TraceProbes, LoadError> {
+    if !ring_bytes.is_power_of_two() || !(4096..=1 << 30).contains(&ring_bytes) {
+        return Err(LoadError::RingSize(ring_bytes));
+    }
+    raise_memlock_limit();
+    let btf = Btf::from_file(btf_path)?;
+    let probe_config = ProbeConfig {
+        flags: if has_task_btf() { FLAG_TASK_BTF } else { 0 },
+        self_tgid,
+        host_pid_ns: 0,
+        _pad: 0,
+        offsets: btf::kernel_offsets(&btf)?,
+    };
+    let trace_config = TraceConfig {
+        offsets: btf::trace_offsets(&btf)?,
+    };
+    let mut ebpf = EbpfLoader::new()
+        .override_global(config::GLOBAL, &probe_config, true)
+        .override_global(trace::GLOBAL, &trace_config, true)
+        .map_max_entries(metrics::MAP, unused_map_entries())
+        .map_max_entries(start::MAP, unused_map_entries())
+        .map_max_entries(pidns::MAP, unused_map_entries())
+        .map_max_entries(trace::EVENTS_MAP, ring_bytes)
+        .load(PROBES)
+        .map_err(LoadError::Load)?;
+    // Attach exit first, so no call is entered with nobody to send it at exit.
+    attach(&mut ebpf, &[programs::TRACE_EXIT, programs::TRACE_ENTER])?;
+    let maps = TraceMaps {
+        rules: take_map(&mut ebpf, trace::RULES_MAP)?,
+        syscalls: take_map(&mut ebpf, trace::SYSCALLS_MAP)?,
+        lost: take_map(&mut ebpf, trace::LOST_MAP)?,
+        events: take_map(&mut ebpf, trace::EVENTS_MAP)?,
+    };
+    Ok(TraceProbes { ebpf, maps })
+}
+
+/// Loads and attaches raw tracepoint programs, each to the tracepoint its name's suffix names
+/// (`sys_enter`/`sys_exit`).
+fn attach(ebpf: &mut Ebpf, names: &[&'static str]) -> Result<(), LoadError> {
+    for &name in names {
         let program = |source| LoadError::Program { name, source };
         let prog: &mut RawTracePoint = ebpf
             .program_mut(name)
@@ -213,37 +347,25 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
             .try_into()
             .map_err(program)?;
         prog.load().map_err(program)?;
-        prog.attach(name).map_err(program)?;
+        let tracepoint = if name.ends_with("enter") {
+            "sys_enter"
+        } else {
+            "sys_exit"
+        };
+        prog.attach(tracepoint).map_err(program)?;
     }
+    Ok(())
+}
 
-    let metrics_map = ebpf
-        .take_map(metrics::MAP)
-        .ok_or(LoadError::MissingMap(metrics::MAP))?;
-    let metrics_map: PerCpuHashMap<MapData, MetricKey, MetricValue> =
-        metrics_map.try_into().map_err(|source| LoadError::Map {
-            name: metrics::MAP,
-            source,
-        })?;
-    let stats_map = ebpf
-        .take_map(stats::MAP)
-        .ok_or(LoadError::MissingMap(stats::MAP))?;
-    let stats_map: PerCpuArray<MapData, u64> =
-        stats_map.try_into().map_err(|source| LoadError::Map {
-            name: stats::MAP,
-            source,
-        })?;
-    let pidns_map = ebpf
-        .take_map(pidns::MAP)
-        .ok_or(LoadError::MissingMap(pidns::MAP))?;
-    let pidns_map: HashMap<MapData, u32, PidNsSeen> =
-        pidns_map.try_into().map_err(|source| LoadError::Map {
-            name: pidns::MAP,
-            source,
-        })?;
-    Ok(Probes {
-        ebpf,
-        maps: Maps::new(metrics_map, stats_map, pidns_map, opts.map_size),
-    })
+/// Takes map `name` out of `ebpf` as the typed map `M`.
+fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, LoadError>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    ebpf.take_map(name)
+        .ok_or(LoadError::MissingMap(name))?
+        .try_into()
+        .map_err(|source| LoadError::Map { name, source })
 }
 
 /// Whether the running kernel has `bpf_get_current_task_btf` (Linux 5.11 and newer).

@@ -40,6 +40,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             args.into_options()
                 .context("reading the host's pid namespace")?,
         )?,
+        Command::Trace(args) => swoll::trace::command::run(args.into_options()?)?,
         Command::Serve(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

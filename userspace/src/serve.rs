@@ -83,7 +83,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         Some(node) => {
             let client = kube_client().await?;
             let errors = exposition.self_metrics.resolver_errors("apiserver");
-            let (index, drive) = pods::watch(client, node, move |err| {
+            let (index, drive) = pods::watch(client, Some(node), move |err| {
                 errors.inc();
                 tracing::warn!(error = %err, "watching pods failed; retrying with backoff");
             });
@@ -140,7 +140,7 @@ pub const DISCOVER_EVERY: Duration = Duration::from_millis(200);
 /// A client from KUBECONFIG or the in-cluster config, without the client's own retries of
 /// 429/503/504 (up to minutes per request): the watcher's backoff retries instead, so every
 /// failure surfaces and is counted.
-async fn kube_client() -> Result<kube::Client, ServeError> {
+pub async fn kube_client() -> Result<kube::Client, ServeError> {
     let mut config = kube::Config::infer()
         .await
         .map_err(|e| ServeError::Kube(kube::Error::InferConfig(e)))?;

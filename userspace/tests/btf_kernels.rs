@@ -4,7 +4,7 @@
 //! read with `bpftool btf dump file … format raw`.
 use std::path::PathBuf;
 
-use swoll::btf::{Btf, kernel_offsets};
+use swoll::btf::{Btf, kernel_offsets, trace_offsets};
 use swoll_maps_schema::config::KernelOffsets;
 
 fn cache() -> PathBuf {
@@ -59,5 +59,15 @@ fn offsets_of_every_ci_kernel() {
             regs_syscall_nr: 120,
         };
         assert_eq!(got, want, "{}", blob.display());
+        // Trace mode's offsets resolve on every kernel too; the x86_64 argument registers
+        // have not moved since pt_regs was defined.
+        let trace = trace_offsets(&btf).unwrap_or_else(|e| panic!("{}: {e}", blob.display()));
+        assert_eq!(
+            trace.regs_args,
+            [112, 104, 96, 56, 72, 64],
+            "{}",
+            blob.display()
+        );
+        assert_eq!(trace.upid_nr, 0, "{}", blob.display());
     }
 }

@@ -103,6 +103,19 @@ pub fn swoll_bin() -> PathBuf {
         .expect("test binary has a target directory")
 }
 
+/// The built `swoll` binary, when the test can run it (root, and built); `None` after printing
+/// why where skipping is allowed.
+pub fn runnable_swoll() -> Option<PathBuf> {
+    if !is_root() && skip("needs root") {
+        return None;
+    }
+    let bin = swoll_bin();
+    if !bin.exists() && skip(&format!("{} is not built", bin.display())) {
+        return None;
+    }
+    Some(bin)
+}
+
 /// True when the process runs as root (the probes need CAP_BPF and CAP_PERFMON).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

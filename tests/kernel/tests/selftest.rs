@@ -1,17 +1,12 @@
 //! `swoll selftest`, the shipped kernel check: on a kernel swoll supports it passes, and its
 //! probe check counted exactly the calls its child made.
-use swoll_kernel_tests::{is_root, skip, swoll_bin};
 
 #[test]
 fn selftest_passes_and_counts_exactly() {
     let _serial = swoll_kernel_tests::exclusive();
-    if !is_root() && skip("needs root") {
+    let Some(bin) = swoll_kernel_tests::runnable_swoll() else {
         return;
-    }
-    let bin = swoll_bin();
-    if !bin.exists() && skip(&format!("{} is not built", bin.display())) {
-        return;
-    }
+    };
     let out = std::process::Command::new(&bin)
         .arg("selftest")
         .output()

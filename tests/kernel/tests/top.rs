@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use swoll_kernel_tests::{TempDir, is_root, skip, spawn_workload, swoll_bin};
+use swoll_kernel_tests::{TempDir, skip, spawn_workload};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
 
@@ -39,13 +39,9 @@ fn table_row<'a>(text: &'a str, syscall: &str, kns: u32) -> Option<Vec<&'a str>>
 #[test]
 fn no_ui_prints_the_workload_with_its_rate() {
     let _serial = swoll_kernel_tests::exclusive();
-    if !is_root() && skip("needs root") {
+    let Some(bin) = swoll_kernel_tests::runnable_swoll() else {
         return;
-    }
-    let bin = swoll_bin();
-    if !bin.exists() && skip(&format!("{} is not built", bin.display())) {
-        return;
-    }
+    };
     let (child, ns) = spawn_workload(WORKLOAD, &STEADY);
     let _workload = Workload(child);
     let out = Command::new(&bin)
@@ -223,13 +219,9 @@ const EXIT_MARK: &str = "swoll-top-exit=";
 #[test]
 fn ui_shows_filters_and_quits_in_tmux() {
     let _serial = swoll_kernel_tests::exclusive();
-    if !is_root() && skip("needs root") {
+    let Some(bin) = swoll_kernel_tests::runnable_swoll() else {
         return;
-    }
-    let bin = swoll_bin();
-    if !bin.exists() && skip(&format!("{} is not built", bin.display())) {
-        return;
-    }
+    };
     let has_tmux = Command::new("tmux")
         .arg("-V")
         .output()

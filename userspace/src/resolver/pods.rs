@@ -30,17 +30,21 @@ impl std::fmt::Debug for KubePods {
     }
 }
 
-/// Starts watching the pods of `node`. Returns the index at once (empty until the first list
-/// arrives) and the future that drives the watch; spawn it. `on_error` is called for every
-/// failed request (the watch retries with backoff).
+/// Starts watching the pods of `node` (every node's with `None`, for `swoll trace` off a
+/// node). Returns the index at once (empty until the first list arrives) and the future that
+/// drives the watch; spawn it. `on_error` is called for every failed request (the watch
+/// retries with backoff).
 pub fn watch(
     client: Client,
-    node: &str,
+    node: Option<&str>,
     on_error: impl Fn(&watcher::Error) + Send + 'static,
 ) -> (KubePods, impl Future<Output = ()> + Send + 'static) {
     let api: Api<Pod> = Api::all(client);
     let (reader, writer) = reflector::store();
-    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let config = match node {
+        Some(node) => watcher::Config::default().fields(&format!("spec.nodeName={node}")),
+        None => watcher::Config::default(),
+    };
     let stream = watcher(api, config)
         .default_backoff()
         .modify(slim)
@@ -56,11 +60,44 @@ pub fn watch(
     (KubePods { store: reader }, drive)
 }
 
-/// Drops what the resolver never reads, to keep the cache small on busy nodes.
+/// Drops what neither the resolver nor trace selectors read (labels and the spec's scalar
+/// fields stay, for label and field selectors), to keep the cache small on busy nodes.
 fn slim(pod: &mut Pod) {
     pod.managed_fields_mut().clear();
     pod.annotations_mut().clear();
-    pod.spec = None;
+    if let Some(spec) = &mut pod.spec {
+        spec.containers.clear();
+        spec.init_containers = None;
+        spec.ephemeral_containers = None;
+        spec.volumes = None;
+        spec.affinity = None;
+        spec.tolerations = None;
+        spec.topology_spread_constraints = None;
+    }
+}
+
+impl KubePods {
+    /// The pod that runs container `id`, if the cache has it.
+    pub fn pod_of_container(&self, id: &str) -> Option<std::sync::Arc<Pod>> {
+        self.store.state().into_iter().find(|pod| {
+            pod.status.as_ref().is_some_and(|status| {
+                [
+                    &status.container_statuses,
+                    &status.init_container_statuses,
+                    &status.ephemeral_container_statuses,
+                ]
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|c| same_container(c, id))
+            })
+        })
+    }
+
+    /// Every pod in the cache.
+    pub fn pods(&self) -> Vec<std::sync::Arc<Pod>> {
+        self.store.state()
+    }
 }
 
 impl PodIndex for KubePods {

@@ -54,6 +54,26 @@ impl Procfs {
         cgroup::from_proc_cgroup(&text)
     }
 
+    /// One live process of every pid namespace procfs shows, by walking it once.
+    pub fn all_processes(&self) -> HashMap<u32, u32> {
+        let mut found = HashMap::new();
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return found;
+        };
+        for entry in entries.flatten() {
+            let pid = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok());
+            if let Some(pid) = pid
+                && let Some(ns) = self.pid_ns_of(pid)
+            {
+                found.entry(ns).or_insert(pid);
+            }
+        }
+        found
+    }
+
     /// One live process for each of `wanted` pid namespaces, by walking procfs once.
     pub fn find_processes(&self, wanted: &[u32]) -> HashMap<u32, u32> {
         let mut found = HashMap::new();

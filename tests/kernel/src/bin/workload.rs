@@ -5,7 +5,11 @@
 //! swoll-workload [--new-pidns] [--threads T] [--repeat-for SECONDS] [--hold MS] [--cgroup DIR]
 //!                OP N [OP N ...]
 //!   OP: openat-missing | getppid | nanosleep-5ms
+//!       | create PATH | connect PORT | exec PATH ARG[,ARG…]
 //! ```
+//! `create` makes one `openat(AT_FDCWD, PATH, O_CREAT|O_WRONLY, 0644)` (and a `close`);
+//! `connect` one TCP `connect` to 127.0.0.1:PORT (after its `socket`; then a `close`); `exec`
+//! one `execve(PATH, [ARG…], [])` and must come last (the program it runs must exit 0).
 //! `--repeat-for` runs the op list again and again until that many seconds have passed (a
 //! steady rate for Prometheus `rate()` windows). `--hold` keeps the process (and so its pid
 //! namespace) alive that many milliseconds after the ops, sleeping with `nanosleep`.
@@ -18,11 +22,14 @@
 //! Every op is a raw `syscall(2)`, so libc adds nothing.
 use std::{io::Write as _, os::unix::fs::MetadataExt as _, process::ExitCode};
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Op {
     OpenatMissing,
     Getppid,
     Nanosleep5ms,
+    Create(std::ffi::CString),
+    Connect(u16),
+    Exec(std::ffi::CString, Vec<std::ffi::CString>),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +83,26 @@ fn parse(args: Vec<String>) -> Result<Plan, String> {
                     .ok_or("--repeat-for takes seconds")?;
                 repeat_for = Some(std::time::Duration::from_secs(secs));
             }
+            "create" => {
+                let path = it.next().ok_or("create takes a path")?;
+                ops.push((Op::Create(cstring(path)?), 1));
+            }
+            "connect" => {
+                let port = it
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .ok_or("connect takes a port")?;
+                ops.push((Op::Connect(port), 1));
+            }
+            "exec" => {
+                let path = it.next().ok_or("exec takes a path")?;
+                let args = it.next().ok_or("exec takes arguments")?;
+                let argv = args
+                    .split(',')
+                    .map(|a| cstring(a.to_owned()))
+                    .collect::<Result<_, _>>()?;
+                ops.push((Op::Exec(cstring(path)?, argv), 1));
+            }
             op => {
                 let op = match op {
                     "openat-missing" => Op::OpenatMissing,
@@ -99,6 +126,10 @@ fn parse(args: Vec<String>) -> Result<Plan, String> {
         cgroup,
         ops,
     })
+}
+
+fn cstring(s: String) -> Result<std::ffi::CString, String> {
+    std::ffi::CString::new(s).map_err(|e| format!("argument with a NUL: {e}"))
 }
 
 fn run(plan: &Plan) -> ExitCode {
@@ -166,7 +197,7 @@ fn report_pid_ns() -> Result<(), ()> {
 /// `--repeat-for`, pausing 100 ms between rounds).
 fn work(plan: &Plan) -> ExitCode {
     let started = std::time::Instant::now();
-    let once = || plan.ops.iter().all(|&(op, n)| make(op, n));
+    let once = || plan.ops.iter().all(|(op, n)| make(op, *n));
     let thread = || match plan.repeat_for {
         None => once(),
         Some(limit) => {
@@ -192,7 +223,7 @@ fn work(plan: &Plan) -> ExitCode {
 }
 
 /// Makes `n` calls of `op`, checking each returns what it must.
-fn make(op: Op, n: u64) -> bool {
+fn make(op: &Op, n: u64) -> bool {
     const MISSING: &[u8] = b"/swoll-workload/does/not/exist\0";
     for _ in 0..n {
         // SAFETY: raw syscalls with valid arguments: a NUL-terminated path, a timespec on our
@@ -219,6 +250,45 @@ fn make(op: Op, n: u64) -> bool {
                         &ts,
                         std::ptr::null_mut::<libc::timespec>(),
                     ) == 0
+                }
+                Op::Create(path) => {
+                    let fd = libc::syscall(
+                        libc::SYS_openat,
+                        libc::AT_FDCWD,
+                        path.as_ptr(),
+                        libc::O_CREAT | libc::O_WRONLY,
+                        0o644,
+                    );
+                    fd >= 0 && libc::syscall(libc::SYS_close, fd) == 0
+                }
+                Op::Connect(port) => {
+                    let fd = libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM, 0);
+                    let addr = libc::sockaddr_in {
+                        sin_family: libc::AF_INET as libc::sa_family_t,
+                        sin_port: port.to_be(),
+                        sin_addr: libc::in_addr {
+                            s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
+                        },
+                        sin_zero: [0; 8],
+                    };
+                    let len = std::mem::size_of::<libc::sockaddr_in>();
+                    fd >= 0
+                        && libc::syscall(libc::SYS_connect, fd, &raw const addr, len) == 0
+                        && libc::syscall(libc::SYS_close, fd) == 0
+                }
+                Op::Exec(path, args) => {
+                    let mut argv: Vec<*const libc::c_char> =
+                        args.iter().map(|a| a.as_ptr()).collect();
+                    argv.push(std::ptr::null());
+                    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+                    libc::syscall(
+                        libc::SYS_execve,
+                        path.as_ptr(),
+                        argv.as_ptr(),
+                        envp.as_ptr(),
+                    );
+                    // execve returns only on failure.
+                    false
                 }
             }
         };

@@ -1,0 +1,19 @@
+//! Trace mode: which syscalls of which pods to follow, and their events.
+//!
+//! The kernel side is a filter of (pid namespace, syscall) rules with a trace mask, and a ring
+//! buffer of raw events; here the filter is reference-counted ([`filter`]), the ring drained
+//! ([`ring`]), each event decoded ([`decode`], [`flags`], [`sockaddr`]) into swoll's JSON shape
+//! ([`event`]), and what to capture per syscall is told to the kernel ([`capture`]). Traces come
+//! from the `swoll trace` command ([`command`]) or from a ConfigMap of specs ([`spec`],
+//! [`selector`]).
+
+pub mod capture;
+pub mod command;
+pub mod decode;
+pub mod event;
+pub mod filter;
+pub mod flags;
+pub mod ring;
+pub mod selector;
+pub mod sockaddr;
+pub mod spec;

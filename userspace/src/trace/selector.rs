@@ -1,0 +1,324 @@
+//! Which pods a trace follows: a namespace, a label selector and a field selector, matched the
+//! way the Kubernetes API server matches them, so a spec selects here exactly the pods that
+//! `kubectl get pods -n NS -l LABELS --field-selector FIELDS` lists.
+//!
+//! The selector is built from a validated spec ([`super::spec`]) and evaluated against the pods
+//! in the agent's cache, so a trace picks up pods created after it started.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Pod;
+
+/// The pods a trace follows. Every part must match; an empty selector matches every pod.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Selector {
+    namespace: Option<String>,
+    labels: Vec<LabelRequirement>,
+    fields: Vec<FieldRequirement>,
+}
+
+impl Selector {
+    /// A selector from a spec's already validated parts.
+    pub(super) fn new(
+        namespace: Option<String>,
+        labels: Vec<LabelRequirement>,
+        fields: Vec<FieldRequirement>,
+    ) -> Self {
+        Self {
+            namespace,
+            labels,
+            fields,
+        }
+    }
+
+    /// Whether the trace follows `pod`: in the namespace (if one is set), matching every label
+    /// requirement and every field requirement.
+    pub fn matches(&self, pod: &Pod) -> bool {
+        if let Some(namespace) = &self.namespace
+            && pod.metadata.namespace.as_deref() != Some(namespace.as_str())
+        {
+            return false;
+        }
+        let empty = BTreeMap::new();
+        let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+        self.labels.iter().all(|req| req.matches(labels))
+            && self.fields.iter().all(|req| req.matches(pod))
+    }
+}
+
+/// How a label requirement compares a pod's label with its values (Kubernetes'
+/// `LabelSelectorOperator`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LabelOperator {
+    /// The label is present and its value is one of the values.
+    In,
+    /// The label is absent, or its value is none of the values.
+    NotIn,
+    /// The label is present, whatever its value.
+    Exists,
+    /// The label is absent.
+    DoesNotExist,
+}
+
+/// One requirement on a pod's labels: a `matchLabels` entry (`In` with one value) or a
+/// `matchExpressions` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct LabelRequirement {
+    pub(super) key: String,
+    pub(super) operator: LabelOperator,
+    /// Empty for `Exists` and `DoesNotExist`, non-empty for `In` and `NotIn`.
+    pub(super) values: BTreeSet<String>,
+}
+
+impl LabelRequirement {
+    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        let value = labels.get(&self.key);
+        match self.operator {
+            LabelOperator::In => value.is_some_and(|v| self.values.contains(v)),
+            LabelOperator::NotIn => value.is_none_or(|v| !self.values.contains(v)),
+            LabelOperator::Exists => value.is_some(),
+            LabelOperator::DoesNotExist => value.is_none(),
+        }
+    }
+}
+
+/// A pod field a field selector can name: the ones the API server supports for pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PodField {
+    Name,
+    Namespace,
+    NodeName,
+    RestartPolicy,
+    SchedulerName,
+    ServiceAccountName,
+    HostNetwork,
+    Phase,
+    PodIp,
+    NominatedNodeName,
+}
+
+impl PodField {
+    /// Every supported field with its field-selector key, for parsing and for error messages.
+    pub(super) const ALL: [(&'static str, PodField); 10] = [
+        ("metadata.name", PodField::Name),
+        ("metadata.namespace", PodField::Namespace),
+        ("spec.nodeName", PodField::NodeName),
+        ("spec.restartPolicy", PodField::RestartPolicy),
+        ("spec.schedulerName", PodField::SchedulerName),
+        ("spec.serviceAccountName", PodField::ServiceAccountName),
+        ("spec.hostNetwork", PodField::HostNetwork),
+        ("status.phase", PodField::Phase),
+        ("status.podIP", PodField::PodIp),
+        ("status.nominatedNodeName", PodField::NominatedNodeName),
+    ];
+
+    /// The field a field-selector key names, if it is supported.
+    pub(super) fn from_key(key: &str) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .find(|(name, _)| *name == key)
+            .map(|&(_, field)| field)
+    }
+
+    /// The field's value as the API server compares it: a missing string is empty, a missing
+    /// `hostNetwork` is `false` (its Go zero value).
+    fn value(self, pod: &Pod) -> Cow<'_, str> {
+        let meta = &pod.metadata;
+        let spec = pod.spec.as_ref();
+        let status = pod.status.as_ref();
+        let text = match self {
+            PodField::Name => meta.name.as_deref(),
+            PodField::Namespace => meta.namespace.as_deref(),
+            PodField::NodeName => spec.and_then(|s| s.node_name.as_deref()),
+            PodField::RestartPolicy => spec.and_then(|s| s.restart_policy.as_deref()),
+            PodField::SchedulerName => spec.and_then(|s| s.scheduler_name.as_deref()),
+            PodField::ServiceAccountName => spec.and_then(|s| s.service_account_name.as_deref()),
+            PodField::HostNetwork => {
+                let host = spec.and_then(|s| s.host_network).unwrap_or(false);
+                return Cow::Owned(host.to_string());
+            }
+            PodField::Phase => status.and_then(|s| s.phase.as_deref()),
+            PodField::PodIp => status.and_then(|s| s.pod_ip.as_deref()),
+            PodField::NominatedNodeName => status.and_then(|s| s.nominated_node_name.as_deref()),
+        };
+        Cow::Borrowed(text.unwrap_or(""))
+    }
+}
+
+/// One term of a field selector: `field=value` (or `==`), or `field!=value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct FieldRequirement {
+    pub(super) field: PodField,
+    pub(super) value: String,
+    /// `true` for `=`/`==`, `false` for `!=`.
+    pub(super) equal: bool,
+}
+
+impl FieldRequirement {
+    fn matches(&self, pod: &Pod) -> bool {
+        (self.field.value(pod) == self.value.as_str()) == self.equal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn pod(namespace: &str, name: &str, labels: &[(&str, &str)]) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(namespace.to_owned()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect(),
+                ),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some("node-1".to_owned()),
+                host_network: Some(true),
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some("Running".to_owned()),
+                pod_ip: Some("10.0.0.7".to_owned()),
+                ..PodStatus::default()
+            }),
+        }
+    }
+
+    fn label(key: &str, operator: LabelOperator, values: &[&str]) -> LabelRequirement {
+        LabelRequirement {
+            key: key.to_owned(),
+            operator,
+            values: values.iter().map(|v| (*v).to_owned()).collect(),
+        }
+    }
+
+    fn field(key: &str, equal: bool, value: &str) -> FieldRequirement {
+        FieldRequirement {
+            field: PodField::from_key(key).expect("a supported field"),
+            value: value.to_owned(),
+            equal,
+        }
+    }
+
+    #[test]
+    fn empty_selector_matches_everything() {
+        let bare = Pod::default();
+        assert!(Selector::default().matches(&bare));
+        assert!(Selector::default().matches(&pod("ns", "p", &[])));
+    }
+
+    #[test]
+    fn namespace() {
+        let p = pod("shop", "web-1", &[]);
+        let cases = [(Some("shop"), true), (Some("other"), false), (None, true)];
+        for (namespace, want) in cases {
+            let sel = Selector::new(namespace.map(str::to_owned), vec![], vec![]);
+            assert_eq!(sel.matches(&p), want, "namespace {namespace:?}");
+        }
+        let unnamespaced = Pod::default();
+        let sel = Selector::new(Some("shop".to_owned()), vec![], vec![]);
+        assert!(!sel.matches(&unnamespaced));
+    }
+
+    #[test]
+    fn label_operators() {
+        use LabelOperator::*;
+        let with = pod("ns", "p", &[("app", "web"), ("tier", "front")]);
+        let without = pod("ns", "p", &[("tier", "front")]);
+        let no_labels = Pod::default();
+        // (requirement, matches `with`, matches `without`, matches a pod with no labels)
+        let cases = [
+            (label("app", In, &["web", "api"]), true, false, false),
+            (label("app", In, &["api"]), false, false, false),
+            (label("app", NotIn, &["api"]), true, true, true),
+            (label("app", NotIn, &["web"]), false, true, true),
+            (label("app", Exists, &[]), true, false, false),
+            (label("app", DoesNotExist, &[]), false, true, true),
+        ];
+        for (req, want_with, want_without, want_none) in cases {
+            let sel = Selector::new(None, vec![req.clone()], vec![]);
+            assert_eq!(sel.matches(&with), want_with, "{req:?} on labelled pod");
+            assert_eq!(sel.matches(&without), want_without, "{req:?} without app");
+            assert_eq!(sel.matches(&no_labels), want_none, "{req:?} on no labels");
+        }
+    }
+
+    #[test]
+    fn label_requirements_are_anded() {
+        use LabelOperator::*;
+        let p = pod("ns", "p", &[("app", "web"), ("tier", "front")]);
+        let both = vec![label("app", In, &["web"]), label("tier", In, &["front"])];
+        assert!(Selector::new(None, both, vec![]).matches(&p));
+        let one_fails = vec![label("app", In, &["web"]), label("tier", In, &["back"])];
+        assert!(!Selector::new(None, one_fails, vec![]).matches(&p));
+    }
+
+    #[test]
+    fn field_requirements() {
+        let p = pod("shop", "web-1", &[]);
+        let cases = [
+            (field("metadata.name", true, "web-1"), true),
+            (field("metadata.name", true, "web-2"), false),
+            (field("metadata.name", false, "web-2"), true),
+            (field("metadata.namespace", true, "shop"), true),
+            (field("metadata.namespace", false, "shop"), false),
+            (field("status.phase", true, "Running"), true),
+            (field("status.phase", false, "Running"), false),
+            (field("status.phase", true, "Pending"), false),
+            (field("spec.nodeName", true, "node-1"), true),
+            (field("spec.nodeName", false, "node-2"), true),
+            (field("spec.hostNetwork", true, "true"), true),
+            (field("status.podIP", true, "10.0.0.7"), true),
+            // Missing fields compare as empty strings.
+            (field("spec.restartPolicy", true, ""), true),
+            (field("status.nominatedNodeName", false, ""), false),
+            (field("spec.serviceAccountName", true, "default"), false),
+        ];
+        for (req, want) in cases {
+            let sel = Selector::new(None, vec![], vec![req.clone()]);
+            assert_eq!(sel.matches(&p), want, "{req:?}");
+        }
+    }
+
+    #[test]
+    fn missing_spec_and_status() {
+        let bare = Pod::default();
+        let cases = [
+            (field("spec.nodeName", true, ""), true),
+            (field("spec.hostNetwork", true, "false"), true),
+            (field("status.phase", false, "Running"), true),
+            (field("metadata.name", true, ""), true),
+        ];
+        for (req, want) in cases {
+            let sel = Selector::new(None, vec![], vec![req.clone()]);
+            assert_eq!(sel.matches(&bare), want, "{req:?}");
+        }
+    }
+
+    #[test]
+    fn all_parts_are_anded() {
+        let p = pod("shop", "web-1", &[("app", "web")]);
+        let labels = vec![label("app", LabelOperator::Exists, &[])];
+        let sel = Selector::new(
+            Some("shop".to_owned()),
+            labels.clone(),
+            vec![field("status.phase", true, "Running")],
+        );
+        assert!(sel.matches(&p));
+        let sel = Selector::new(
+            Some("shop".to_owned()),
+            labels,
+            vec![field("status.phase", true, "Pending")],
+        );
+        assert!(!sel.matches(&p));
+    }
+}
