@@ -267,6 +267,35 @@ pub struct ServeArgs {
     /// per run.
     #[arg(long, env = "SWOLL_BPF_STATS")]
     pub bpf_stats: bool,
+    /// The ConfigMap of trace specs, `NAMESPACE/NAME` (with --node-name). Default:
+    /// `swoll-traces` in the agent's own namespace (`POD_NAMESPACE`, or the service account's).
+    #[arg(long, env = "SWOLL_TRACE_CONFIGMAP")]
+    pub trace_configmap: Option<String>,
+    /// Watch no trace ConfigMap: metrics only.
+    #[arg(long, env = "SWOLL_NO_TRACES", conflicts_with = "trace_configmap")]
+    pub no_traces: bool,
+    /// Where `GET /traces/<name>` streams trace events (Server-Sent Events). Loopback by
+    /// default: trace events carry paths and argv.
+    #[arg(long, env = "SWOLL_TRACES_LISTEN", default_value = "127.0.0.1:9096")]
+    pub traces_listen: SocketAddr,
+    /// A bearer token the trace streams require (`Authorization: Bearer <token>`).
+    #[arg(long, env = "SWOLL_TRACES_TOKEN", hide_env_values = true)]
+    pub traces_token: Option<String>,
+    /// Size of the trace ring buffer in bytes (a power of two).
+    #[arg(long, env = "SWOLL_TRACE_RING_BYTES", default_value_t = swoll_maps_schema::trace::DEFAULT_RING_BYTES)]
+    pub trace_ring_bytes: u32,
+}
+
+/// The namespace this agent runs in, for its default traces ConfigMap.
+fn own_namespace() -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok()
+        })
+        .map(|ns| ns.trim().to_owned())
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| "default".to_owned())
 }
 
 impl ServeArgs {
@@ -287,6 +316,24 @@ impl ServeArgs {
             max_series: self.max_series,
             node_name: self.node_name.filter(|n| !n.is_empty()),
             bpf_stats: self.bpf_stats,
+            traces: (!self.no_traces).then(|| {
+                let (namespace, name) =
+                    match self.trace_configmap.as_deref().map(|c| c.split_once('/')) {
+                        Some(Some((ns, name))) => (ns.to_owned(), name.to_owned()),
+                        Some(None) => (
+                            own_namespace(),
+                            self.trace_configmap.clone().unwrap_or_default(),
+                        ),
+                        None => (own_namespace(), "swoll-traces".to_owned()),
+                    };
+                crate::serve::TraceSettings {
+                    configmap_namespace: namespace,
+                    configmap_name: name,
+                    listen: self.traces_listen,
+                    token: self.traces_token.clone().filter(|t| !t.is_empty()),
+                    ring_bytes: self.trace_ring_bytes,
+                }
+            }),
             load,
         })
     }

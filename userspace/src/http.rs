@@ -123,3 +123,61 @@ async fn readyz(State(state): State<Arc<Exposition>>) -> Response {
             .into_response()
     }
 }
+
+/// Trace streams open at once, over all traces.
+pub const MAX_TRACE_STREAMS: usize = 64;
+
+/// The router of the trace streams (`GET /traces/<name>`, Server-Sent Events): a listener of its
+/// own, loopback by default, because trace events carry paths and argv; with `token`, a stream
+/// needs `Authorization: Bearer <token>`. No request timeout (streams are long), but a cap on
+/// open streams; a client that falls behind loses events (and is told how many) instead of
+/// slowing the agent.
+pub fn trace_router(hub: Arc<crate::trace::agent::TraceHub>, token: Option<String>) -> Router {
+    Router::new()
+        .route("/traces/{name}", get(trace_stream))
+        .with_state((hub, token.map(Arc::<str>::from)))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_TRACE_STREAMS))
+}
+
+type TraceState = (Arc<crate::trace::agent::TraceHub>, Option<Arc<str>>);
+
+async fn trace_stream(
+    State((hub, token)): State<TraceState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    if let Some(token) = token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !same_secret(given.as_bytes(), token.as_bytes()) {
+            return (StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response();
+        }
+    }
+    let Some(events) = hub.subscribe(&name) else {
+        return (StatusCode::NOT_FOUND, "no such trace is running\n").into_response();
+    };
+    let stream = futures::stream::unfold(events, |mut events| async move {
+        let event = match events.recv().await {
+            Ok(line) => Event::default().data(&*line),
+            Err(RecvError::Lagged(n)) => Event::default()
+                .event("lost")
+                .data(format!("{{\"lost\":{n}}}")),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(event), events))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// Compares two secrets in time that depends on their lengths only.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -403,6 +403,15 @@ impl SelfMetrics {
         })
     }
 
+    /// Registers a collector of another module (trace mode's metrics) in the same registry, so
+    /// one scrape of `/metrics` has everything.
+    pub fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
+    }
+
     /// Records one map read. Probe counters are cumulative in the kernel; the exported counters
     /// follow them.
     pub fn observe(&self, snapshot: &Snapshot, rendered: &Rendered) {

@@ -1,4 +1,5 @@
-//! `swoll serve`: load the probes, read their maps every interval, serve the metrics.
+//! `swoll serve`: load the probes, read their maps every interval, serve the metrics; with
+//! Kubernetes, run the traces its ConfigMap asks for.
 use std::{
     net::SocketAddr,
     sync::{Arc, mpsc},
@@ -11,6 +12,7 @@ use crate::{
     loader::{self, LoadError, LoadOptions, Probes},
     metrics::{self, Label, Renderer, SelfMetrics},
     resolver::{PodIndex, Resolver, pods, procfs::Procfs},
+    trace::agent::{self, TraceAgentOptions, TraceHub},
 };
 
 /// Settings of `swoll serve`, validated.
@@ -30,8 +32,25 @@ pub struct ServeOptions {
     pub node_name: Option<String>,
     /// Turn on the kernel's BPF run statistics for `swoll_probe_run_time_ns_per_syscall`.
     pub bpf_stats: bool,
+    /// Traces from a ConfigMap (with `node_name`); `None`: metrics only.
+    pub traces: Option<TraceSettings>,
     /// How the probes are loaded.
     pub load: LoadOptions,
+}
+
+/// Where trace specs come from and where their events are streamed.
+#[derive(Clone, Debug)]
+pub struct TraceSettings {
+    /// The ConfigMap's namespace.
+    pub configmap_namespace: String,
+    /// The ConfigMap's name.
+    pub configmap_name: String,
+    /// The listener of `GET /traces/<name>`.
+    pub listen: SocketAddr,
+    /// The bearer token the streams require, if any.
+    pub token: Option<String>,
+    /// Ring buffer bytes.
+    pub ring_bytes: u32,
 }
 
 /// Why `swoll serve` stopped.
@@ -78,17 +97,27 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         "probes attached to raw_syscalls sys_enter/sys_exit"
     );
     let exposition = Arc::new(Exposition::new(SelfMetrics::new()?));
+    let mut traces = None;
     let pods: Option<Box<dyn PodIndex>> = match &opts.node_name {
         None => None,
         Some(node) => {
             let client = kube_client().await?;
             let errors = exposition.self_metrics.resolver_errors("apiserver");
-            let (index, drive) = pods::watch(client, Some(node), move |err| {
+            let (index, drive) = pods::watch(client.clone(), Some(node), move |err| {
                 errors.inc();
                 tracing::warn!(error = %err, "watching pods failed; retrying with backoff");
             });
             tokio::spawn(drive);
             tracing::info!(node, "watching this node's pods");
+            if let Some(settings) = &opts.traces {
+                traces = Some(start_traces(
+                    client,
+                    index.clone(),
+                    settings,
+                    &opts,
+                    &exposition,
+                )?);
+            }
             Some(Box::new(index))
         }
     };
@@ -129,8 +158,84 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     if reader.join().is_err() {
         tracing::error!("the map reader panicked");
     }
+    if let Some(traces) = traces {
+        traces.stop();
+    }
     tracing::info!("probes detached; bye");
     served
+}
+
+/// The running parts of trace mode: stopped (streams closed, rules removed, programs
+/// unloaded) when the agent stops.
+struct Traces {
+    stop: mpsc::Sender<()>,
+    thread: thread::JoinHandle<()>,
+    http: tokio::task::JoinHandle<()>,
+}
+
+impl Traces {
+    fn stop(self) {
+        self.http.abort();
+        drop(self.stop);
+        if self.thread.join().is_err() {
+            tracing::error!("the trace thread panicked");
+        }
+    }
+}
+
+/// Starts trace mode: the ConfigMap watch, the trace thread and the streams' listener.
+fn start_traces(
+    client: kube::Client,
+    pods: pods::KubePods,
+    settings: &TraceSettings,
+    opts: &ServeOptions,
+    exposition: &Exposition,
+) -> Result<Traces, ServeError> {
+    let hub = Arc::new(TraceHub::new(&exposition.self_metrics)?);
+    let errors = exposition.self_metrics.resolver_errors("apiserver");
+    tokio::spawn(agent::watch_specs(
+        client,
+        settings.configmap_namespace.clone(),
+        settings.configmap_name.clone(),
+        Arc::clone(&hub),
+        move |err| {
+            errors.inc();
+            tracing::warn!(error = %err, "watching the traces ConfigMap failed; retrying with backoff");
+        },
+    ));
+    tracing::info!(
+        configmap = format!(
+            "{}/{}",
+            settings.configmap_namespace, settings.configmap_name
+        ),
+        "watching trace specs"
+    );
+    let listener = std::net::TcpListener::bind(settings.listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(tokio::net::TcpListener::from_std)
+        .map_err(|source| ServeError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
+    tracing::info!(local = %settings.listen, "serving /traces/<name>");
+    let router = http::trace_router(Arc::clone(&hub), settings.token.clone());
+    let http = tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, router).await {
+            tracing::error!(error = %err, "the trace streams' listener failed");
+        }
+    });
+    let agent_opts = TraceAgentOptions {
+        btf: opts.load.btf_path.clone(),
+        ring_bytes: settings.ring_bytes,
+        proc_root: opts.proc_root.clone(),
+        host_pid_ns: opts.load.host_pid_ns,
+    };
+    let (stop, stopped) = mpsc::channel::<()>();
+    let thread = thread::Builder::new()
+        .name("swoll-traces".into())
+        .spawn(move || agent::run(hub, Some(pods), agent_opts, &stopped))
+        .map_err(ServeError::Http)?;
+    Ok(Traces { stop, thread, http })
 }
 
 /// How often new pid namespaces are looked for between map reads: a container is resolved

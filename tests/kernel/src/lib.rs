@@ -151,10 +151,13 @@ impl Agent {
             .expect("a free port")
             .port();
         let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        // stdout (trace events) is piped: a test reads it with `Agent::stdout`, and no agent
+        // of a test without traces writes to it.
         let child = Command::new(&bin)
             .args(["serve", "--listen", &addr.to_string()])
             .args(extra)
             .envs(env.iter().map(|(k, v)| (*k, *v)))
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("spawning swoll serve");
         let mut agent = Agent { child, addr };
@@ -173,6 +176,26 @@ impl Agent {
             );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+    }
+
+    /// The agent's stdout (trace events, one JSON object per line), as lines sent to a channel
+    /// by a reader thread; once only.
+    pub fn stdout(&mut self) -> std::sync::mpsc::Receiver<String> {
+        use std::io::BufRead as _;
+        let out = self
+            .child
+            .stdout
+            .take()
+            .expect("the agent's stdout, taken once");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
     }
 
     /// Sends SIGTERM and returns the exit status.

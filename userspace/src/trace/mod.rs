@@ -4,9 +4,10 @@
 //! buffer of raw events; here the filter is reference-counted ([`filter`]), the ring drained
 //! ([`ring`]), each event decoded ([`decode`], [`flags`], [`sockaddr`]) into swoll's JSON shape
 //! ([`event`]), and what to capture per syscall is told to the kernel ([`capture`]). Traces come
-//! from the `swoll trace` command ([`command`]) or from a ConfigMap of specs ([`spec`],
-//! [`selector`]).
+//! from the `swoll trace` command ([`command`]) or, in the agent ([`agent`]), from a
+//! ConfigMap of specs ([`spec`], [`selector`]).
 
+pub mod agent;
 pub mod capture;
 pub mod command;
 pub mod decode;

@@ -1,0 +1,212 @@
+//! Traces from a ConfigMap: the agent watches the fake API server's ConfigMap of trace specs,
+//! traces the pods they select (a real pid namespace in a real kubepods cgroup), and writes
+//! the events to stdout and to `GET /traces/<name>`; a malformed key is reported and counted
+//! while the good ones run; a deleted ConfigMap ends every trace.
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use swoll_kernel_tests::{
+    Agent, PodCgroup, TempDir,
+    apiserver::{FakeApiServer, configmap, pod},
+    fake_container_id, fake_pod_uid, http_get, is_root, sample, skip,
+};
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
+const NODE: &str = "node-a";
+
+const GOOD: &str = "name: pings\nnamespace: team-t\nsyscalls: [getppid]\n\
+                    labelSelector:\n  matchLabels: {k8s-app: demo}\n";
+const BAD: &str = "syscalls: [no_such_call]\n";
+
+/// Polls `/metrics` until `done` holds for it.
+fn wait_metrics(agent: &Agent, secs: u64, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (_, body) = http_get(agent.addr, "/metrics").expect("GET /metrics");
+        if done(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {what} after {secs} s:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Opens `GET /traces/<name>` and sends each SSE `data:` line to a channel.
+fn subscribe(addr: std::net::SocketAddr, name: &str) -> std::sync::mpsc::Receiver<String> {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connecting to the trace stream");
+    // HTTP/1.0: the stream comes unchunked, one SSE line per line.
+    write!(
+        stream,
+        "GET /traces/{name} HTTP/1.0\r\nHost: {addr}\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.contains(" 200 "), "GET /traces/{name}: {status}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in reader.lines().map_while(Result::ok) {
+            if let Some(data) = line.strip_prefix("data: ")
+                && tx.send(data.to_owned()).is_err()
+            {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Collects JSON lines of `rx` until `n` match `keep`, or panics after `secs`.
+fn collect(
+    rx: &std::sync::mpsc::Receiver<String>,
+    n: usize,
+    secs: u64,
+    keep: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut got = Vec::new();
+    while got.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "{} of {n} events after {secs} s: {got:#?}",
+            got.len()
+        );
+        if let Ok(line) = rx.recv_timeout(left) {
+            let value: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            if keep(&value) {
+                got.push(value);
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn configmap_traces_select_pods_stream_and_stop() {
+    let _serial = swoll_kernel_tests::exclusive();
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let container_id = fake_container_id(41);
+    let uid = fake_pod_uid(&container_id);
+    let api = FakeApiServer::start();
+    api.apply(pod(
+        "team-t",
+        "pinger-0",
+        &uid,
+        NODE,
+        &[("app", &format!("containerd://{container_id}"))],
+        &[("k8s-app", "demo")],
+        "Running",
+    ));
+    api.apply(configmap(
+        "swoll",
+        "swoll-traces",
+        &[("good.yaml", GOOD), ("bad.yaml", BAD)],
+    ));
+    let cgroup = PodCgroup::create(&uid, &container_id);
+    let dir = TempDir::new("swoll-traces");
+    let kubeconfig = api.kubeconfig(&dir.0);
+    let traces_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let Some(mut agent) = Agent::start_with_env(
+        &[
+            "--interval",
+            "1s",
+            "--node-name",
+            NODE,
+            "--trace-configmap",
+            "swoll/swoll-traces",
+            "--traces-listen",
+            &traces_addr.to_string(),
+        ],
+        &[("KUBECONFIG", kubeconfig.as_path())],
+    ) else {
+        return;
+    };
+    let stdout = agent.stdout();
+    wait_metrics(&agent, 60, "running trace and counted bad spec", |b| {
+        sample(b, "swoll_traces_active") == Some(1)
+            && sample(b, "swoll_trace_spec_errors_total{key=\"bad.yaml\"}") == Some(1)
+    });
+    let stream = subscribe(traces_addr, "pings");
+
+    // The pod's container: alive 2 s before its 7 calls, so the filter has its namespace.
+    let dir_arg = cgroup.dir.to_string_lossy().into_owned();
+    let (mut child, ns) = swoll_kernel_tests::spawn_workload(
+        WORKLOAD,
+        &[
+            "--new-pidns",
+            "--cgroup",
+            &dir_arg,
+            "--hold",
+            "500",
+            "nanosleep-5ms",
+            "400",
+            "getppid",
+            "7",
+        ],
+    );
+    assert!(child.wait().unwrap().success());
+    let mine = |v: &Value| v["pid_ns"] == ns;
+    let logged = collect(&stdout, 7, 30, mine);
+    for ev in &logged {
+        assert_eq!(ev["trace"], "pings", "{ev}");
+        assert_eq!(ev["syscall"]["name"], "sys_getppid", "{ev}");
+        assert_eq!(ev["container"]["namespace"], "team-t", "{ev}");
+        assert_eq!(ev["container"]["pod"], "pinger-0", "{ev}");
+        assert_eq!(ev["container"]["name"], "app", "{ev}");
+        assert_eq!(ev["container"]["id"], container_id.as_str(), "{ev}");
+    }
+    let streamed = collect(&stream, 7, 30, mine);
+    assert_eq!(
+        streamed, logged,
+        "the stream and stdout carry the same events"
+    );
+    // Exactly 7: nothing more of this namespace arrives.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        stdout
+            .try_iter()
+            .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+            .all(|v| !mine(&v))
+    );
+    let body = wait_metrics(&agent, 10, "delivered events counted", |b| {
+        sample(b, "swoll_trace_events_total{trace=\"pings\"}") == Some(7)
+    });
+    assert_eq!(
+        sample(&body, "swoll_trace_events_lost_total{trace=\"pings\"}"),
+        None,
+        "nothing lost"
+    );
+
+    // The bad key fixed: two traces. Then the ConfigMap goes: none, and the stream ends.
+    api.apply(configmap(
+        "swoll",
+        "swoll-traces",
+        &[
+            ("good.yaml", GOOD),
+            ("bad.yaml", "name: opens\nsyscalls: [openat]\n"),
+        ],
+    ));
+    wait_metrics(&agent, 30, "two traces", |b| {
+        sample(b, "swoll_traces_active") == Some(2)
+    });
+    api.delete("ConfigMap", "swoll", "swoll-traces");
+    wait_metrics(&agent, 30, "no trace", |b| {
+        sample(b, "swoll_traces_active") == Some(0)
+    });
+    let (code, _) = http_get(traces_addr, "/traces/pings").unwrap();
+    assert_eq!(code, 404, "an ended trace has no stream");
+    assert!(agent.stop().success());
+}

@@ -1,0 +1,556 @@
+//! Traces from Kubernetes: the agent's trace mode.
+//!
+//! A ConfigMap (one trace spec per data key) says what to trace; the node's pod cache says
+//! which pods match; procfs says which pid namespaces their containers run in. One thread
+//! reconciles that into the kernel filter every second (idempotent: it computes the whole
+//! wanted state and applies the difference, so a restart or a missed event converges), loads
+//! the trace programs while at least one trace runs and unloads them after, and drains the ring
+//! buffer: every event goes to stdout as a JSON line (for `kubectl logs`) and to the trace's
+//! subscribers (`GET /traces/<name>`), whose bounded queues drop, and report, what a slow
+//! client cannot take, so one slow client never stalls the node.
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    io::{BufWriter, Write as _},
+    path::PathBuf,
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::{
+    Api, Client,
+    runtime::{WatchStreamExt as _, watcher},
+};
+use prometheus::{IntCounterVec, IntGauge, Opts};
+use swoll_maps_schema::trace::{MAX_TRACES, TraceEvent};
+use tokio::sync::broadcast;
+
+use super::{
+    command::{keys, write_captures},
+    event::{self, Container},
+    filter::{Filter, Slot},
+    ring,
+    spec::{self, Trace},
+};
+use crate::{
+    loader::{self, TraceProbes},
+    metrics::SelfMetrics,
+    resolver::{PodIndex, pods::KubePods, procfs::Procfs},
+};
+
+/// Lines a stream subscriber may fall behind before it loses some (and is told how many).
+const STREAM_BACKLOG: usize = 4096;
+/// How often the wanted state is recomputed (and a trace's duration checked).
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+
+/// What the trace thread needs besides the specs and pods.
+#[derive(Clone, Debug)]
+pub struct TraceAgentOptions {
+    /// The kernel's BTF.
+    pub btf: PathBuf,
+    /// Ring buffer bytes.
+    pub ring_bytes: u32,
+    /// The host's procfs.
+    pub proc_root: PathBuf,
+    /// The host's pid namespace (never traced: traces select pods).
+    pub host_pid_ns: u32,
+}
+
+/// The trace metrics, in the agent's registry.
+#[derive(Clone, Debug)]
+struct TraceMetrics {
+    events: IntCounterVec,
+    lost: IntCounterVec,
+    spec_errors: IntCounterVec,
+    active: IntGauge,
+}
+
+impl TraceMetrics {
+    fn new(registry: &SelfMetrics) -> Result<TraceMetrics, prometheus::Error> {
+        let events = IntCounterVec::new(
+            Opts::new(
+                "swoll_trace_events_total",
+                "Trace events delivered (to stdout and streams), by trace.",
+            ),
+            &["trace"],
+        )?;
+        let lost = IntCounterVec::new(
+            Opts::new(
+                "swoll_trace_events_lost_total",
+                "Trace events the kernel could not hand over (ring buffer full), by trace.",
+            ),
+            &["trace"],
+        )?;
+        let spec_errors = IntCounterVec::new(
+            Opts::new(
+                "swoll_trace_spec_errors_total",
+                "Malformed trace specs seen in the traces ConfigMap, by data key.",
+            ),
+            &["key"],
+        )?;
+        let active = IntGauge::new("swoll_traces_active", "Traces running now.")?;
+        registry.register(Box::new(events.clone()))?;
+        registry.register(Box::new(lost.clone()))?;
+        registry.register(Box::new(spec_errors.clone()))?;
+        registry.register(Box::new(active.clone()))?;
+        Ok(TraceMetrics {
+            events,
+            lost,
+            spec_errors,
+            active,
+        })
+    }
+}
+
+/// What the ConfigMap watch, the trace thread and the HTTP streams share.
+#[derive(Debug)]
+pub struct TraceHub {
+    /// The ConfigMap's data, and a version that changes with it.
+    specs: Mutex<(u64, Option<BTreeMap<String, String>>)>,
+    /// Each running trace's stream.
+    streams: Mutex<HashMap<String, broadcast::Sender<Arc<str>>>>,
+    metrics: TraceMetrics,
+}
+
+impl TraceHub {
+    /// A hub whose metrics are registered with the agent's.
+    pub fn new(registry: &SelfMetrics) -> Result<TraceHub, prometheus::Error> {
+        Ok(TraceHub {
+            specs: Mutex::new((0, None)),
+            streams: Mutex::new(HashMap::new()),
+            metrics: TraceMetrics::new(registry)?,
+        })
+    }
+
+    /// Sets the ConfigMap's data (`None`: no ConfigMap).
+    pub fn set_specs(&self, data: Option<BTreeMap<String, String>>) {
+        let mut specs = lock(&self.specs);
+        specs.0 += 1;
+        specs.1 = data;
+    }
+
+    /// A subscription to trace `name`'s events, if it runs.
+    pub fn subscribe(&self, name: &str) -> Option<broadcast::Receiver<Arc<str>>> {
+        lock(&self.streams)
+            .get(name)
+            .map(broadcast::Sender::subscribe)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Watches ConfigMap `namespace/name` and hands its data to `hub`; retries with backoff and
+/// counts failures through `on_error`. A deleted ConfigMap stops every trace.
+pub async fn watch_specs(
+    client: Client,
+    namespace: String,
+    name: String,
+    hub: Arc<TraceHub>,
+    on_error: impl Fn(&watcher::Error) + Send + 'static,
+) {
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let stream = watcher::watcher(api, config).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    let mut seen_in_list = false;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Init) => seen_in_list = false,
+            Ok(watcher::Event::InitApply(cm) | watcher::Event::Apply(cm)) => {
+                seen_in_list = true;
+                hub.set_specs(Some(cm.data.unwrap_or_default()));
+            }
+            Ok(watcher::Event::InitDone) if !seen_in_list => hub.set_specs(None),
+            Ok(watcher::Event::InitDone) => {}
+            Ok(watcher::Event::Delete(_)) => hub.set_specs(None),
+            Err(err) => on_error(&err),
+        }
+    }
+}
+
+/// A trace the thread runs (or ran: an ended one stays, so it does not start again until its
+/// spec changes).
+struct Running {
+    trace: Trace,
+    /// The data key it came from.
+    key: String,
+    /// `None` once it ended (its duration passed).
+    slot: Option<Slot>,
+    started: Instant,
+    /// Pid namespaces in its filter.
+    traced: BTreeSet<u32>,
+}
+
+/// The trace thread's state.
+struct Tracer {
+    hub: Arc<TraceHub>,
+    opts: TraceAgentOptions,
+    pods: Option<KubePods>,
+    procfs: Procfs,
+    probes: Option<TraceProbes>,
+    filter: Filter,
+    running: BTreeMap<String, Running>,
+    /// Last error text per data key, so a bad key is logged and counted once per version.
+    errors: BTreeMap<String, String>,
+    version: Option<u64>,
+    capture_bytes: u32,
+    containers: HashMap<u32, Container>,
+    lost_seen: [u64; MAX_TRACES as usize],
+    out: BufWriter<std::io::Stdout>,
+}
+
+/// Runs the trace thread until `stop` is dropped.
+pub fn run(
+    hub: Arc<TraceHub>,
+    pods: Option<KubePods>,
+    opts: TraceAgentOptions,
+    stop: &mpsc::Receiver<()>,
+) {
+    let mut tracer = Tracer {
+        procfs: Procfs::new(&opts.proc_root),
+        hub,
+        opts,
+        pods,
+        probes: None,
+        filter: Filter::default(),
+        running: BTreeMap::new(),
+        errors: BTreeMap::new(),
+        version: None,
+        capture_bytes: 0,
+        containers: HashMap::new(),
+        lost_seen: [0; MAX_TRACES as usize],
+        out: BufWriter::with_capacity(1 << 16, std::io::stdout()),
+    };
+    let mut next_reconcile = Instant::now();
+    while matches!(stop.try_recv(), Err(mpsc::TryRecvError::Empty)) {
+        let version = lock(&tracer.hub.specs).0;
+        if Instant::now() >= next_reconcile || tracer.version != Some(version) {
+            tracer.reconcile();
+            next_reconcile = Instant::now() + RECONCILE_EVERY;
+        }
+        if tracer.probes.is_some() {
+            tracer.drain();
+        } else {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    tracer.stop_all();
+}
+
+impl Tracer {
+    /// Computes the wanted state and applies the difference.
+    fn reconcile(&mut self) {
+        let (version, data) = {
+            let specs = lock(&self.hub.specs);
+            (specs.0, specs.1.clone().unwrap_or_default())
+        };
+        self.version = Some(version);
+        let (traces, errors) = spec::parse_configmap(&data);
+        let mut wanted: BTreeMap<String, (String, Trace)> = BTreeMap::new();
+        let key_of = |t: &Trace| {
+            data.iter()
+                .find(|(k, v)| spec::parse(k, v).is_ok_and(|p| p.name == t.name))
+                .map(|(k, _)| k.clone())
+                .unwrap_or_default()
+        };
+        for trace in traces {
+            wanted.insert(trace.name.clone(), (key_of(&trace), trace));
+        }
+        let mut bad_now = BTreeMap::new();
+        for (key, err) in errors {
+            let text = crate::error_chain(&err);
+            if self.errors.get(&key) != Some(&text) {
+                tracing::warn!(key, error = %text, "bad trace spec in the ConfigMap; the trace keeps its last good version");
+                self.hub
+                    .metrics
+                    .spec_errors
+                    .with_label_values(&[key.as_str()])
+                    .inc();
+            }
+            // The previous good version of that key's trace stays in force.
+            if let Some(run) = self.running.values().find(|r| r.key == key) {
+                wanted.insert(run.trace.name.clone(), (key.clone(), run.trace.clone()));
+            }
+            bad_now.insert(key, text);
+        }
+        self.errors = bad_now;
+
+        let gone: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(name, run)| wanted.get(*name).is_none_or(|(_, t)| *t != run.trace))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            self.end(&name, "removed or changed");
+            self.running.remove(&name);
+        }
+        for (name, (key, trace)) in wanted {
+            if !self.running.contains_key(&name) {
+                self.start(key, trace);
+            }
+        }
+        let expired: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(_, r)| {
+                r.slot.is_some() && r.trace.duration.is_some_and(|d| r.started.elapsed() >= d)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in expired {
+            self.end(&name, "its duration passed");
+        }
+        if let Err(err) = self.apply_namespaces() {
+            tracing::warn!(error = %crate::error_chain(err.as_ref()), "updating the trace filter");
+        }
+        let active = self.running.values().filter(|r| r.slot.is_some()).count();
+        self.hub
+            .metrics
+            .active
+            .set(i64::try_from(active).unwrap_or(i64::MAX));
+        if active == 0 && self.probes.is_some() {
+            self.probes = None;
+            self.filter = Filter::default();
+            tracing::info!("no trace runs: trace programs unloaded");
+        }
+    }
+
+    /// Starts `trace`: a filter slot, a stream.
+    fn start(&mut self, key: String, trace: Trace) {
+        if self.probes.is_none() {
+            match loader::load_trace(&self.opts.btf, std::process::id(), self.opts.ring_bytes) {
+                Ok(probes) => {
+                    tracing::info!("trace programs loaded");
+                    self.probes = Some(probes);
+                    self.capture_bytes = u32::MAX;
+                }
+                Err(err) => {
+                    tracing::error!(trace = trace.name, error = %crate::error_chain(&err), "cannot load the trace programs");
+                    return;
+                }
+            }
+        }
+        let slot = match self.filter.open(trace.sample_rate) {
+            Ok(slot) => slot,
+            Err(err) => {
+                tracing::error!(trace = trace.name, error = %err, "cannot start the trace");
+                return;
+            }
+        };
+        self.lost_seen[slot.index() as usize] = self
+            .probes
+            .as_ref()
+            .and_then(|p| ring::lost(&p.maps.lost).ok())
+            .map_or(0, |l| l[slot.index() as usize]);
+        let (sender, _) = broadcast::channel(STREAM_BACKLOG);
+        lock(&self.hub.streams).insert(trace.name.clone(), sender);
+        tracing::info!(trace = trace.name, key, "trace started");
+        self.running.insert(
+            trace.name.clone(),
+            Running {
+                trace,
+                key,
+                slot: Some(slot),
+                started: Instant::now(),
+                traced: BTreeSet::new(),
+            },
+        );
+    }
+
+    /// Ends trace `name`: its rules go (others' stay), its stream closes.
+    fn end(&mut self, name: &str, why: &str) {
+        let Some(run) = self.running.get_mut(name) else {
+            return;
+        };
+        let Some(slot) = run.slot.take() else {
+            return;
+        };
+        run.traced.clear();
+        if let Some(probes) = &mut self.probes
+            && let Err(err) = self.filter.close(&mut probes.maps.rules, slot)
+        {
+            tracing::warn!(trace = name, error = %err, "removing the trace's rules");
+        }
+        lock(&self.hub.streams).remove(name);
+        tracing::info!(trace = name, why, "trace ended");
+    }
+
+    fn stop_all(&mut self) {
+        let names: Vec<String> = self.running.keys().cloned().collect();
+        for name in names {
+            self.end(&name, "the agent stops");
+        }
+        let _ = self.out.flush();
+    }
+
+    /// Puts each running trace's pid namespaces (its pods' containers') in the filter.
+    fn apply_namespaces(&mut self) -> Result<(), Box<dyn std::error::Error>> {
+        let Some(probes) = &mut self.probes else {
+            return Ok(());
+        };
+        let wanted_bytes = self
+            .running
+            .values()
+            .filter(|r| r.slot.is_some())
+            .map(|r| r.trace.capture_bytes)
+            .max()
+            .unwrap_or(0);
+        if wanted_bytes != self.capture_bytes {
+            write_captures(&mut probes.maps, wanted_bytes)?;
+            self.capture_bytes = wanted_bytes;
+        }
+        // Container id → pid namespace, from one walk of procfs.
+        let mut by_container: HashMap<String, u32> = HashMap::new();
+        for (ns, pid) in self.procfs.all_processes() {
+            if ns == self.opts.host_pid_ns {
+                continue;
+            }
+            if let Some(container) = self.procfs.container_of(pid) {
+                by_container.insert(container.id, ns);
+            }
+        }
+        let pods = self.pods.as_ref().map(KubePods::pods).unwrap_or_default();
+        self.containers.clear();
+        for run in self.running.values_mut() {
+            let Some(slot) = run.slot else { continue };
+            let mut wanted = BTreeSet::new();
+            for pod in pods.iter().filter(|p| run.trace.selector.matches(p)) {
+                for id in container_ids(pod) {
+                    if let Some(&ns) = by_container.get(&id) {
+                        wanted.insert(ns);
+                        let workload = self
+                            .pods
+                            .as_ref()
+                            .and_then(|p| p.container(&id))
+                            .unwrap_or_default();
+                        self.containers.insert(ns, Container::new(&id, workload));
+                    }
+                }
+            }
+            for &ns in wanted.difference(&run.traced) {
+                for key in keys(ns, &run.trace.syscalls) {
+                    self.filter.add(&mut probes.maps.rules, slot, key)?;
+                }
+            }
+            for &ns in run.traced.difference(&wanted) {
+                for key in keys(ns, &run.trace.syscalls) {
+                    self.filter.remove(&mut probes.maps.rules, slot, key)?;
+                }
+            }
+            run.traced = wanted;
+        }
+        Ok(())
+    }
+
+    /// Sends every event in the ring (waiting up to 100 ms for one) and reports losses.
+    fn drain(&mut self) {
+        let Some(probes) = &mut self.probes else {
+            return;
+        };
+        if let Err(err) = ring::wait(&probes.maps.events, Duration::from_millis(100)) {
+            tracing::warn!(error = %err, "waiting for trace events");
+        }
+        let mut names: [Option<&str>; MAX_TRACES as usize] = [None; MAX_TRACES as usize];
+        for run in self.running.values() {
+            if let Some(slot) = run.slot {
+                names[slot.index() as usize] = Some(run.trace.name.as_str());
+            }
+        }
+        let streams = lock(&self.hub.streams);
+        let mut malformed = 0;
+        while let Some(ev) = ring::next(&mut probes.maps.events, &mut malformed) {
+            deliver(
+                &ev,
+                &names,
+                self.containers.get(&ev.pid_ns),
+                &streams,
+                &self.hub.metrics,
+                &mut self.out,
+            );
+        }
+        if let Ok(lost) = ring::lost(&probes.maps.lost) {
+            for (slot, name) in names.iter().enumerate() {
+                let Some(name) = name else { continue };
+                let new = lost[slot].saturating_sub(self.lost_seen[slot]);
+                if new == 0 {
+                    continue;
+                }
+                self.lost_seen[slot] = lost[slot];
+                self.hub
+                    .metrics
+                    .lost
+                    .with_label_values(&[*name])
+                    .inc_by(new);
+                let mut line = Vec::new();
+                if event::write_lost(&mut line, name, new, lost[slot]).is_ok() {
+                    let _ = self.out.write_all(&line);
+                    if let Some(stream) = streams.get(*name) {
+                        let _ = stream.send(Arc::from(String::from_utf8_lossy(&line).trim_end()));
+                    }
+                }
+            }
+        }
+        drop(streams);
+        if malformed > 0 {
+            tracing::warn!(
+                malformed,
+                "trace records of an unexpected size were skipped"
+            );
+        }
+        if let Err(err) = self.out.flush() {
+            tracing::warn!(error = %err, "writing trace events to stdout");
+        }
+    }
+}
+
+/// Writes one event, once per trace it is for, to stdout and to the trace's stream.
+fn deliver(
+    ev: &TraceEvent,
+    names: &[Option<&str>; MAX_TRACES as usize],
+    container: Option<&Container>,
+    streams: &HashMap<String, broadcast::Sender<Arc<str>>>,
+    metrics: &TraceMetrics,
+    out: &mut impl std::io::Write,
+) {
+    let mut line = Vec::with_capacity(1024);
+    for (slot, name) in names.iter().enumerate() {
+        let Some(name) = name else { continue };
+        if ev.traces & (1 << slot) == 0 {
+            continue;
+        }
+        line.clear();
+        if event::write_json(&mut line, name, ev, container).is_err() {
+            continue;
+        }
+        let _ = out.write_all(&line);
+        if let Some(stream) = streams.get(*name)
+            && stream.receiver_count() > 0
+        {
+            let text = String::from_utf8_lossy(&line);
+            let _ = stream.send(Arc::from(text.trim_end()));
+        }
+        metrics.events.with_label_values(&[*name]).inc();
+    }
+}
+
+/// The ids of `pod`'s containers (init and ephemeral too), without the runtime prefix.
+fn container_ids(pod: &Pod) -> Vec<String> {
+    let Some(status) = &pod.status else {
+        return Vec::new();
+    };
+    [
+        &status.container_statuses,
+        &status.init_container_statuses,
+        &status.ephemeral_container_statuses,
+    ]
+    .into_iter()
+    .flatten()
+    .flatten()
+    .filter_map(|c| c.container_id.as_deref())
+    .map(|id| id.split_once("://").map_or(id, |(_, rest)| rest).to_owned())
+    .collect()
+}
