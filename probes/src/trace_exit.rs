@@ -110,5 +110,22 @@ fn send(ctx: &RawTracePointContext, task: u64, entry: *const swoll_maps_schema::
         (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         capture::run(&table, When::Exit, &raw const (*entry).args, ret, tail);
     }
-    record.submit(0);
+    // Wake the reader only once a batch is waiting: a wakeup per event (the default while the
+    // reader keeps up) costs more than the rest of this program. The reader also polls with a
+    // short timeout, so a lone event waits at most that long.
+    let waiting = maps::SWOLL_TRACE_EVENTS.query(BPF_RB_AVAIL_DATA);
+    record.submit(if waiting >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    });
 }
+
+/// Bytes waiting in the ring buffer that make the event's submit wake the reader.
+const WAKEUP_BYTES: u64 = 256 << 10;
+/// From `include/uapi/linux/bpf.h`: `bpf_ringbuf_query` flag and `bpf_ringbuf_submit` flags.
+const BPF_RB_AVAIL_DATA: u64 = 0;
+/// See [`BPF_RB_AVAIL_DATA`].
+const BPF_RB_NO_WAKEUP: u64 = 1;
+/// See [`BPF_RB_AVAIL_DATA`].
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
