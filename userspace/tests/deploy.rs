@@ -32,9 +32,6 @@ use k8s_openapi::{
 };
 use swoll::cli::{Cli, Command as SwollCommand, ServeArgs};
 
-/// The namespace the manifests install into.
-const NAMESPACE: &str = "swoll";
-
 /// What the DaemonSet mounts from the host: (host path, mount path, read-only).
 const HOST_MOUNTS: [(&str, &str, bool); 4] = [
     ("/proc", "/host/proc", true),
@@ -48,8 +45,9 @@ const HOST_MOUNTS: [(&str, &str, bool); 4] = [
 const CAPABILITIES: [&str; 4] = ["BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE"];
 
 /// Every object the plain manifests hold, by `apiVersion/kind`, each exactly once.
-const KINDS: [&str; 10] = [
+const KINDS: [&str; 11] = [
     "v1/Namespace",
+    "v1/ConfigMap",
     "v1/ServiceAccount",
     "rbac.authorization.k8s.io/v1/ClusterRole",
     "rbac.authorization.k8s.io/v1/ClusterRoleBinding",
@@ -63,6 +61,8 @@ const KINDS: [&str; 10] = [
 
 /// The node name the tests pretend the downward API gave.
 const NODE: &str = "node-1";
+/// The namespace the manifests install into.
+const NAMESPACE: &str = "swoll";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -229,8 +229,10 @@ fn args(ds: &DaemonSet) -> &[String] {
 /// The `serve` flags of the DaemonSet, parsed by swoll's own CLI as the kubelet would pass them
 /// (`$(NODE_NAME)` expanded).
 fn serve_args(ds: &DaemonSet) -> ServeArgs {
-    let argv = std::iter::once("swoll".to_owned())
-        .chain(args(ds).iter().map(|a| a.replace("$(NODE_NAME)", NODE)));
+    let argv = std::iter::once("swoll".to_owned()).chain(args(ds).iter().map(|a| {
+        a.replace("$(NODE_NAME)", NODE)
+            .replace("$(POD_NAMESPACE)", NAMESPACE)
+    }));
     let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("swoll rejects the args: {e}"));
     #[allow(unreachable_patterns)] // when `serve` is the only subcommand
     match cli.command {
@@ -294,6 +296,9 @@ fn every_object_parses_strictly() {
             }
             "v1/ServiceAccount" => {
                 strict::<ServiceAccount>(&object.value, &id);
+            }
+            "v1/ConfigMap" => {
+                strict::<k8s_openapi::api::core::v1::ConfigMap>(&object.value, &id);
             }
             "rbac.authorization.k8s.io/v1/ClusterRole" => {
                 strict::<ClusterRole>(&object.value, &id);
@@ -500,6 +505,37 @@ fn daemonset_args_agree_with_the_pod() {
             assert!(env.contains(var), "{arg} refers to ${var}, not in the env");
         }
     }
+}
+
+#[test]
+fn the_traces_configmap_is_the_agents_and_its_specs_parse() {
+    let objects = manifests();
+    let ds: DaemonSet = one(&objects);
+    let cm: k8s_openapi::api::core::v1::ConfigMap = one(&objects);
+    let want = format!(
+        "{}/{}",
+        cm.metadata.namespace.as_deref().unwrap_or_default(),
+        cm.metadata.name.as_deref().unwrap_or_default()
+    );
+    let serve = serve_args(&ds);
+    assert_eq!(serve.trace_configmap.as_deref(), Some(want.as_str()));
+    assert!(
+        serve.traces_listen.ip().is_loopback(),
+        "trace streams on loopback"
+    );
+    let (traces, errors) = swoll::trace::spec::parse_configmap(&cm.data.unwrap_or_default());
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(!traces.is_empty());
+    let env = agent(&ds)
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "POD_NAMESPACE");
+    let field = env
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.field_ref.as_ref())
+        .expect("POD_NAMESPACE from a fieldRef");
+    assert_eq!(field.field_path, "metadata.namespace");
 }
 
 #[test]
