@@ -17,6 +17,8 @@ export AGENT_CMD_swoll="$swoll serve --listen 127.0.0.1:19095 --interval 5s"
 export AGENT_READY_RE_swoll="probes attached"
 export AGENT_CMD_swoll_no_time="$swoll serve --listen 127.0.0.1:19096 --interval 5s --no-time"
 export AGENT_READY_RE_swoll_no_time="probes attached"
+export AGENT_CMD_swoll_histogram="$swoll serve --listen 127.0.0.1:19097 --interval 5s --histogram"
+export AGENT_READY_RE_swoll_histogram="probes attached"
 export TOOLS=${TOOLS:-"empty_raw ref_count bt_count syscount"}
 export K=${K:-7}
 exec bench/overhead.sh

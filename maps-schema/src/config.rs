@@ -19,6 +19,9 @@ pub const FLAG_TIME: u32 = 1 << 2;
 /// loads instead of `bpf_probe_read_kernel` calls. A constant for the verifier, which removes
 /// the branch not taken, so the helper is never seen by an older kernel.
 pub const FLAG_TASK_BTF: u32 = 1 << 3;
+/// Add each timed call to its key's latency histogram (`--histogram`, needs [`FLAG_TIME`]).
+/// Off by default: it costs `sys_exit` a second map lookup per call.
+pub const FLAG_HISTOGRAM: u32 = 1 << 4;
 
 /// Byte offsets of the kernel struct members the probes walk to find the current task's pid
 /// namespace inode: `task->thread_pid->numbers[pid->level].ns->ns.inum`, the namespace that

@@ -9,6 +9,7 @@
 #![no_std]
 
 pub mod config;
+pub mod histogram;
 pub mod metrics;
 pub mod pidns;
 pub mod start;
@@ -17,7 +18,7 @@ pub mod trace;
 
 /// Version of this ABI. Bump it whenever a map's key or value layout changes, so that an agent
 /// can tell maps written by another layout apart from its own.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Names of the programs in the probes' object file, as userspace looks them up.
 pub mod programs {

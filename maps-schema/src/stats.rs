@@ -26,26 +26,31 @@ pub enum Stat {
     /// Records written to the pid namespace map: not an error, a change counter that tells
     /// userspace when there may be a new namespace to resolve without walking the map.
     PidNsRecorded = 5,
+    /// A new key could not be inserted into the latency histogram map (`SWOLL_HISTOGRAM`): the
+    /// call is counted and timed, but missing from `swoll_node_metrics_syscall_duration_seconds`.
+    HistogramUpdateFailed = 6,
 }
 
 impl Stat {
     /// Every slot, in index order.
-    pub const ALL: [Stat; 6] = [
+    pub const ALL: [Stat; 7] = [
         Stat::MetricsUpdateFailed,
         Stat::StartUpdateFailed,
         Stat::PidNsReadFailed,
         Stat::StartMissing,
         Stat::PidNsUpdateFailed,
         Stat::PidNsRecorded,
+        Stat::HistogramUpdateFailed,
     ];
 
     /// The slots that count losses or errors, exported as `swoll_probe_errors_total`.
-    pub const ERRORS: [Stat; 5] = [
+    pub const ERRORS: [Stat; 6] = [
         Stat::MetricsUpdateFailed,
         Stat::StartUpdateFailed,
         Stat::PidNsReadFailed,
         Stat::StartMissing,
         Stat::PidNsUpdateFailed,
+        Stat::HistogramUpdateFailed,
     ];
 
     /// A short label for metrics (`swoll_probe_errors_total{kind="…"}`).
@@ -57,6 +62,7 @@ impl Stat {
             Stat::StartMissing => "start_missing",
             Stat::PidNsUpdateFailed => "pid_ns_update_failed",
             Stat::PidNsRecorded => "pid_ns_recorded",
+            Stat::HistogramUpdateFailed => "histogram_update_failed",
         }
     }
 }

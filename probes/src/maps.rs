@@ -5,6 +5,7 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use swoll_maps_schema::{
+    histogram::{self, LatencyBuckets},
     metrics::{self, MetricKey, MetricValue},
     pidns::{self, PidNsSeen},
     start::{self, SyscallStart},
@@ -16,6 +17,11 @@ use swoll_maps_schema::{
 #[map]
 pub static SWOLL_METRICS: LruPerCpuHashMap<MetricKey, MetricValue> =
     LruPerCpuHashMap::with_max_entries(metrics::DEFAULT_ENTRIES, 0);
+
+/// Latency histograms per (pid namespace, syscall, errno), with `--histogram`.
+#[map]
+pub static SWOLL_HISTOGRAM: LruPerCpuHashMap<MetricKey, LatencyBuckets> =
+    LruPerCpuHashMap::with_max_entries(histogram::DEFAULT_ENTRIES, 0);
 
 /// When each task entered its current syscall, keyed by `bpf_get_current_pid_tgid()`.
 /// `BPF_F_NO_COMMON_LRU`: per-CPU LRU lists, so an insert takes no global lock.

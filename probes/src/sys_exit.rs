@@ -1,5 +1,6 @@
 //! `raw_tracepoint/sys_exit`: count the call and add its latency, keyed by
-//! (pid namespace, syscall nr, errno).
+//! (pid namespace, syscall nr, errno), and with `--histogram` add it to the key's latency
+//! histogram.
 //!
 //! Arguments (`TP_PROTO(struct pt_regs *regs, long ret)`): `args[0]` the registers (the syscall
 //! number is read from them), `args[1]` the return value.
@@ -9,7 +10,8 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use swoll_maps_schema::{
-    config::{FLAG_COUNT_HOST, FLAG_COUNT_SELF, FLAG_TASK_BTF, FLAG_TIME},
+    config::{FLAG_COUNT_HOST, FLAG_COUNT_SELF, FLAG_HISTOGRAM, FLAG_TASK_BTF, FLAG_TIME},
+    histogram::{self, LatencyBuckets},
     metrics::{MetricKey, MetricValue, errno_of},
     pidns::PidNsSeen,
     stats::Stat,
@@ -51,24 +53,63 @@ fn try_sys_exit(ctx: &RawTracePointContext) {
         nr,
         errno: errno_of(ret),
     };
-    let time_ns = if flags & FLAG_TIME != 0 {
+    let timed = if flags & FLAG_TIME != 0 {
         elapsed(pid_tgid, nr)
     } else {
-        0
+        None
     };
-    if add(&key, time_ns) {
+    record(&key, timed.unwrap_or(0), pid_tgid);
+    if flags & FLAG_HISTOGRAM != 0
+        && let Some(time_ns) = timed
+    {
+        observe(&key, time_ns);
+    }
+}
+
+/// Adds one call of `time_ns` to the metrics map, creating the key (and remembering who made
+/// it) on its first call.
+#[inline(always)]
+fn record(key: &MetricKey, time_ns: u64, pid_tgid: u64) {
+    if add(key, time_ns) {
         return;
     }
     let value = MetricValue { count: 1, time_ns };
     if maps::SWOLL_METRICS.insert(key, value, BPF_NOEXIST).is_ok() {
-        remember(pid_ns, pid_tgid);
+        remember(key.pid_ns, pid_tgid);
         return;
     }
     // Another CPU created the key between our lookup and insert: our slot of it is zero now.
-    if !add(&key, time_ns) {
+    if !add(key, time_ns) {
         maps::count(Stat::MetricsUpdateFailed);
     }
 }
+
+/// Adds one call of `time_ns` to this CPU's latency histogram of `key`. Only timed calls are
+/// observed: a call whose start was not seen has no latency to place.
+#[inline(always)]
+fn observe(key: &MetricKey, time_ns: u64) {
+    let mut buckets = maps::SWOLL_HISTOGRAM.get_ptr_mut(key);
+    if buckets.is_none() {
+        // A new key starts empty, inserted from a static (by reference: by value it would be
+        // copied to the 512-byte stack). An insert that finds the key made by another CPU in
+        // between fails, and the lookup finds theirs.
+        let empty: &'static LatencyBuckets = &EMPTY;
+        let _ = maps::SWOLL_HISTOGRAM.insert(key, empty, BPF_NOEXIST);
+        buckets = maps::SWOLL_HISTOGRAM.get_ptr_mut(key);
+    }
+    let Some(buckets) = buckets else {
+        return maps::count(Stat::HistogramUpdateFailed);
+    };
+    // The mask is already in `bucket`; repeated here so the verifier sees the bound at the
+    // access whatever the compiler made of it.
+    let i = histogram::bucket(time_ns) & (histogram::BUCKETS - 1);
+    // SAFETY: this CPU's slot of a per-CPU value; programs run with migration disabled, so no
+    // other program writes it concurrently. `i` is in bounds.
+    unsafe { (*buckets).buckets[i] += 1 };
+}
+
+/// What a new histogram key is inserted with.
+static EMPTY: LatencyBuckets = LatencyBuckets::ZERO;
 
 /// Records who was seen in `pid_ns` (on the rare path of a new metrics key), so userspace can
 /// resolve the namespace even after every process in it has exited.
@@ -87,9 +128,10 @@ fn remember(pid_ns: u32, pid_tgid: u64) {
     }
 }
 
-/// Nanoseconds since this task entered syscall `nr`, or 0 (counted) when its start is unknown.
+/// Nanoseconds since this task entered syscall `nr`, or `None` (counted) when its start is
+/// unknown.
 #[inline(always)]
-fn elapsed(pid_tgid: u64, nr: u32) -> u64 {
+fn elapsed(pid_tgid: u64, nr: u32) -> Option<u64> {
     if let Some(entry) = maps::SWOLL_START.get_ptr_mut(pid_tgid) {
         // SAFETY: a pointer to a live map value that only this task writes; `SyscallStart` is
         // plain data.
@@ -100,11 +142,11 @@ fn elapsed(pid_tgid: u64, nr: u32) -> u64 {
             // SAFETY: as above.
             unsafe { (*entry).ts = 0 };
             // SAFETY: a helper with no arguments and no preconditions.
-            return unsafe { bpf_ktime_get_ns() }.saturating_sub(start.ts);
+            return Some(unsafe { bpf_ktime_get_ns() }.saturating_sub(start.ts));
         }
     }
     maps::count(Stat::StartMissing);
-    0
+    None
 }
 
 /// Adds one call to this CPU's value of `key`; false if the key is not in the map.

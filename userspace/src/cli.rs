@@ -147,6 +147,9 @@ pub struct SelftestArgs {
     /// The kernel's BTF.
     #[arg(long, env = "SWOLL_BTF", default_value = btf::VMLINUX)]
     pub btf: PathBuf,
+    /// The node whose pods the API server check lists (with Kubernetes configured).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
 }
 
 impl SelftestArgs {
@@ -156,6 +159,7 @@ impl SelftestArgs {
             btf: self.btf,
             proc_root: self.proc_root,
             calls: 1000,
+            node_name: self.node_name.filter(|n| !n.is_empty()),
         }
     }
 }
@@ -238,6 +242,11 @@ pub struct ServeArgs {
     /// Count only, do not time: `sys_enter` does nothing, the cheapest mode.
     #[arg(long, env = "SWOLL_NO_TIME")]
     pub no_time: bool,
+    /// Also keep a latency histogram per key in the kernel (log2 buckets of ns) and export
+    /// swoll_node_metrics_syscall_duration_seconds. Costs every syscall a second map lookup and
+    /// a map of --map-size × CPUs × 256 bytes.
+    #[arg(long, env = "SWOLL_HISTOGRAM", conflicts_with = "no_time")]
+    pub histogram: bool,
     /// The host's procfs (`/host/proc` in the DaemonSet).
     #[arg(long, env = "SWOLL_PROC_ROOT", default_value = "/proc")]
     pub proc_root: PathBuf,
@@ -307,6 +316,7 @@ impl ServeArgs {
         load.count_host = !self.no_host;
         load.count_self = self.count_self;
         load.time = !self.no_time;
+        load.histogram = self.histogram;
         load.btf_path = self.btf;
         Ok(ServeOptions {
             listen: self.listen,
@@ -384,7 +394,13 @@ mod tests {
         assert_eq!(args.listen, "127.0.0.1:9095".parse().expect("addr"));
         assert_eq!(args.interval, Duration::from_secs(5));
         assert_eq!(args.map_size, 65_536);
-        assert!(!args.no_host && !args.no_time && !args.count_self);
+        assert!(!args.no_host && !args.no_time && !args.count_self && !args.histogram);
+    }
+
+    #[test]
+    fn histograms_need_timing() {
+        assert!(Cli::try_parse_from(["swoll", "serve", "--histogram"]).is_ok());
+        assert!(Cli::try_parse_from(["swoll", "serve", "--histogram", "--no-time"]).is_err());
     }
 
     #[test]

@@ -12,7 +12,11 @@ use aya::{
     programs::RawTracePoint,
 };
 use swoll_maps_schema::{
-    config::{self, FLAG_COUNT_HOST, FLAG_COUNT_SELF, FLAG_TASK_BTF, FLAG_TIME, ProbeConfig},
+    config::{
+        self, FLAG_COUNT_HOST, FLAG_COUNT_SELF, FLAG_HISTOGRAM, FLAG_TASK_BTF, FLAG_TIME,
+        ProbeConfig,
+    },
+    histogram::{self, LatencyBuckets},
     metrics::{self, MetricKey, MetricValue},
     pidns::{self, PidNsSeen},
     programs, start, stats,
@@ -38,6 +42,9 @@ pub struct LoadOptions {
     pub count_self: bool,
     /// Time syscalls (the `sys_enter` hook); off means counts only.
     pub time: bool,
+    /// Keep a latency histogram per key (`--histogram`; needs `time`). Off by default: it
+    /// costs every syscall a second map lookup, and its map `map_size × CPUs × 256` bytes.
+    pub histogram: bool,
     /// Inode of the pid namespace treated as the host's.
     pub host_pid_ns: u32,
     /// Process id of the agent, excluded unless `count_self`.
@@ -54,6 +61,7 @@ impl LoadOptions {
             count_host: true,
             count_self: false,
             time: true,
+            histogram: false,
             host_pid_ns,
             self_tgid: std::process::id(),
             btf_path: PathBuf::from(btf::VMLINUX),
@@ -184,12 +192,15 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
     }
     raise_memlock_limit();
     let offsets = btf::kernel_offsets(&Btf::from_file(&opts.btf_path)?)?;
+    // Only timed calls have a latency to place.
+    let histogram = opts.histogram && opts.time;
     let mut flags = 0;
     for (on, flag) in [
         (opts.count_host, FLAG_COUNT_HOST),
         (opts.count_self, FLAG_COUNT_SELF),
         (opts.time, FLAG_TIME),
         (has_task_btf(), FLAG_TASK_BTF),
+        (histogram, FLAG_HISTOGRAM),
     ] {
         if on {
             flags |= flag;
@@ -205,6 +216,14 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
     let mut ebpf = EbpfLoader::new()
         .override_global(config::GLOBAL, &probe_config, true)
         .map_max_entries(metrics::MAP, opts.map_size)
+        .map_max_entries(
+            histogram::MAP,
+            if histogram {
+                opts.map_size
+            } else {
+                unused_map_entries()
+            },
+        )
         .map_max_entries(start::MAP, start::DEFAULT_ENTRIES)
         // The trace maps belong to `load_trace`'s load: the least the kernel accepts here.
         .map_max_entries(trace::RULES_MAP, 1)
@@ -221,9 +240,20 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         take_map(&mut ebpf, metrics::MAP)?;
     let stats_map: PerCpuArray<MapData, u64> = take_map(&mut ebpf, stats::MAP)?;
     let pidns_map: HashMap<MapData, u32, PidNsSeen> = take_map(&mut ebpf, pidns::MAP)?;
+    let histogram_map: Option<PerCpuHashMap<MapData, MetricKey, LatencyBuckets>> = if histogram {
+        Some(take_map(&mut ebpf, histogram::MAP)?)
+    } else {
+        None
+    };
     Ok(Probes {
         ebpf,
-        maps: Maps::new(metrics_map, stats_map, pidns_map, opts.map_size),
+        maps: Maps::new(
+            metrics_map,
+            histogram_map,
+            stats_map,
+            pidns_map,
+            opts.map_size,
+        ),
     })
 }
 
@@ -317,6 +347,7 @@ pub fn load_trace(
         .override_global(config::GLOBAL, &probe_config, true)
         .override_global(trace::GLOBAL, &trace_config, true)
         .map_max_entries(metrics::MAP, unused_map_entries())
+        .map_max_entries(histogram::MAP, unused_map_entries())
         .map_max_entries(start::MAP, unused_map_entries())
         .map_max_entries(pidns::MAP, unused_map_entries())
         .map_max_entries(trace::EVENTS_MAP, ring_bytes)

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use swoll_maps_schema::{
+    histogram::LatencyBuckets,
     metrics::{MetricKey, MetricValue},
     pidns::PidNsSeen,
     stats::{self, Stat},
@@ -15,6 +16,8 @@ use swoll_maps_schema::{
 /// The probes' maps that userspace reads.
 pub struct Maps {
     metrics: PerCpuHashMap<MapData, MetricKey, MetricValue>,
+    /// The latency histograms, when the probes keep them (`--histogram`).
+    histogram: Option<PerCpuHashMap<MapData, MetricKey, LatencyBuckets>>,
     stats: PerCpuArray<MapData, u64>,
     pidns: BpfHashMap<MapData, u32, PidNsSeen>,
     capacity: u32,
@@ -33,6 +36,9 @@ impl std::fmt::Debug for Maps {
 pub struct Snapshot {
     /// Every key in the metrics map with its value summed over CPUs.
     pub rows: HashMap<MetricKey, MetricValue>,
+    /// Every key in the histogram map with its buckets summed over CPUs; `None` when the probes
+    /// keep no histograms.
+    pub histograms: Option<HashMap<MetricKey, LatencyBuckets>>,
     /// The probes' stats slots summed over CPUs, indexed by [`Stat`].
     pub stats: [u64; stats::ENTRIES as usize],
     /// Entries the metrics map can hold.
@@ -49,15 +55,18 @@ impl Snapshot {
 }
 
 impl Maps {
-    /// Wraps the maps of a loaded object; `capacity` is the metrics map's size.
+    /// Wraps the maps of a loaded object; `capacity` is the size of the metrics map (and of the
+    /// histogram map, when there is one).
     pub(crate) fn new(
         metrics: PerCpuHashMap<MapData, MetricKey, MetricValue>,
+        histogram: Option<PerCpuHashMap<MapData, MetricKey, LatencyBuckets>>,
         stats: PerCpuArray<MapData, u64>,
         pidns: BpfHashMap<MapData, u32, PidNsSeen>,
         capacity: u32,
     ) -> Self {
         Self {
             metrics,
+            histogram,
             stats,
             pidns,
             capacity,
@@ -92,11 +101,19 @@ impl Maps {
     pub fn forget_pid_ns(&mut self, pid_ns: u32, keys: impl IntoIterator<Item = MetricKey>) -> u64 {
         let mut errors = 0;
         for key in keys.into_iter().filter(|k| k.pid_ns == pid_ns) {
-            match self.metrics.remove(&key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(err) => {
-                    errors += 1;
-                    tracing::debug!(error = %err, ?key, "deleting a metrics key");
+            let removed = [
+                Some(("metrics", self.metrics.remove(&key))),
+                self.histogram
+                    .as_mut()
+                    .map(|h| ("histogram", h.remove(&key))),
+            ];
+            for (map, result) in removed.into_iter().flatten() {
+                match result {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(err) => {
+                        errors += 1;
+                        tracing::debug!(error = %err, ?key, map, "deleting a key");
+                    }
                 }
             }
         }
@@ -110,10 +127,11 @@ impl Maps {
         errors
     }
 
-    /// Reads both maps.
+    /// Reads the metrics, histogram and stats maps.
     pub fn read(&self) -> Snapshot {
         let mut snapshot = Snapshot {
             capacity: self.capacity,
+            histograms: self.histogram.as_ref().map(|_| HashMap::new()),
             ..Snapshot::default()
         };
         // A walk over a map that is changing may restart from the first key when the key it
@@ -129,6 +147,20 @@ impl Maps {
                 Err(err) => {
                     snapshot.read_errors += 1;
                     tracing::debug!(error = %err, "reading a metrics key");
+                }
+            }
+        }
+        if let (Some(map), Some(histograms)) = (&self.histogram, &mut snapshot.histograms) {
+            for item in map.iter().take(bound) {
+                match item {
+                    Ok((key, per_cpu)) => {
+                        histograms.insert(key, sum_buckets(per_cpu.iter()));
+                    }
+                    Err(MapError::KeyNotFound) => {}
+                    Err(err) => {
+                        snapshot.read_errors += 1;
+                        tracing::debug!(error = %err, "reading a histogram key");
+                    }
                 }
             }
         }
@@ -163,9 +195,36 @@ pub fn sum<'a>(values: impl IntoIterator<Item = &'a MetricValue>) -> MetricValue
         })
 }
 
+/// Sums per-CPU histograms bucket by bucket, wrapping like [`sum`].
+pub fn sum_buckets<'a>(values: impl IntoIterator<Item = &'a LatencyBuckets>) -> LatencyBuckets {
+    values.into_iter().fold(LatencyBuckets::ZERO, |mut acc, v| {
+        for (a, b) in acc.buckets.iter_mut().zip(v.buckets) {
+            *a = a.wrapping_add(b);
+        }
+        acc
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use swoll_maps_schema::histogram::BUCKETS;
+
     use super::*;
+
+    #[test]
+    fn sums_every_cpus_buckets() {
+        let mut one = LatencyBuckets::ZERO;
+        one.buckets[0] = 1;
+        one.buckets[BUCKETS - 1] = 2;
+        let mut other = LatencyBuckets::ZERO;
+        other.buckets[0] = 3;
+        other.buckets[22] = u64::MAX;
+        let total = sum_buckets(&[one, other, one]);
+        assert_eq!(total.buckets[0], 5);
+        assert_eq!(total.buckets[22], u64::MAX);
+        assert_eq!(total.buckets[BUCKETS - 1], 4);
+        assert_eq!(sum_buckets(&[]), LatencyBuckets::ZERO);
+    }
 
     #[test]
     fn sums_every_cpu() {

@@ -3,13 +3,16 @@
 //! The two syscall families keep swoll's exact names and labels, because users' queries and
 //! dashboards depend on them: `swoll_node_metrics_syscall_count` and
 //! `swoll_node_metrics_syscall_time` (nanoseconds), counters labelled `syscall, err, class,
-//! group, namespace, pod, container, kns`. They are rendered to text once per map read (every
-//! `--interval`), so a scrape costs a copy however many series there are. The agent's own
-//! metrics (`swoll_*`) live in a `prometheus` registry and are encoded at scrape time.
+//! group, namespace, pod, container, kns`. With `--histogram` a third family,
+//! `swoll_node_metrics_syscall_duration_seconds`, is a Prometheus histogram with the same labels.
+//! They are rendered to text once per map read (every `--interval`), so a scrape costs a copy
+//! however many series there are. The agent's own metrics (`swoll_*`) live in a `prometheus`
+//! registry and are encoded at scrape time.
 use std::{collections::HashMap, fmt::Write as _};
 
 use prometheus::{Encoder as _, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use swoll_maps_schema::{
+    histogram::{self, LatencyBuckets},
     metrics::{self, MetricKey, MetricValue},
     stats::Stat,
 };
@@ -20,6 +23,13 @@ use crate::{errno, maps::Snapshot, syscalls};
 pub const SYSCALL_COUNT: &str = "swoll_node_metrics_syscall_count";
 /// Name of the call-time family (nanoseconds).
 pub const SYSCALL_TIME: &str = "swoll_node_metrics_syscall_time";
+/// Name of the latency histogram family (`--histogram`).
+pub const SYSCALL_DURATION: &str = "swoll_node_metrics_syscall_duration_seconds";
+
+/// HELP of [`SYSCALL_DURATION`]: the bucket bounds, since they are fixed by the kernel side.
+const SYSCALL_DURATION_HELP: &str = "Latency of system calls, timed in the kernel from sys_enter \
+    to sys_exit, in log2 buckets: le is 2^k ns for k = 1..31 (0.000000002 s to 2.147483648 s), \
+    then +Inf. Calls whose start was not seen (start_missing) are not observed.";
 
 /// The Kubernetes identity of a pid namespace: empty strings for host processes and for
 /// namespaces not (yet) resolved.
@@ -159,6 +169,17 @@ pub struct Renderer {
     max_series: usize,
     /// Exported series (their label strings) and the pid namespace each came from.
     admitted: HashMap<String, u32>,
+    /// The `le` label values of the finite histogram buckets, formatted once.
+    le: Vec<String>,
+}
+
+/// The totals of one exported series.
+#[derive(Default)]
+struct Series {
+    value: MetricValue,
+    /// The summed histograms of the series' keys, if any of them has one; `time_ns` is the
+    /// histogram's sum, over those keys only.
+    histogram: Option<(LatencyBuckets, u64)>,
 }
 
 /// One rendering of the syscall families.
@@ -183,6 +204,10 @@ impl Renderer {
                 .collect(),
             max_series,
             admitted: HashMap::new(),
+            le: (0..histogram::BUCKETS)
+                .map_while(histogram::upper_bound_ns)
+                .map(le_seconds)
+                .collect(),
         }
     }
 
@@ -197,7 +222,7 @@ impl Renderer {
         // Older keys first is not knowable; a stable order (by key) makes admission
         // deterministic for a given snapshot.
         rows.sort_unstable_by_key(|(k, _)| **k);
-        let mut series: HashMap<String, MetricValue> = HashMap::with_capacity(rows.len());
+        let mut series: HashMap<String, Series> = HashMap::with_capacity(rows.len());
         let mut folded = 0;
         let mut workloads: HashMap<u32, Workload> = HashMap::new();
         for (key, value) in rows {
@@ -215,12 +240,24 @@ impl Renderer {
                 }
             }
             let entry = series.entry(labels).or_default();
-            entry.count = entry.count.wrapping_add(value.count);
-            entry.time_ns = entry.time_ns.wrapping_add(value.time_ns);
+            entry.value.count = entry.value.count.wrapping_add(value.count);
+            entry.value.time_ns = entry.value.time_ns.wrapping_add(value.time_ns);
+            if let Some(buckets) = snapshot.histograms.as_ref().and_then(|h| h.get(key)) {
+                let (sum, time_ns) = entry.histogram.get_or_insert_default();
+                for (s, b) in sum.buckets.iter_mut().zip(buckets.buckets) {
+                    *s = s.wrapping_add(b);
+                }
+                *time_ns = time_ns.wrapping_add(value.time_ns);
+            }
         }
         let mut sorted: Vec<_> = series.into_iter().collect();
         sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut text = String::with_capacity(sorted.len() * 2 * 200 + 512);
+        let lines_per_series = if snapshot.histograms.is_some() {
+            2 + histogram::BUCKETS + 2
+        } else {
+            2
+        };
+        let mut text = String::with_capacity(sorted.len() * lines_per_series * 200 + 1024);
         for (family, help, pick) in [
             (
                 SYSCALL_COUNT,
@@ -235,14 +272,46 @@ impl Renderer {
         ] {
             let _ = writeln!(text, "# HELP {family} {help}");
             let _ = writeln!(text, "# TYPE {family} counter");
-            for (labels, value) in &sorted {
-                let _ = writeln!(text, "{family}{{{labels}}} {}", pick(value));
+            for (labels, series) in &sorted {
+                let _ = writeln!(text, "{family}{{{labels}}} {}", pick(&series.value));
             }
+        }
+        if snapshot.histograms.is_some() {
+            self.render_histograms(&sorted, &mut text);
         }
         Rendered {
             text,
             series: sorted.len(),
             folded,
+        }
+    }
+
+    /// The histogram family: per series with a histogram, cumulative `_bucket`s (the last one
+    /// `+Inf`), `_sum` in seconds and `_count`, which is the `+Inf` bucket.
+    fn render_histograms(&self, sorted: &[(String, Series)], text: &mut String) {
+        let _ = writeln!(text, "# HELP {SYSCALL_DURATION} {SYSCALL_DURATION_HELP}");
+        let _ = writeln!(text, "# TYPE {SYSCALL_DURATION} histogram");
+        for (labels, series) in sorted {
+            let Some((buckets, time_ns)) = &series.histogram else {
+                continue;
+            };
+            let sep = if labels.is_empty() { "" } else { "," };
+            let mut cumulative = 0_u64;
+            for (i, n) in buckets.buckets.iter().enumerate() {
+                cumulative = cumulative.wrapping_add(*n);
+                let le = self.le.get(i).map_or("+Inf", String::as_str);
+                let _ = writeln!(
+                    text,
+                    "{SYSCALL_DURATION}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
+                );
+            }
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "seconds as a float, by definition"
+            )]
+            let seconds = *time_ns as f64 / 1e9;
+            let _ = writeln!(text, "{SYSCALL_DURATION}_sum{{{labels}}} {seconds}");
+            let _ = writeln!(text, "{SYSCALL_DURATION}_count{{{labels}}} {cumulative}");
         }
     }
 
@@ -274,6 +343,18 @@ impl Renderer {
         }
         s
     }
+}
+
+/// A bucket bound of `ns` nanoseconds as an `le` value in seconds: Rust's shortest decimal
+/// that reads back as the same `f64` (`0.000000002`, `2.147483648`), as the `prometheus` crate
+/// formats its own `le` bounds, so the label values never change between releases.
+fn le_seconds(ns: u64) -> String {
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "powers of two up to 2^31 are exact"
+    )]
+    let seconds = ns as f64 / 1e9;
+    seconds.to_string()
 }
 
 /// Escapes a label value for the text format: backslash, double quote and newline.
@@ -422,6 +503,15 @@ impl SelfMetrics {
         self.map_capacity
             .with_label_values(&[metrics::MAP])
             .set(i64::from(snapshot.capacity));
+        if let Some(histograms) = &snapshot.histograms {
+            let entries = i64::try_from(histograms.len()).unwrap_or(i64::MAX);
+            self.map_entries
+                .with_label_values(&[histogram::MAP])
+                .set(entries);
+            self.map_capacity
+                .with_label_values(&[histogram::MAP])
+                .set(i64::from(snapshot.capacity));
+        }
         self.map_read_errors.inc_by(snapshot.read_errors);
         for stat in Stat::ERRORS {
             let counter = self.probe_errors.with_label_values(&[stat.label()]);
@@ -598,6 +688,110 @@ mod tests {
         assert_eq!(text.matches("swoll_node_metrics_syscall_count{").count(), 2);
     }
 
+    /// One key of a test snapshot with a histogram: (pid_ns, nr, errno, time_ns,
+    /// [(bucket, calls)]), the count being the calls.
+    type HistogramRow<'a> = (u32, u32, u32, u64, &'a [(usize, u64)]);
+
+    fn with_histograms(rows: &[HistogramRow<'_>]) -> Snapshot {
+        let mut s = snapshot(&[]);
+        let mut histograms = HashMap::new();
+        for &(pid_ns, nr, errno, time_ns, buckets) in rows {
+            let key = MetricKey { pid_ns, nr, errno };
+            let mut h = LatencyBuckets::ZERO;
+            for &(i, n) in buckets {
+                h.buckets[i] = n;
+            }
+            let count = h.buckets.iter().sum();
+            s.rows.insert(key, MetricValue { count, time_ns });
+            histograms.insert(key, h);
+        }
+        s.histograms = Some(histograms);
+        s
+    }
+
+    #[test]
+    fn histograms_render_cumulative_buckets_sum_and_count() {
+        let nr = syscalls::number(syscalls::Arch::NATIVE, "nanosleep").expect("nanosleep");
+        let five_ms = histogram::bucket(5_000_000);
+        let s = with_histograms(&[(9, nr, 0, 100_300_000, &[(0, 1), (five_ms, 19)])]);
+        let text = render(&s);
+        let labels = "syscall=\"sys_nanosleep\",err=\"OK\",class=\"Time\",group=\"MiscellaneousTime\",\
+                      namespace=\"\",pod=\"\",container=\"\",kns=\"9\"";
+        let family = SYSCALL_DURATION;
+        for want in [
+            format!("# TYPE {family} histogram\n"),
+            format!("{family}_bucket{{{labels},le=\"0.000000002\"}} 1\n"),
+            format!("{family}_bucket{{{labels},le=\"0.000004096\"}} 1\n"),
+            format!("{family}_bucket{{{labels},le=\"0.004194304\"}} 1\n"),
+            format!("{family}_bucket{{{labels},le=\"0.008388608\"}} 20\n"),
+            format!("{family}_bucket{{{labels},le=\"2.147483648\"}} 20\n"),
+            format!("{family}_bucket{{{labels},le=\"+Inf\"}} 20\n"),
+            format!("{family}_sum{{{labels}}} 0.1003\n"),
+            format!("{family}_count{{{labels}}} 20\n"),
+        ] {
+            assert!(text.contains(&want), "{want} in\n{text}");
+        }
+        assert_eq!(
+            text.matches(&format!("{family}_bucket{{")).count(),
+            histogram::BUCKETS
+        );
+        // Without histograms in the snapshot the family is not rendered at all.
+        assert!(!render(&snapshot(&[(9, nr, 0, 1, 1)])).contains(family));
+    }
+
+    #[test]
+    fn histograms_follow_the_labels_and_the_budget() {
+        // Two namespaces of one workload merge when kns is dropped: buckets, sum and count add.
+        let s = with_histograms(&[
+            (1, 0, 0, 2_000, &[(3, 2)]),
+            (2, 0, 0, 3_000, &[(3, 1), (9, 1)]),
+        ]);
+        let out =
+            Renderer::new(&[Label::Syscall, Label::Err], 0).render(&s, |_| Workload::default());
+        let family = SYSCALL_DURATION;
+        let labels = "syscall=\"sys_read\",err=\"OK\"";
+        assert!(
+            out.text.contains(&format!(
+                "{family}_bucket{{{labels},le=\"0.000000016\"}} 3\n"
+            )),
+            "{}",
+            out.text
+        );
+        assert!(
+            out.text
+                .contains(&format!("{family}_bucket{{{labels},le=\"+Inf\"}} 4\n")),
+            "{}",
+            out.text
+        );
+        assert!(
+            out.text
+                .contains(&format!("{family}_sum{{{labels}}} 0.000005\n")),
+            "{}",
+            out.text
+        );
+        // No labels at all: `le` alone.
+        let out = Renderer::new(&[], 0).render(&s, |_| Workload::default());
+        assert!(
+            out.text
+                .contains(&format!("{family}_bucket{{le=\"+Inf\"}} 4\n")),
+            "{}",
+            out.text
+        );
+        assert!(
+            out.text.contains(&format!("{family}_count{{}} 4\n")),
+            "{}",
+            out.text
+        );
+        // Over budget, a key's histogram folds into its workload's syscall="other" series.
+        let out = Renderer::new(&Label::ALL, 1).render(&s, |_| Workload::default());
+        assert_eq!(out.folded, 1);
+        assert!(
+            out.text.contains(&format!("{family}_count{{syscall=\"other\",err=\"other\",class=\"other\",group=\"other\",namespace=\"\",pod=\"\",container=\"\",kns=\"2\"}} 2\n")),
+            "{}",
+            out.text
+        );
+    }
+
     #[test]
     fn label_values_are_escaped() {
         let mut out = String::new();
@@ -626,7 +820,10 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("swoll_build_info{abi=\"1\",version=\""),
+            text.contains(&format!(
+                "swoll_build_info{{abi=\"{}\",version=\"",
+                swoll_maps_schema::ABI_VERSION
+            )),
             "{text}"
         );
     }

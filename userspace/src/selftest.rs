@@ -60,6 +60,8 @@ pub struct SelftestOptions {
     pub proc_root: std::path::PathBuf,
     /// Calls the probe check makes and expects to see counted.
     pub calls: u64,
+    /// The node whose pods the API check lists (`NODE_NAME`).
+    pub node_name: Option<String>,
 }
 
 /// Runs every check, in order; the probe check only if the ones it needs passed.
@@ -73,8 +75,84 @@ pub fn run(opts: &SelftestOptions) -> Vec<Check> {
     ];
     if checks.iter().take(3).all(|c| c.outcome != Outcome::Fail) {
         checks.push(probes(opts));
+        checks.push(trace_probes(opts));
     }
+    checks.push(apiserver(opts.node_name.as_deref()));
     checks
+}
+
+/// Trace mode's programs load here (they are loaded only while a trace runs, so a kernel that
+/// refuses them would otherwise show only when the first trace starts).
+fn trace_probes(opts: &SelftestOptions) -> Check {
+    let ring = swoll_maps_schema::trace::DEFAULT_RING_BYTES;
+    match loader::load_trace(&opts.btf, std::process::id(), ring) {
+        Ok(_) => check(
+            "trace",
+            Outcome::Pass,
+            "trace programs load and attach".into(),
+            None,
+        ),
+        Err(err) => check(
+            "trace",
+            Outcome::Warn,
+            format!("trace mode unavailable: {}", crate::error_chain(&err)),
+            Some("metrics work without it; the error names what the kernel refused"),
+        ),
+    }
+}
+
+/// With Kubernetes configured (KUBECONFIG or in a pod), the API server answers and lets the
+/// agent list this node's pods; without it, local mode needs no API server.
+fn apiserver(node: Option<&str>) -> Check {
+    let configured = std::env::var_os("KUBECONFIG").is_some()
+        || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    if !configured {
+        return check(
+            "apiserver",
+            Outcome::Pass,
+            "no Kubernetes configured: local mode (containers labelled by id)".into(),
+            None,
+        );
+    }
+    let fix = Some(
+        "check KUBECONFIG or the pod's service account, and the ClusterRole (pods get/list/watch)",
+    );
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return check("apiserver", Outcome::Fail, err.to_string(), fix),
+    };
+    let answer = runtime.block_on(async {
+        let client = crate::serve::kube_client()
+            .await
+            .map_err(|e| crate::error_chain(&e))?;
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::all(client);
+        let mut params = kube::api::ListParams::default().limit(1);
+        if let Some(node) = node {
+            params = params.fields(&format!("spec.nodeName={node}"));
+        }
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            pods.list_metadata(&params),
+        )
+        .await
+        .map_err(|_| "no answer in 10 s".to_owned())?
+        .map_err(|e| crate::error_chain(&e))
+    });
+    match answer {
+        Ok(_) => check(
+            "apiserver",
+            Outcome::Pass,
+            format!(
+                "answers; pods of {} can be listed",
+                node.unwrap_or("every node")
+            ),
+            None,
+        ),
+        Err(err) => check("apiserver", Outcome::Fail, err, fix),
+    }
 }
 
 fn check(name: &'static str, outcome: Outcome, detail: String, fix: Option<&'static str>) -> Check {

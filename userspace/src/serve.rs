@@ -94,6 +94,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         map_size = opts.load.map_size,
         host = opts.load.count_host,
         time = opts.load.time,
+        histogram = opts.load.histogram,
         "probes attached to raw_syscalls sys_enter/sys_exit"
     );
     let exposition = Arc::new(Exposition::new(SelfMetrics::new()?));
