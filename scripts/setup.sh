@@ -8,7 +8,7 @@
 #                               and echarts for the /metrics/charts page
 #   scripts/setup.sh --test     plus what the test suite runs against (prometheus, bpftool,
 #                               QEMU and virtme-ng for the other kernels, Chromium and
-#                               playwright-core for the charts page)
+#                               playwright-core for the charts page, cargo-fuzz)
 #   scripts/setup.sh --bench    plus the benchmark's peers (bpftrace, bcc, clang, libbpf)
 set -euo pipefail
 
@@ -92,6 +92,11 @@ fi
 
 if ((want_test)); then
 	apt_install prometheus bpftool python3-venv tmux
+	# scripts/fuzz.sh builds and runs fuzz/ with cargo-fuzz (on the nightly installed above).
+	if ! cargo fuzz --version >/dev/null 2>&1; then
+		log "cargo install cargo-fuzz (about 30 s)"
+		cargo install cargo-fuzz --locked
+	fi
 	"$(dirname "$0")/setup-vm.sh"
 	# Helm's own template engine (Helm's Go SDK as a library, from PyPI: no helm binary can be
 	# had here), so tests compare the chart's rendering with deploy/kubernetes/.

@@ -193,6 +193,7 @@ fn start_traces(
     exposition: &Exposition,
 ) -> Result<Traces, ServeError> {
     let hub = Arc::new(TraceHub::new(&exposition.self_metrics)?);
+    let settings_listen = settings.listen;
     let errors = exposition.self_metrics.resolver_errors("apiserver");
     tokio::spawn(agent::watch_specs(
         client,
@@ -211,16 +212,23 @@ fn start_traces(
         ),
         "watching trace specs"
     );
+    // The streams are an extra: if their port is taken, metrics and the trace log on stdout go
+    // on, and the error says why GET /traces is not there.
     let listener = std::net::TcpListener::bind(settings.listen)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .and_then(tokio::net::TcpListener::from_std)
-        .map_err(|source| ServeError::Listen {
-            addr: settings.listen,
-            source,
-        })?;
-    tracing::info!(local = %settings.listen, "serving /traces/<name>");
+        .and_then(tokio::net::TcpListener::from_std);
     let router = http::trace_router(Arc::clone(&hub), settings.token.clone());
     let http = tokio::spawn(async move {
+        let listener = match listener {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::error!(addr = %settings_listen, error = %err, "cannot serve /traces/<name>; traces still go to stdout");
+                return;
+            }
+        };
+        if let Ok(local) = listener.local_addr() {
+            tracing::info!(%local, "serving /traces/<name>");
+        }
         if let Err(err) = axum::serve(listener, router).await {
             tracing::error!(error = %err, "the trace streams' listener failed");
         }

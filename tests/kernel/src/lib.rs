@@ -153,8 +153,16 @@ impl Agent {
         let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
         // stdout (trace events) is piped: a test reads it with `Agent::stdout`, and no agent
         // of a test without traces writes to it.
+        // Trace streams on a port of their own unless the test picks one: agents of tests
+        // that run side by side must not compete for the default.
+        let traces = if extra.contains(&"--traces-listen") {
+            &[][..]
+        } else {
+            &["--traces-listen", "127.0.0.1:0"][..]
+        };
         let child = Command::new(&bin)
             .args(["serve", "--listen", &addr.to_string()])
+            .args(traces)
             .args(extra)
             .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(std::process::Stdio::piped())

@@ -53,7 +53,11 @@ fn twenty_5ms_sleeps_fill_the_5ms_histogram_bucket() {
     // so nothing is below that bucket; on a busy machine one may end late, in a higher one.
     let five_ms = histogram::bucket(5_000_000);
     assert_eq!(five_ms, 22);
-    assert_eq!(buckets.buckets[..five_ms].iter().sum::<u64>(), 0, "{buckets:?}");
+    assert_eq!(
+        buckets.buckets[..five_ms].iter().sum::<u64>(),
+        0,
+        "{buckets:?}"
+    );
     assert!(buckets.buckets[five_ms] > 0, "{buckets:?}");
     assert_eq!(buckets.buckets.iter().sum::<u64>(), 20, "{buckets:?}");
 

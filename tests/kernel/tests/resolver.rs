@@ -60,8 +60,9 @@ fn cluster(
     let cgroup = PodCgroup::create(&uid, &container_id);
     let dir = TempDir::new("swoll-kube");
     let kubeconfig = api.kubeconfig(&dir.0);
+    // --histogram: the dashboard's latency heatmap reads the histograms.
     let agent = Agent::start_with_env(
-        &["--interval", interval, "--node-name", NODE],
+        &["--interval", interval, "--node-name", NODE, "--histogram"],
         &[("KUBECONFIG", kubeconfig.as_path())],
     )?;
     Some(Cluster {
