@@ -4,6 +4,7 @@
 #
 #   bench/trace.sh                    N=2000000 calls, ROUNDS=3
 #   N=500000 ROUNDS=1 bench/trace.sh
+#   RING_BYTES=65536 bench/trace.sh   a small ring: the loss accounting under overflow
 #
 # One line per round: calls made, events delivered, events reported lost (delivered + lost
 # must equal the calls), the workload's wall time, delivered events per second over that time,
@@ -16,6 +17,7 @@ cargo build --release --locked -q
 cargo build --release --locked -q -p swoll-kernel-tests --bin swoll-workload
 N=${N:-2000000}
 ROUNDS=${ROUNDS:-3}
+RING_BYTES=${RING_BYTES:-8388608}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 ticks=$(getconf CLK_TCK)
@@ -23,7 +25,7 @@ ticks=$(getconf CLK_TCK)
 printf '%-6s %10s %10s %8s %8s %12s %12s\n' round calls delivered lost wall_s events/s trace_cpu_s
 for ((r = 1; r <= ROUNDS; r++)); do
 	rm -f "$tmp/out" "$tmp/err"
-	target/release/swoll trace -s getppid --no-containers -o json >"$tmp/out" 2>"$tmp/err" &
+	target/release/swoll trace -s getppid --no-containers -o json --ring-bytes "$RING_BYTES" >"$tmp/out" 2>"$tmp/err" &
 	pid=$!
 	for _ in $(seq 100); do
 		grep -q tracing "$tmp/err" && break

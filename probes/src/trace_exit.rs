@@ -114,17 +114,21 @@ fn send(ctx: &RawTracePointContext, task: u64, entry: *const swoll_maps_schema::
     // reader keeps up) costs more than the rest of this program. The reader also polls with a
     // short timeout, so a lone event waits at most that long.
     let waiting = maps::SWOLL_TRACE_EVENTS.query(BPF_RB_AVAIL_DATA);
-    record.submit(if waiting >= WAKEUP_BYTES {
+    let size = maps::SWOLL_TRACE_EVENTS.query(BPF_RB_RING_SIZE);
+    record.submit(if waiting >= size / WAKEUP_FRACTION {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     });
 }
 
-/// Bytes waiting in the ring buffer that make the event's submit wake the reader.
-const WAKEUP_BYTES: u64 = 256 << 10;
-/// From `include/uapi/linux/bpf.h`: `bpf_ringbuf_query` flag and `bpf_ringbuf_submit` flags.
+/// An event's submit wakes the reader once this fraction of the ring (an eighth) is waiting:
+/// late enough to batch, early enough that a burst does not fill the rest before it reads.
+const WAKEUP_FRACTION: u64 = 8;
+/// From `include/uapi/linux/bpf.h`: `bpf_ringbuf_query` flags and `bpf_ringbuf_submit` flags.
 const BPF_RB_AVAIL_DATA: u64 = 0;
+/// See [`BPF_RB_AVAIL_DATA`].
+const BPF_RB_RING_SIZE: u64 = 1;
 /// See [`BPF_RB_AVAIL_DATA`].
 const BPF_RB_NO_WAKEUP: u64 = 1;
 /// See [`BPF_RB_AVAIL_DATA`].
