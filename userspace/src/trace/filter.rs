@@ -138,14 +138,6 @@ impl Filter {
         Ok(())
     }
 
-    /// The keys `slot` holds now.
-    pub fn keys(&self, slot: Slot) -> impl Iterator<Item = RuleKey> + '_ {
-        self.wants
-            .iter()
-            .filter(move |(_, slots)| slots.contains_key(&slot))
-            .map(|(k, _)| *k)
-    }
-
     /// The mask of the slots that want `key`.
     pub fn mask(&self, key: &RuleKey) -> u64 {
         self.wants
