@@ -1,7 +1,8 @@
 //! Traces from a ConfigMap: the agent watches the fake API server's ConfigMap of trace specs,
 //! traces the pods they select (a real pid namespace in a real kubepods cgroup), and writes
 //! the events to stdout and to `GET /traces/<name>`; a malformed key is reported and counted
-//! while the good ones run; a deleted ConfigMap ends every trace.
+//! while the good ones run; a deleted ConfigMap ends every trace. `swoll trace -n -l` selects
+//! pods through the same API server.
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     time::{Duration, Instant},
@@ -209,4 +210,112 @@ fn configmap_traces_select_pods_stream_and_stop() {
     let (code, _) = http_get(traces_addr, "/traces/pings").unwrap();
     assert_eq!(code, 404, "an ended trace has no stream");
     assert!(agent.stop().success());
+}
+
+#[test]
+fn swoll_trace_selects_pods_by_namespace_and_labels() {
+    let _serial = swoll_kernel_tests::exclusive();
+    let Some(bin) = swoll_kernel_tests::runnable_swoll() else {
+        return;
+    };
+    let container_id = fake_container_id(43);
+    let uid = fake_pod_uid(&container_id);
+    let api = FakeApiServer::start();
+    api.apply(pod(
+        "team-t",
+        "pinger-1",
+        &uid,
+        NODE,
+        &[("app", &format!("containerd://{container_id}"))],
+        &[("k8s-app", "demo")],
+        "Running",
+    ));
+    let cgroup = PodCgroup::create(&uid, &container_id);
+    let dir = TempDir::new("swoll-trace-pods");
+    let kubeconfig = api.kubeconfig(&dir.0);
+    let mut trace = std::process::Command::new(&bin)
+        .args([
+            "trace",
+            "-s",
+            "getppid",
+            "-n",
+            "team-t",
+            "-l",
+            "k8s-app=demo",
+        ])
+        .args(["-o", "json", "--node-name", NODE])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning swoll trace");
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = trace.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stderr = BufReader::new(trace.stderr.take().expect("piped stderr"));
+    let mut said = String::new();
+    while !said.contains("tracing") {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "swoll trace ended before it was ready:\n{said}"
+        );
+        said.push_str(&line);
+    }
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+
+    // The selected pod's container, and a namespace outside any pod: only the first is traced.
+    let dir_arg = cgroup.dir.to_string_lossy().into_owned();
+    let (mut pod_child, pod_ns) = swoll_kernel_tests::spawn_workload(
+        WORKLOAD,
+        &[
+            "--new-pidns",
+            "--cgroup",
+            &dir_arg,
+            "--hold",
+            "500",
+            "nanosleep-5ms",
+            "400",
+            "getppid",
+            "7",
+        ],
+    );
+    let (mut other_child, other_ns) = swoll_kernel_tests::spawn_workload(
+        WORKLOAD,
+        &[
+            "--new-pidns",
+            "--hold",
+            "500",
+            "nanosleep-5ms",
+            "400",
+            "getppid",
+            "7",
+        ],
+    );
+    assert!(pod_child.wait().unwrap().success());
+    assert!(other_child.wait().unwrap().success());
+    let events = collect(&lines, 7, 30, |v| v["pid_ns"] == pod_ns);
+    for ev in &events {
+        assert_eq!(ev["container"]["pod"], "pinger-1", "{ev}");
+        assert_eq!(ev["container"]["namespace"], "team-t", "{ev}");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(i32::try_from(trace.id()).unwrap(), libc::SIGINT) };
+    assert!(trace.wait().unwrap().success(), "swoll trace exit status");
+    let rest: Vec<Value> = lines
+        .try_iter()
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect();
+    assert!(
+        rest.iter()
+            .all(|v| v["pid_ns"] != other_ns && v["pid_ns"] != pod_ns),
+        "only the pod's 7 calls: {rest:#?}"
+    );
 }
