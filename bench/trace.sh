@@ -42,6 +42,6 @@ for ((r = 1; r <= ROUNDS; r++)); do
 	lost=$({ grep '"lost_total"' "$tmp/out" || true; } | tail -1 | sed 's/.*"lost_total":\([0-9]*\).*/\1/')
 	lost=${lost:-0}
 	awk -v r="$r" -v n="$N" -v d="$delivered" -v l="$lost" -v s="$start" -v e="$end" \
-		-v cpu=$(((utime + stime))) -v hz="$ticks" \
+		-v cpu=$((utime + stime)) -v hz="$ticks" \
 		'BEGIN { w = e - s; printf "%-6s %10d %10d %8d %8.2f %12.0f %12.2f\n", r, n, d, l, w, d / w, cpu / hz }'
 done
