@@ -79,19 +79,10 @@ fn slim(pod: &mut Pod) {
 impl KubePods {
     /// The pod that runs container `id`, if the cache has it.
     pub fn pod_of_container(&self, id: &str) -> Option<std::sync::Arc<Pod>> {
-        self.store.state().into_iter().find(|pod| {
-            pod.status.as_ref().is_some_and(|status| {
-                [
-                    &status.container_statuses,
-                    &status.init_container_statuses,
-                    &status.ephemeral_container_statuses,
-                ]
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|c| same_container(c, id))
-            })
-        })
+        self.store
+            .state()
+            .into_iter()
+            .find(|pod| statuses(pod).any(|c| same_container(c, id)))
     }
 
     /// Every pod in the cache.
@@ -103,17 +94,7 @@ impl KubePods {
 impl PodIndex for KubePods {
     fn container(&self, id: &str) -> Option<Workload> {
         self.store.state().iter().find_map(|pod| {
-            let status = pod.status.as_ref()?;
-            let all = [
-                &status.container_statuses,
-                &status.init_container_statuses,
-                &status.ephemeral_container_statuses,
-            ];
-            let found = all
-                .into_iter()
-                .flatten()
-                .flatten()
-                .find(|c| same_container(c, id))?;
+            let found = statuses(pod).find(|c| same_container(c, id))?;
             Some(Workload {
                 namespace: pod.namespace().unwrap_or_default(),
                 pod: pod.name_any(),
@@ -133,6 +114,28 @@ impl PodIndex for KubePods {
                 container: String::new(),
             })
     }
+}
+
+/// Every container status of `pod`: app, init and ephemeral containers.
+fn statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
+    pod.status.iter().flat_map(|status| {
+        [
+            &status.container_statuses,
+            &status.init_container_statuses,
+            &status.ephemeral_container_statuses,
+        ]
+        .into_iter()
+        .flatten()
+        .flatten()
+    })
+}
+
+/// The ids of `pod`'s containers, without the runtime prefix (`containerd://`): what their
+/// cgroups name them.
+pub fn container_ids(pod: &Pod) -> impl Iterator<Item = &str> {
+    statuses(pod)
+        .filter_map(|c| c.container_id.as_deref())
+        .map(|cid| cid.split_once("://").map_or(cid, |(_, rest)| rest))
 }
 
 /// True if kubelet's `containerID` (`<runtime>://<id>`) names container `id`.

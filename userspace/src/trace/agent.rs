@@ -17,7 +17,7 @@ use std::{
 };
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
     Api, Client,
     runtime::{WatchStreamExt as _, watcher},
@@ -36,7 +36,11 @@ use super::{
 use crate::{
     loader::{self, TraceProbes},
     metrics::SelfMetrics,
-    resolver::{PodIndex, pods::KubePods, procfs::Procfs},
+    resolver::{
+        PodIndex,
+        pods::{self, KubePods},
+        procfs::Procfs,
+    },
 };
 
 /// Lines a stream subscriber may fall behind before it loses some (and is told how many).
@@ -419,15 +423,15 @@ impl Tracer {
             let Some(slot) = run.slot else { continue };
             let mut wanted = BTreeSet::new();
             for pod in pods.iter().filter(|p| run.trace.selector.matches(p)) {
-                for id in container_ids(pod) {
-                    if let Some(&ns) = by_container.get(&id) {
+                for id in pods::container_ids(pod) {
+                    if let Some(&ns) = by_container.get(id) {
                         wanted.insert(ns);
                         let workload = self
                             .pods
                             .as_ref()
-                            .and_then(|p| p.container(&id))
+                            .and_then(|p| p.container(id))
                             .unwrap_or_default();
-                        self.containers.insert(ns, Container::new(&id, workload));
+                        self.containers.insert(ns, Container::new(id, workload));
                     }
                 }
             }
@@ -535,22 +539,4 @@ fn deliver(
         }
         metrics.events.with_label_values(&[*name]).inc();
     }
-}
-
-/// The ids of `pod`'s containers (init and ephemeral too), without the runtime prefix.
-fn container_ids(pod: &Pod) -> Vec<String> {
-    let Some(status) = &pod.status else {
-        return Vec::new();
-    };
-    [
-        &status.container_statuses,
-        &status.init_container_statuses,
-        &status.ephemeral_container_statuses,
-    ]
-    .into_iter()
-    .flatten()
-    .flatten()
-    .filter_map(|c| c.container_id.as_deref())
-    .map(|id| id.split_once("://").map_or(id, |(_, rest)| rest).to_owned())
-    .collect()
 }
