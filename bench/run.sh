@@ -5,19 +5,22 @@
 #
 #   bench/run.sh                      K=7 rounds, getppid/ebadf/enoent/mixed (~15 min)
 #   K=3 WORKLOADS=getppid bench/run.sh
+#   SWOLL_BIN=/path/to/swoll bench/run.sh   a given binary instead of building this tree
 # Results: bench/results/<date>/summary.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --bench
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release --locked
-swoll=$PWD/target/release/swoll
+if [[ -z ${SWOLL_BIN:-} ]]; then
+    cargo build --release --locked
+fi
+swoll=${SWOLL_BIN:-$PWD/target/release/swoll}
 
-export AGENT_CMD_swoll="$swoll serve --listen 127.0.0.1:19095 --interval 5s"
+export AGENT_CMD_swoll="$swoll serve --listen 127.0.0.1:19095 --interval 5s --no-pin"
 export AGENT_READY_RE_swoll="probes attached"
-export AGENT_CMD_swoll_no_time="$swoll serve --listen 127.0.0.1:19096 --interval 5s --no-time"
+export AGENT_CMD_swoll_no_time="$swoll serve --listen 127.0.0.1:19096 --interval 5s --no-pin --no-time"
 export AGENT_READY_RE_swoll_no_time="probes attached"
-export AGENT_CMD_swoll_histogram="$swoll serve --listen 127.0.0.1:19097 --interval 5s --histogram"
+export AGENT_CMD_swoll_histogram="$swoll serve --listen 127.0.0.1:19097 --interval 5s --no-pin --histogram"
 export AGENT_READY_RE_swoll_histogram="probes attached"
 export TOOLS=${TOOLS:-"empty_raw ref_count bt_count syscount"}
 export K=${K:-7}

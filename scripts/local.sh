@@ -7,4 +7,10 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --locked
+# The agent pins its probes under /sys/fs/bpf (they keep counting across restarts); systemd
+# mounts the BPF filesystem there, minimal hosts and containers may not.
+if ! mountpoint -q /sys/fs/bpf; then
+    mkdir -p /sys/fs/bpf
+    mount -t bpf bpf /sys/fs/bpf
+fi
 exec target/release/swoll serve "$@"

@@ -8,9 +8,15 @@
 /// Name of the global [`ProbeConfig`] in the probes' object file.
 pub const GLOBAL: &str = "SWOLL_CONFIG";
 
+/// Name of the one-entry `Array<u32>` holding the agent's tgid, which the probes leave out
+/// unless [`FLAG_COUNT_SELF`] (0: nobody). A map, not a field of [`ProbeConfig`]: pinned
+/// programs outlive the agent that loaded them, and the next agent that takes them over
+/// writes its own tgid here.
+pub const SELF_MAP: &str = "SWOLL_SELF";
+
 /// Count syscalls of processes in the host's pid namespace ([`ProbeConfig::host_pid_ns`]).
 pub const FLAG_COUNT_HOST: u32 = 1 << 0;
-/// Count the agent's own syscalls ([`ProbeConfig::self_tgid`]).
+/// Count the agent's own syscalls (else the tgid in [`SELF_MAP`] is left out).
 pub const FLAG_COUNT_SELF: u32 = 1 << 1;
 /// Time syscalls: record a start timestamp at `sys_enter` and add the latency at `sys_exit`.
 /// Without it `sys_enter` returns at once and only counts are kept.
@@ -19,6 +25,10 @@ pub const FLAG_TIME: u32 = 1 << 2;
 /// loads instead of `bpf_probe_read_kernel` calls. A constant for the verifier, which removes
 /// the branch not taken, so the helper is never seen by an older kernel.
 pub const FLAG_TASK_BTF: u32 = 1 << 3;
+/// The kernel has `bpf_task_pt_regs` (5.15+): read the syscall number from the registers with
+/// a direct, BTF-checked load instead of a `bpf_probe_read_kernel` call. Like
+/// [`FLAG_TASK_BTF`], a constant the verifier prunes on.
+pub const FLAG_TASK_REGS: u32 = 1 << 5;
 /// Add each timed call to its key's latency histogram (`--histogram`, needs [`FLAG_TIME`]).
 /// Off by default: it costs `sys_exit` a second map lookup per call.
 pub const FLAG_HISTOGRAM: u32 = 1 << 4;
@@ -47,9 +57,12 @@ pub struct KernelOffsets {
     /// Offset in `struct pt_regs` of the syscall number (`orig_ax` on x86_64, `syscallno` on
     /// aarch64): the `sys_exit` raw tracepoint passes only the registers and the return value.
     pub regs_syscall_nr: u32,
+    /// `offsetof(struct task_struct, start_time)`: when the task was created, which with its
+    /// thread id tells one task from a later one that reuses the id (see [`crate::pidns_cache`]).
+    pub task_start_time: u32,
 }
 
-crate::assert_size!(KernelOffsets, 28);
+crate::assert_size!(KernelOffsets, 32);
 
 /// Everything the probes need to know at load time.
 #[repr(C)]
@@ -57,26 +70,27 @@ crate::assert_size!(KernelOffsets, 28);
 pub struct ProbeConfig {
     /// `FLAG_*` bits.
     pub flags: u32,
-    /// The agent's own process id (tgid in kernel terms), left out unless [`FLAG_COUNT_SELF`].
-    pub self_tgid: u32,
     /// Inode of the host's pid namespace, left out unless [`FLAG_COUNT_HOST`].
     pub host_pid_ns: u32,
-    /// Explicit padding so that every byte of the struct is initialised.
-    pub _pad: u32,
+    /// The numbers of `exit` and `exit_group` on this architecture: they never return, so
+    /// `sys_enter` stores no start time for them (see [`crate::start`]).
+    pub exit_nrs: [u32; 2],
+    /// log2 of the start-time array's size (see [`crate::start`]).
+    pub start_slot_bits: u32,
     /// Where the pid namespace inode is found in this kernel.
     pub offsets: KernelOffsets,
 }
 
-crate::assert_size!(ProbeConfig, 44);
+crate::assert_size!(ProbeConfig, 52);
 
 impl ProbeConfig {
     /// A config whose fields are all zero: the probes' initialiser before the loader patches it.
     pub const fn zeroed() -> Self {
         Self {
             flags: 0,
-            self_tgid: 0,
             host_pid_ns: 0,
-            _pad: 0,
+            exit_nrs: [0; 2],
+            start_slot_bits: 0,
             offsets: KernelOffsets {
                 task_thread_pid: 0,
                 pid_level: 0,
@@ -85,11 +99,13 @@ impl ProbeConfig {
                 upid_ns: 0,
                 pid_ns_inum: 0,
                 regs_syscall_nr: 0,
+                task_start_time: 0,
             },
         }
     }
 }
 
 #[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]`, only `u32` fields, no padding (checked by `assert_size!`).
+// SAFETY: `#[repr(C)]`, only `u32` fields and arrays of them, no padding (checked by
+// `assert_size!`).
 unsafe impl aya::Pod for ProbeConfig {}

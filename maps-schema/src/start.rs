@@ -1,29 +1,107 @@
-//! Syscall start times, per task, from `sys_enter` to `sys_exit`.
+//! Syscall start times, per thread, from `sys_enter` to `sys_exit`.
 //!
-//! An LRU hash keyed by `bpf_get_current_pid_tgid()`: `exit_group` and a task killed inside a
-//! syscall never reach `sys_exit`, so a plain hash would leak their entries; LRU recycles them.
+//! An array of `u64` slots indexed by the low bits of the thread id: `sys_enter` stores, and
+//! `sys_exit` reads and clears, with no hash, no lock and no allocation (the verifier inlines an
+//! array lookup into a bounds check and an add). A hash keyed by thread, as swoll first had,
+//! cost more than everything else the probes do together (issue #5's measurements).
+//!
+//! Thread ids are below `PID_MAX_LIMIT` (2^22), and the loader sizes the array to the running
+//! kernel's `pid_max` rounded up to a power of two, at most [`MAX_SLOT_BITS`]: below that every
+//! thread has a slot of its own. Above it two live threads can share a slot; the value carries
+//! the thread id's remaining high bits ([`tag`]), so a thread never takes another's start, and
+//! a start that replaces another thread's unfinished one is counted
+//! (`Stat::StartDisplaced`). A value is one `u64`, written and read whole, so a shared slot
+//! is never torn.
+//!
+//! `exit` and `exit_group` never return: `sys_enter` stores no start for them, so a dead
+//! thread leaves no start behind for the next thread that reuses its id.
 
 /// Name of the map in the probes' object file.
 pub const MAP: &str = "SWOLL_START";
 
-/// Default number of entries: the most tasks that can be inside a syscall at once without a
-/// start time being recycled. The loader may size it at load time.
-pub const DEFAULT_ENTRIES: u32 = 32_768;
+/// Bits of thread id that index the array at most: 2^20 slots of 8 bytes, 8 MiB.
+pub const MAX_SLOT_BITS: u32 = 20;
 
-/// The value: when and which syscall the task entered.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SyscallStart {
-    /// `bpf_ktime_get_ns()` at `sys_enter`.
-    pub ts: u64,
-    /// The syscall number entered, so a stale entry is never matched to another syscall's exit.
-    pub nr: u32,
-    /// Explicit padding so that every byte of the value is initialised.
-    pub _pad: u32,
+/// Bits of thread id that index the array at least (the smallest `pid_max` is 2^15).
+pub const MIN_SLOT_BITS: u32 = 15;
+
+/// Bits of a value that hold the start time: the low 56 bits of `bpf_ktime_get_ns()` (2.28
+/// years). Durations are computed modulo 2^56, so they are exact below that.
+pub const TIME_BITS: u32 = 56;
+
+/// Mask of the time bits of a value.
+pub const TIME_MASK: u64 = (1 << TIME_BITS) - 1;
+
+/// The value stored for thread `tid` entering a syscall at `now_ns`: its tag above the time.
+/// Never zero in practice (zero is an empty slot): the time bits are nanoseconds since boot.
+#[inline(always)]
+pub const fn value(tid: u32, slot_bits: u32, now_ns: u64) -> u64 {
+    ((tag(tid, slot_bits) as u64) << TIME_BITS) | (now_ns & TIME_MASK)
 }
 
-crate::assert_size!(SyscallStart, 16);
+/// The part of `tid` its slot index does not say: the high bits above `slot_bits`.
+#[inline(always)]
+pub const fn tag(tid: u32, slot_bits: u32) -> u32 {
+    // A shift by 32 or more would be undefined: the loader keeps `slot_bits` within
+    // [`MIN_SLOT_BITS`, `MAX_SLOT_BITS`]; the mask repeats that bound for the verifier.
+    tid >> (slot_bits & 31)
+}
 
-#[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]`, integer fields, padding is a named field (checked by `assert_size!`).
-unsafe impl aya::Pod for SyscallStart {}
+/// The slot of thread `tid`.
+#[inline(always)]
+pub const fn slot(tid: u32, slot_bits: u32) -> u32 {
+    tid & ((1 << (slot_bits & 31)) - 1)
+}
+
+/// Nanoseconds from `value` (stored by [`value`]) to `now_ns`, if `value` is `tid`'s.
+#[inline(always)]
+pub const fn elapsed(value: u64, tid: u32, slot_bits: u32, now_ns: u64) -> Option<u64> {
+    if value == 0 || (value >> TIME_BITS) != tag(tid, slot_bits) as u64 {
+        return None;
+    }
+    Some(now_ns.wrapping_sub(value) & TIME_MASK)
+}
+
+/// Slot bits for a kernel whose `pid_max` is `pid_max`: enough for every thread id to have its
+/// own slot, within [`MIN_SLOT_BITS`, `MAX_SLOT_BITS`].
+pub const fn slot_bits_for(pid_max: u32) -> u32 {
+    let mut bits = MIN_SLOT_BITS;
+    while bits < MAX_SLOT_BITS && (1u64 << bits) < pid_max as u64 {
+        bits += 1;
+    }
+    bits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_finds_its_own_start_and_no_other() {
+        let bits = 16;
+        let v = value(70_000, bits, 1_000);
+        assert_eq!(slot(70_000, bits), 70_000 - 65_536);
+        assert_eq!(elapsed(v, 70_000, bits, 1_250), Some(250));
+        // Same slot, other thread.
+        assert_eq!(slot(70_000 - 65_536, bits), slot(70_000, bits));
+        assert_eq!(elapsed(v, 70_000 - 65_536, bits, 1_250), None);
+        assert_eq!(elapsed(0, 5, bits, 1_250), None);
+    }
+
+    #[test]
+    fn durations_survive_the_time_bits_wrapping() {
+        let bits = 20;
+        let start = TIME_MASK - 10;
+        let v = value(4_194_303, bits, start);
+        assert_eq!(elapsed(v, 4_194_303, bits, start + 25), Some(25));
+    }
+
+    #[test]
+    fn slot_bits_cover_pid_max_within_bounds() {
+        assert_eq!(slot_bits_for(32_768), 15);
+        assert_eq!(slot_bits_for(32_769), 16);
+        assert_eq!(slot_bits_for(1 << 20), 20);
+        assert_eq!(slot_bits_for(4_194_304), 20);
+        assert_eq!(slot_bits_for(0), 15);
+    }
+}

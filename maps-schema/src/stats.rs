@@ -13,12 +13,13 @@ pub enum Stat {
     /// A new metrics key could not be inserted (`SWOLL_METRICS` update failed): that call's
     /// count and time are lost.
     MetricsUpdateFailed = 0,
-    /// A start time could not be stored: the call is still counted, but its time is missing.
-    StartUpdateFailed = 1,
+    /// A start time replaced another thread's unfinished one in a shared slot of the start-time
+    /// array (see `crate::start`): that other thread's call will be counted without time.
+    StartDisplaced = 1,
     /// The pid namespace could not be read from the task: the call is lost.
     PidNsReadFailed = 2,
-    /// A call returned with no start time recorded (entered before the probes attached, or the
-    /// start entry was recycled): counted, with no time added.
+    /// A call returned with no start time recorded (entered before the probes attached, a
+    /// forked child's first return, or its start displaced): counted, with no time added.
     StartMissing = 3,
     /// Who was seen in a new pid namespace could not be recorded: the namespace may stay
     /// unresolved if all its processes exit before the next read.
@@ -35,7 +36,7 @@ impl Stat {
     /// Every slot, in index order.
     pub const ALL: [Stat; 7] = [
         Stat::MetricsUpdateFailed,
-        Stat::StartUpdateFailed,
+        Stat::StartDisplaced,
         Stat::PidNsReadFailed,
         Stat::StartMissing,
         Stat::PidNsUpdateFailed,
@@ -46,7 +47,7 @@ impl Stat {
     /// The slots that count losses or errors, exported as `swoll_probe_errors_total`.
     pub const ERRORS: [Stat; 6] = [
         Stat::MetricsUpdateFailed,
-        Stat::StartUpdateFailed,
+        Stat::StartDisplaced,
         Stat::PidNsReadFailed,
         Stat::StartMissing,
         Stat::PidNsUpdateFailed,
@@ -57,7 +58,7 @@ impl Stat {
     pub const fn label(self) -> &'static str {
         match self {
             Stat::MetricsUpdateFailed => "metrics_update_failed",
-            Stat::StartUpdateFailed => "start_update_failed",
+            Stat::StartDisplaced => "start_displaced",
             Stat::PidNsReadFailed => "pid_ns_read_failed",
             Stat::StartMissing => "start_missing",
             Stat::PidNsUpdateFailed => "pid_ns_update_failed",

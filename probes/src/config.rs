@@ -20,11 +20,18 @@ pub fn flags() -> u32 {
     unsafe { core::ptr::read_volatile(&raw const SWOLL_CONFIG.flags) }
 }
 
-/// The agent's own tgid.
+/// The numbers of `exit` and `exit_group`, which never return.
 #[inline(always)]
-pub fn self_tgid() -> u32 {
+pub fn exit_nrs() -> [u32; 2] {
     // SAFETY: as in `flags`.
-    unsafe { core::ptr::read_volatile(&raw const SWOLL_CONFIG.self_tgid) }
+    unsafe { core::ptr::read_volatile(&raw const SWOLL_CONFIG.exit_nrs) }
+}
+
+/// log2 of the start-time array's size.
+#[inline(always)]
+pub fn start_slot_bits() -> u32 {
+    // SAFETY: as in `flags`.
+    unsafe { core::ptr::read_volatile(&raw const SWOLL_CONFIG.start_slot_bits) }
 }
 
 /// The host's pid namespace inode.

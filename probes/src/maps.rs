@@ -8,7 +8,7 @@ use swoll_maps_schema::{
     histogram::{self, LatencyBuckets},
     metrics::{self, MetricKey, MetricValue},
     pidns::{self, PidNsSeen},
-    start::{self, SyscallStart},
+    start,
     stats::{self, Stat},
     trace::{self, Captured, Rule, RuleKey, SyscallCapture, TraceEntry},
 };
@@ -23,11 +23,15 @@ pub static SWOLL_METRICS: LruPerCpuHashMap<MetricKey, MetricValue> =
 pub static SWOLL_HISTOGRAM: LruPerCpuHashMap<MetricKey, LatencyBuckets> =
     LruPerCpuHashMap::with_max_entries(histogram::DEFAULT_ENTRIES, 0);
 
-/// When each task entered its current syscall, keyed by `bpf_get_current_pid_tgid()`.
-/// `BPF_F_NO_COMMON_LRU`: per-CPU LRU lists, so an insert takes no global lock.
+/// When each thread entered its current syscall, in a slot per thread id (see
+/// [`swoll_maps_schema::start`]). The loader sizes it to the running kernel's `pid_max`.
 #[map]
-pub static SWOLL_START: LruHashMap<u64, SyscallStart> =
-    LruHashMap::with_max_entries(start::DEFAULT_ENTRIES, BPF_F_NO_COMMON_LRU);
+pub static SWOLL_START: Array<u64> = Array::with_max_entries(1 << start::MIN_SLOT_BITS, 0);
+
+/// Each thread's pid namespace, in the thread's slot (see [`swoll_maps_schema::pidns_cache`]).
+/// The loader sizes it like `SWOLL_START`.
+#[map]
+pub static SWOLL_PIDNS_CACHE: Array<u64> = Array::with_max_entries(1 << start::MIN_SLOT_BITS, 0);
 
 /// A process and cgroup seen in each pid namespace, for userspace to resolve it later.
 #[map]
@@ -37,6 +41,11 @@ pub static SWOLL_PIDNS: LruHashMap<u32, PidNsSeen> =
 /// The probes' own loss and error counters.
 #[map]
 pub static SWOLL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stats::ENTRIES, 0);
+
+/// The agent's tgid at index 0 (0: nobody), written by the loader and again by every agent that
+/// takes over pinned probes (see [`swoll_maps_schema::config::SELF_MAP`]).
+#[map]
+pub static SWOLL_SELF: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Trace mode's filter: which trace slots want (pid namespace, syscall), wildcards included.
 #[map]
@@ -74,6 +83,12 @@ pub static SWOLL_TRACE_EVENTS: RingBuf = RingBuf::with_byte_size(trace::DEFAULT_
 
 /// `BPF_F_NO_COMMON_LRU` from `include/uapi/linux/bpf.h`.
 const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+
+/// Whether `tgid` is the agent's: an array lookup, which the verifier inlines.
+#[inline(always)]
+pub fn is_self(tgid: u32) -> bool {
+    SWOLL_SELF.get(0).is_some_and(|&agent| agent == tgid)
+}
 
 /// Adds one to a stats slot of this CPU.
 #[inline(always)]

@@ -1,4 +1,4 @@
-//! `raw_tracepoint/sys_enter`: remember when the task entered the syscall.
+//! `raw_tracepoint/sys_enter`: remember when the thread entered the syscall.
 //!
 //! Arguments (`TP_PROTO(struct pt_regs *regs, long id)`, see
 //! <https://github.com/torvalds/linux/blob/v6.18/include/trace/events/syscalls.h>): `args[1]` is
@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use swoll_maps_schema::{
     config::{FLAG_COUNT_SELF, FLAG_TIME},
-    start::SyscallStart,
+    start,
     stats::Stat,
 };
 
@@ -29,17 +29,29 @@ fn try_sys_enter(ctx: &RawTracePointContext) {
         return;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    if flags & FLAG_COUNT_SELF == 0 && (pid_tgid >> 32) as u32 == config::self_tgid() {
+    if flags & FLAG_COUNT_SELF == 0 && maps::is_self((pid_tgid >> 32) as u32) {
         return;
     }
     let nr: i64 = ctx.arg(1);
-    let start = SyscallStart {
-        // SAFETY: a helper with no arguments and no preconditions.
-        ts: unsafe { bpf_ktime_get_ns() },
-        nr: nr as u32,
-        _pad: 0,
+    let [exit, exit_group] = config::exit_nrs();
+    if nr == i64::from(exit) || nr == i64::from(exit_group) {
+        return;
+    }
+    let tid = pid_tgid as u32;
+    let bits = config::start_slot_bits();
+    let Some(slot) = maps::SWOLL_START.get_ptr_mut(start::slot(tid, bits)) else {
+        return;
     };
-    if maps::SWOLL_START.insert(pid_tgid, start, 0).is_err() {
-        maps::count(Stat::StartUpdateFailed);
+    // SAFETY: a helper with no arguments and no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a pointer into the array map's value area, valid for the program's run. Another
+    // CPU may write the same slot (two threads sharing it): each access is one aligned u64
+    // load or store, so neither sees half of the other's value.
+    unsafe {
+        let previous = core::ptr::read_volatile(slot);
+        if previous != 0 && previous >> start::TIME_BITS != u64::from(start::tag(tid, bits)) {
+            maps::count(Stat::StartDisplaced);
+        }
+        core::ptr::write_volatile(slot, start::value(tid, bits, now));
     }
 }

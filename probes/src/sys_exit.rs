@@ -10,10 +10,13 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use swoll_maps_schema::{
-    config::{FLAG_COUNT_HOST, FLAG_COUNT_SELF, FLAG_HISTOGRAM, FLAG_TASK_BTF, FLAG_TIME},
+    config::{
+        FLAG_COUNT_HOST, FLAG_COUNT_SELF, FLAG_HISTOGRAM, FLAG_TASK_BTF, FLAG_TASK_REGS, FLAG_TIME,
+    },
     histogram::{self, LatencyBuckets},
     metrics::{MetricKey, MetricValue, errno_of},
     pidns::PidNsSeen,
+    start,
     stats::Stat,
 };
 
@@ -32,11 +35,13 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
 fn try_sys_exit(ctx: &RawTracePointContext) {
     let flags = config::flags();
     let pid_tgid = bpf_get_current_pid_tgid();
-    if flags & FLAG_COUNT_SELF == 0 && (pid_tgid >> 32) as u32 == config::self_tgid() {
+    if flags & FLAG_COUNT_SELF == 0 && maps::is_self((pid_tgid >> 32) as u32) {
         return;
     }
     let off = config::offsets();
-    let pid_ns = match task::pid_ns(&off, flags & FLAG_TASK_BTF != 0) {
+    let tid = pid_tgid as u32;
+    let slot_bits = config::start_slot_bits();
+    let pid_ns = match task::pid_ns(&off, flags & FLAG_TASK_BTF != 0, tid, slot_bits) {
         Ok(ns) => ns,
         Err(_) => return maps::count(Stat::PidNsReadFailed),
     };
@@ -44,7 +49,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) {
         return;
     }
     let regs: *const u8 = ctx.arg(0);
-    let Ok(nr) = task::syscall_nr(regs, &off) else {
+    let Ok(nr) = task::syscall_nr(regs, &off, flags & FLAG_TASK_REGS != 0) else {
         return maps::count(Stat::PidNsReadFailed);
     };
     let ret: i64 = ctx.arg(1);
@@ -54,7 +59,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) {
         errno: errno_of(ret),
     };
     let timed = if flags & FLAG_TIME != 0 {
-        elapsed(pid_tgid, nr)
+        elapsed(pid_tgid)
     } else {
         None
     };
@@ -128,21 +133,24 @@ fn remember(pid_ns: u32, pid_tgid: u64) {
     }
 }
 
-/// Nanoseconds since this task entered syscall `nr`, or `None` (counted) when its start is
-/// unknown.
+/// Nanoseconds since this thread entered its syscall, or `None` (counted) when its start is
+/// unknown. Clears the start, so that if the kernel skips this thread's next `sys_enter` (a
+/// preempted probe on 7.x) its `sys_exit` finds no start instead of this stale one.
 #[inline(always)]
-fn elapsed(pid_tgid: u64, nr: u32) -> Option<u64> {
-    if let Some(entry) = maps::SWOLL_START.get_ptr_mut(pid_tgid) {
-        // SAFETY: a pointer to a live map value that only this task writes; `SyscallStart` is
-        // plain data.
-        let start = unsafe { *entry };
-        if start.nr == nr && start.ts != 0 {
-            // Consumed: if the next sys_enter of this task is skipped by the kernel (a preempted
-            // probe on 7.x), its sys_exit finds no start instead of this stale one.
-            // SAFETY: as above.
-            unsafe { (*entry).ts = 0 };
-            // SAFETY: a helper with no arguments and no preconditions.
-            return Some(unsafe { bpf_ktime_get_ns() }.saturating_sub(start.ts));
+fn elapsed(pid_tgid: u64) -> Option<u64> {
+    let tid = pid_tgid as u32;
+    let bits = config::start_slot_bits();
+    if let Some(slot) = maps::SWOLL_START.get_ptr_mut(start::slot(tid, bits)) {
+        // SAFETY: a helper with no arguments and no preconditions.
+        let now = unsafe { bpf_ktime_get_ns() };
+        // SAFETY: a pointer into the array map's value area, valid for the program's run; one
+        // aligned u64 load and store each (see `sys_enter`).
+        unsafe {
+            let value = core::ptr::read_volatile(slot);
+            if let Some(ns) = start::elapsed(value, tid, bits, now) {
+                core::ptr::write_volatile(slot, 0);
+                return Some(ns);
+            }
         }
     }
     maps::count(Stat::StartMissing);

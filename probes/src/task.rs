@@ -1,48 +1,93 @@
 //! What the probes read about the current task.
 use aya_ebpf::helpers::{
-    bpf_get_current_task, bpf_probe_read_kernel, generated::bpf_get_current_task_btf,
+    bpf_get_current_task, bpf_probe_read_kernel,
+    generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
 };
-use swoll_maps_schema::{config::KernelOffsets, trace::TraceOffsets};
+use swoll_maps_schema::{config::KernelOffsets, pidns_cache, start, trace::TraceOffsets};
+
+use crate::maps;
 
 /// Inode of the current task's pid namespace, as `/proc/PID/ns/pid` shows it:
 /// `task->thread_pid->numbers[task->thread_pid->level].ns->ns.inum` (see
 /// <https://github.com/torvalds/linux/blob/v6.18/include/linux/pid.h> and `task_active_pid_ns`).
 ///
 /// Offsets come from the running kernel's BTF. With `task_btf` (kernel 5.11+, decided by the
-/// loader and constant for the verifier, which then drops the other branch) the first two steps
-/// are direct loads from the BTF-typed current task; otherwise every step is a
-/// `bpf_probe_read_kernel`. Both fail cleanly, never fault, on a bad pointer.
+/// loader and constant for the verifier, which then drops the other branch) the namespace is
+/// looked up in the thread's slot of the cache first (see [`swoll_maps_schema::pidns_cache`]),
+/// and a miss walks the first two steps with direct loads from the BTF-typed current task;
+/// otherwise every step is a `bpf_probe_read_kernel`. Both fail cleanly, never fault, on a bad
+/// pointer.
 #[inline(always)]
-pub fn pid_ns(off: &KernelOffsets, task_btf: bool) -> Result<u32, i32> {
-    // SAFETY: direct loads happen only from the BTF-typed task pointer and what the verifier
-    // derives from it (it checks each against the kernel's BTF and makes it fault-safe); every
-    // other dereference goes through `bpf_probe_read_kernel`.
-    unsafe {
-        let (pid, level) = if task_btf {
-            let task = bpf_get_current_task_btf().cast::<u8>().cast_const();
-            let pid: *const u8 =
-                core::ptr::read_volatile(task.add(off.task_thread_pid as usize).cast());
-            let level: u32 = core::ptr::read_volatile(pid.add(off.pid_level as usize).cast());
-            (pid, level)
-        } else {
+pub fn pid_ns(off: &KernelOffsets, task_btf: bool, tid: u32, slot_bits: u32) -> Result<u32, i32> {
+    if !task_btf {
+        // SAFETY: every dereference goes through `bpf_probe_read_kernel`.
+        return unsafe {
             let task = bpf_get_current_task() as *const u8;
             let pid: *const u8 =
                 bpf_probe_read_kernel(task.add(off.task_thread_pid as usize).cast())?;
             let level: u32 = bpf_probe_read_kernel(pid.add(off.pid_level as usize).cast())?;
-            (pid, level)
+            ns_of(pid, level, off)
         };
-        let upid = u64::from(off.pid_numbers)
-            + u64::from(level) * u64::from(off.upid_size)
-            + u64::from(off.upid_ns);
+    }
+    // SAFETY: direct loads happen only from the BTF-typed task pointer and what the verifier
+    // derives from it (it checks each against the kernel's BTF and makes it fault-safe); the
+    // cache slot is a pointer into an array map's values, one aligned u64 load or store (two
+    // threads that share a slot never see half of each other's value); every other dereference
+    // goes through `bpf_probe_read_kernel`.
+    unsafe {
+        let task = bpf_get_current_task_btf().cast::<u8>().cast_const();
+        let start_time: u64 =
+            core::ptr::read_volatile(task.add(off.task_start_time as usize).cast());
+        let fingerprint = pidns_cache::fingerprint(tid, start_time);
+        let slot = maps::SWOLL_PIDNS_CACHE.get_ptr_mut(start::slot(tid, slot_bits));
+        if let Some(slot) = slot
+            && let Some(ns) = pidns_cache::pid_ns(core::ptr::read_volatile(slot), fingerprint)
+        {
+            return Ok(ns);
+        }
+        let pid: *const u8 =
+            core::ptr::read_volatile(task.add(off.task_thread_pid as usize).cast());
+        let level: u32 = core::ptr::read_volatile(pid.add(off.pid_level as usize).cast());
+        let ns = ns_of(pid, level, off)?;
+        if let Some(slot) = slot {
+            core::ptr::write_volatile(slot, pidns_cache::value(fingerprint, ns));
+        }
+        Ok(ns)
+    }
+}
+
+/// `pid->numbers[level].ns->ns.inum`, through `bpf_probe_read_kernel` (the index is variable,
+/// which direct loads do not allow).
+///
+/// # Safety
+/// None beyond the helper's: a bad pointer makes the read fail, never fault.
+#[inline(always)]
+unsafe fn ns_of(pid: *const u8, level: u32, off: &KernelOffsets) -> Result<u32, i32> {
+    let upid = u64::from(off.pid_numbers)
+        + u64::from(level) * u64::from(off.upid_size)
+        + u64::from(off.upid_ns);
+    // SAFETY: see the function's contract.
+    unsafe {
         let ns: *const u8 = bpf_probe_read_kernel(((pid as u64) + upid) as *const *const u8)?;
         bpf_probe_read_kernel(ns.add(off.pid_ns_inum as usize).cast::<u32>())
     }
 }
 
-/// The syscall number from the registers `sys_exit` passes (`orig_ax` / `syscallno`).
+/// The syscall number from the registers `sys_exit` passes (`orig_ax` / `syscallno`). With
+/// `task_regs` (kernel 5.15+, constant for the verifier) a direct load from the BTF-typed
+/// registers of the current task, which are the same registers; else a `bpf_probe_read_kernel`.
 #[inline(always)]
-pub fn syscall_nr(regs: *const u8, off: &KernelOffsets) -> Result<u32, i32> {
-    // SAFETY: read through `bpf_probe_read_kernel`, as above.
+pub fn syscall_nr(regs: *const u8, off: &KernelOffsets, task_regs: bool) -> Result<u32, i32> {
+    if task_regs {
+        // SAFETY: a direct load from the BTF-typed `struct pt_regs` the helper returns, which
+        // the verifier checks against the kernel's BTF and makes fault-safe.
+        let nr: i64 = unsafe {
+            let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
+            core::ptr::read_volatile(regs.add(off.regs_syscall_nr as usize).cast())
+        };
+        return Ok(nr as u32);
+    }
+    // SAFETY: read through `bpf_probe_read_kernel`, which fails cleanly on a bad pointer.
     let nr: i64 = unsafe { bpf_probe_read_kernel(regs.add(off.regs_syscall_nr as usize).cast())? };
     Ok(nr as u32)
 }

@@ -31,12 +31,14 @@ pub fn trace_enter(ctx: RawTracePointContext) -> i32 {
 fn try_trace_enter(ctx: &RawTracePointContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     // Never the agent itself: its own writes of events would be traced, without end.
-    if (pid_tgid >> 32) as u32 == config::self_tgid() {
+    if maps::is_self((pid_tgid >> 32) as u32) {
         return;
     }
     let nr = ctx.arg::<i64>(1) as u32;
     let off = config::offsets();
-    let Ok(pid_ns) = task::pid_ns(&off, config::flags() & FLAG_TASK_BTF != 0) else {
+    let task_btf = config::flags() & FLAG_TASK_BTF != 0;
+    let Ok(pid_ns) = task::pid_ns(&off, task_btf, pid_tgid as u32, config::start_slot_bits())
+    else {
         return maps::count(Stat::PidNsReadFailed);
     };
     let traces = rule(pid_ns, nr)

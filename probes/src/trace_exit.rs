@@ -9,7 +9,10 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use swoll_maps_schema::trace::{AT_ENTER, Captured, TraceEvent};
+use swoll_maps_schema::{
+    config::FLAG_TASK_REGS,
+    trace::{AT_ENTER, Captured, TraceEvent},
+};
 
 use crate::{
     capture::{self, When},
@@ -38,7 +41,8 @@ fn try_trace_exit(ctx: &RawTracePointContext) {
 fn send(ctx: &RawTracePointContext, task: u64, entry: *const swoll_maps_schema::trace::TraceEntry) {
     let off = config::offsets();
     let regs: *const u8 = ctx.arg(0);
-    let Ok(nr) = task::syscall_nr(regs, &off) else {
+    let task_regs = config::flags() & FLAG_TASK_REGS != 0;
+    let Ok(nr) = task::syscall_nr(regs, &off, task_regs) else {
         return;
     };
     // SAFETY: a live map value of plain data; only this task writes its entry.

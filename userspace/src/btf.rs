@@ -592,6 +592,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
             .checked_add(btf.member_offset("ns_common", "inum")?)
             .ok_or_else(|| malformed("pid_namespace.ns + ns_common.inum overflows"))?,
         regs_syscall_nr: btf.member_offset("pt_regs", pt_regs_syscall_nr()?)?,
+        task_start_time: btf.member_offset("task_struct", "start_time")?,
     })
 }
 
@@ -791,6 +792,7 @@ mod tests {
             &[
                 ("flags", uint, (1 << 24) | 3),
                 ("thread_pid", pid_ptr, 10944),
+                ("start_time", ulong, 11008),
             ],
         );
         b.strukt(
@@ -811,6 +813,7 @@ mod tests {
         assert_eq!(off.upid_size, 16);
         assert_eq!(off.upid_ns, 8);
         assert_eq!(off.pid_ns_inum, 112 + 24);
+        assert_eq!(off.task_start_time, 1376);
         if std::env::consts::ARCH == "x86_64" {
             assert_eq!(off.regs_syscall_nr, 120);
         }

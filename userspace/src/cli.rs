@@ -5,7 +5,8 @@ use clap::{Args, Parser, Subcommand};
 use swoll_maps_schema::metrics;
 
 use crate::{
-    btf, host, loader::LoadOptions, metrics::Label, selftest::SelftestOptions, serve::ServeOptions,
+    btf, host, loader::LoadOptions, metrics::Label, pins, selftest::SelftestOptions,
+    serve::ServeOptions,
 };
 
 /// swoll: which system calls every container makes, how long they take and how they fail.
@@ -35,6 +36,17 @@ pub enum Command {
     /// default), of selected pods (`-n`, `-l`, with Kubernetes), or of every process
     /// (`--no-containers`). Loads its own probes: needs root.
     Trace(TraceArgs),
+    /// Remove the probes `swoll serve` left pinned (e.g. after uninstalling the agent): their
+    /// programs stop counting once no agent holds them.
+    Unpin(UnpinArgs),
+}
+
+/// Flags of `swoll unpin`.
+#[derive(Debug, Args)]
+pub struct UnpinArgs {
+    /// The pin path `swoll serve` used.
+    #[arg(long, env = "SWOLL_PIN_PATH", default_value = pins::DEFAULT_PIN_PATH)]
+    pub pin_path: PathBuf,
 }
 
 /// Flags of `swoll trace`.
@@ -293,6 +305,15 @@ pub struct ServeArgs {
     /// Size of the trace ring buffer in bytes (a power of two).
     #[arg(long, env = "SWOLL_TRACE_RING_BYTES", default_value_t = swoll_maps_schema::trace::DEFAULT_RING_BYTES)]
     pub trace_ring_bytes: u32,
+    /// Directory on a BPF filesystem where the probes are pinned: they keep counting while the
+    /// agent restarts, and the next agent with the same binary and options continues their
+    /// counters exactly.
+    #[arg(long, env = "SWOLL_PIN_PATH", default_value = pins::DEFAULT_PIN_PATH)]
+    pub pin_path: PathBuf,
+    /// Pin nothing: the probes are detached when the agent stops, and counters start from zero
+    /// with every agent. Pins other agents left at --pin-path are not touched.
+    #[arg(long, env = "SWOLL_NO_PIN")]
+    pub no_pin: bool,
 }
 
 /// The namespace this agent runs in, for its default traces ConfigMap.
@@ -318,6 +339,8 @@ impl ServeArgs {
         load.time = !self.no_time;
         load.histogram = self.histogram;
         load.btf_path = self.btf;
+        load.self_tgid = host::own_tgid(&self.proc_root);
+        load.pin_path = (!self.no_pin).then_some(self.pin_path);
         Ok(ServeOptions {
             listen: self.listen,
             interval: self.interval,
@@ -395,6 +418,8 @@ mod tests {
         assert_eq!(args.interval, Duration::from_secs(5));
         assert_eq!(args.map_size, 65_536);
         assert!(!args.no_host && !args.no_time && !args.count_self && !args.histogram);
+        assert_eq!(args.pin_path, PathBuf::from("/sys/fs/bpf/swoll"));
+        assert!(!args.no_pin);
     }
 
     #[test]

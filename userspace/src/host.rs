@@ -24,3 +24,14 @@ pub fn host_pid_ns(proc_root: &Path) -> io::Result<u32> {
         }
     }
 }
+
+/// The agent's process id as the kernel's BPF helpers see it (the host's pid namespace): the
+/// `self` link of the host's procfs at `proc_root`, which names the reader as that procfs's
+/// namespace numbers it. In a container `getpid()` gives the container's own number, which the
+/// probes would compare with some unrelated host process. Falls back to `getpid()`.
+pub fn own_tgid(proc_root: &Path) -> u32 {
+    std::fs::read_link(proc_root.join("self"))
+        .ok()
+        .and_then(|target| target.to_str()?.parse().ok())
+        .unwrap_or_else(std::process::id)
+}

@@ -12,6 +12,7 @@ pub mod http;
 pub mod loader;
 pub mod maps;
 pub mod metrics;
+pub mod pins;
 pub mod resolver;
 pub mod selftest;
 pub mod serve;

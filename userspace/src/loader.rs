@@ -2,30 +2,39 @@
 //!
 //! The only module that touches `aya::programs`: it reads the running kernel's struct offsets
 //! from BTF, patches them and the agent's filter settings into the probes' config global, sizes
-//! the maps, and attaches the two raw tracepoints. Dropping the returned [`Probes`] detaches
-//! everything.
-use std::path::PathBuf;
+//! the maps, and attaches the two raw tracepoints. With a pin path the metrics probes are pinned
+//! (see [`crate::pins`]) and outlive the agent; without one, dropping the returned [`Probes`]
+//! detaches everything.
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::RawTracePoint,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{
+        ProgramFd, RawTracePoint,
+        links::{FdLink, PinnedLink},
+        raw_trace_point::RawTracePointLinkId,
+    },
 };
 use swoll_maps_schema::{
     config::{
-        self, FLAG_COUNT_HOST, FLAG_COUNT_SELF, FLAG_HISTOGRAM, FLAG_TASK_BTF, FLAG_TIME,
-        ProbeConfig,
+        self, FLAG_COUNT_HOST, FLAG_COUNT_SELF, FLAG_HISTOGRAM, FLAG_TASK_BTF, FLAG_TASK_REGS,
+        FLAG_TIME, ProbeConfig,
     },
     histogram::{self, LatencyBuckets},
     metrics::{self, MetricKey, MetricValue},
     pidns::{self, PidNsSeen},
-    programs, start, stats,
+    pidns_cache, programs, start, stats,
     trace::{self, Rule, RuleKey, SyscallCapture, TraceConfig},
 };
 
 use crate::{
     btf::{self, Btf, BtfError},
     maps::Maps,
+    pins::{self, Fingerprint, PinPathError},
 };
 
 /// The probes' object file, built by `build.rs` for `bpfel-unknown-none`.
@@ -47,10 +56,16 @@ pub struct LoadOptions {
     pub histogram: bool,
     /// Inode of the pid namespace treated as the host's.
     pub host_pid_ns: u32,
-    /// Process id of the agent, excluded unless `count_self`.
+    /// Process id of the agent as the kernel knows it (the host's pid namespace), excluded
+    /// unless `count_self`.
     pub self_tgid: u32,
     /// Where the kernel's BTF is read from.
     pub btf_path: PathBuf,
+    /// The directory on a BPF filesystem to pin the metrics probes under, so they keep counting
+    /// when the agent stops and the next agent continues their counters (`swoll serve`'s
+    /// `--pin-path`); `None` pins nothing (`--no-pin`, and every other subcommand, which must
+    /// never touch an agent's pins).
+    pub pin_path: Option<PathBuf>,
 }
 
 impl LoadOptions {
@@ -65,6 +80,7 @@ impl LoadOptions {
             host_pid_ns,
             self_tgid: std::process::id(),
             btf_path: PathBuf::from(btf::VMLINUX),
+            pin_path: None,
         }
     }
 }
@@ -105,13 +121,33 @@ pub enum LoadError {
     /// The trace ring buffer size is not a power of two between 4 KiB and 1 GiB.
     #[error("trace ring buffer size {0} is not a power of two in 4096..=1073741824")]
     RingSize(u32),
+    /// The pin path is not usable.
+    #[error("the pin path")]
+    PinPath(#[from] PinPathError),
+    /// A map or link could not be pinned, or a pinned one opened.
+    #[error("{what} {}", path.display())]
+    Pin {
+        /// What was done: "pinning", "opening the pinned".
+        what: &'static str,
+        /// The pin.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// The loaded, attached probes and their maps. Dropping it detaches the programs and frees the
-/// maps.
+/// maps, unless they are pinned.
 pub struct Probes {
-    /// Holds the programs (and with them the attachments).
-    ebpf: Ebpf,
+    /// `sys_enter` and `sys_exit`, for their run statistics.
+    programs: [(&'static str, ProgramFd); 2],
+    /// Their attachments: closing a link detaches its program unless the link is pinned.
+    _links: [FdLink; 2],
+    /// The pin set the probes live in, if pinned.
+    pin_set: Option<PathBuf>,
+    /// Whether the pin set was taken over from an earlier agent rather than loaded now.
+    reused: bool,
     /// The maps userspace reads.
     pub maps: Maps,
 }
@@ -133,40 +169,50 @@ impl Probes {
     /// skip the probe. Every skipped `sys_exit` is a lost call. Read from
     /// `/proc/self/fdinfo/<prog fd>` (`recursion_misses`, Linux 5.12+); `None` where absent.
     pub fn recursion_misses(&self) -> Option<[(&'static str, u64); 2]> {
+        let [(enter, enter_fd), (exit, exit_fd)] = &self.programs;
         Some([
-            recursion_misses(&self.ebpf, programs::SYS_ENTER)?,
-            recursion_misses(&self.ebpf, programs::SYS_EXIT)?,
+            (*enter, fdinfo(enter_fd.as_fd(), "recursion_misses")?),
+            (*exit, fdinfo(exit_fd.as_fd(), "recursion_misses")?),
         ])
     }
 
     /// The probes' run statistics, if the kernel reports them.
     pub fn run_stats(&self) -> Option<RunStats> {
-        let mut stats = RunStats::default();
-        for name in [programs::SYS_ENTER, programs::SYS_EXIT] {
-            let prog: &RawTracePoint = self.ebpf.program(name)?.try_into().ok()?;
-            let info = prog.info().ok()?;
-            let ns = u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX);
-            stats.run_time_ns = stats.run_time_ns.saturating_add(ns);
-            if name == programs::SYS_EXIT {
-                stats.exits = info.run_count();
-            }
-        }
-        Some(stats)
+        let [(_, enter), (_, exit)] = &self.programs;
+        Some(RunStats {
+            run_time_ns: fdinfo(enter.as_fd(), "run_time_ns")?
+                .saturating_add(fdinfo(exit.as_fd(), "run_time_ns")?),
+            exits: fdinfo(exit.as_fd(), "run_cnt")?,
+        })
+    }
+
+    /// The pin set the probes live in; `None` when they are not pinned and stop with the agent.
+    pub fn pin_set(&self) -> Option<&Path> {
+        self.pin_set.as_deref()
+    }
+
+    /// Whether the probes were taken over, still counting, from a pin set an earlier agent left.
+    pub fn reused(&self) -> bool {
+        self.reused
     }
 }
 
-/// Runs of program `name` the kernel skipped (see [`Probes::recursion_misses`]).
-fn recursion_misses(ebpf: &Ebpf, name: &'static str) -> Option<(&'static str, u64)> {
-    use std::os::fd::{AsFd as _, AsRawFd as _};
-    let fd = ebpf.program(name)?.fd().ok()?.as_fd().as_raw_fd();
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
-    let n = info
-        .lines()
-        .find_map(|l| l.strip_prefix("recursion_misses:"))?
+/// A counter of the program behind `fd` from `/proc/self/fdinfo` (`run_time_ns`, `run_cnt`:
+/// Linux 5.1+; `recursion_misses`: 5.12+); `None` where absent. One source for probes loaded
+/// here and probes taken over from pins, which have no `aya` program object.
+fn fdinfo(fd: BorrowedFd<'_>, key: &str) -> Option<u64> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
         .trim()
         .parse()
-        .ok()?;
-    Some((name, n))
+        .ok()
+}
+
+/// Runs of program `name` of `ebpf` the kernel skipped (see [`Probes::recursion_misses`]).
+fn recursion_misses(ebpf: &Ebpf, name: &'static str) -> Option<(&'static str, u64)> {
+    let fd = ebpf.program(name)?.fd().ok()?;
+    Some((name, fdinfo(fd.as_fd(), "recursion_misses")?))
 }
 
 /// Turns on the kernel's BPF run-time statistics for as long as the returned fd lives
@@ -185,7 +231,49 @@ impl std::fmt::Debug for Probes {
     }
 }
 
+/// The maps a pin set holds, and so the maps userspace reads: `SWOLL_HISTOGRAM` only with
+/// histograms.
+fn pinned_maps(histogram: bool) -> Vec<&'static str> {
+    let mut maps = vec![metrics::MAP, pidns::MAP, stats::MAP, config::SELF_MAP];
+    if histogram {
+        maps.push(histogram::MAP);
+    }
+    maps
+}
+
+/// The pinned links' file names, one per metrics program.
+const LINK_PINS: [(&str, &str); 2] = [
+    (programs::SYS_ENTER, "link_sys_enter"),
+    (programs::SYS_EXIT, "link_sys_exit"),
+];
+
+/// The fingerprint of a load: the probes' object, the ABI version, the patched config and the
+/// sizes the loader gives the maps userspace reads. Whatever else shapes a load (the start-time
+/// map's size, the kernel's offsets, the flags) is in the config; a different fingerprint is a
+/// different pin set.
+fn fingerprint(config: &ProbeConfig, map_size: u32, histogram_entries: u32) -> Fingerprint {
+    // SAFETY: `ProbeConfig` is `#[repr(C)]` plain `u32`s without padding (`aya::Pod`, its size
+    // checked at compile time), so all its bytes are initialised; the slice lives no longer
+    // than the borrow of `config`.
+    let config_bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&raw const *config).cast::<u8>(),
+            std::mem::size_of::<ProbeConfig>(),
+        )
+    };
+    Fingerprint::default()
+        .with(PROBES)
+        .with(&swoll_maps_schema::ABI_VERSION.to_le_bytes())
+        .with(config_bytes)
+        .with(&map_size.to_le_bytes())
+        .with(&histogram_entries.to_le_bytes())
+}
+
 /// Loads the probes with `opts` and attaches them to `raw_syscalls` `sys_enter`/`sys_exit`.
+///
+/// With [`LoadOptions::pin_path`]: if the pin set of this load's fingerprint is complete there,
+/// it is taken over (nothing is loaded, the counters go on); otherwise every set there is
+/// removed (detaching the programs of earlier binaries or options) and the new load is pinned.
 pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
     if opts.map_size == 0 || opts.map_size > 1 << 24 {
         return Err(LoadError::MapSize(opts.map_size));
@@ -200,31 +288,55 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         (opts.count_self, FLAG_COUNT_SELF),
         (opts.time, FLAG_TIME),
         (has_task_btf(), FLAG_TASK_BTF),
+        (has_task_regs(), FLAG_TASK_REGS),
         (histogram, FLAG_HISTOGRAM),
     ] {
         if on {
             flags |= flag;
         }
     }
+    let start_slot_bits = start::slot_bits_for(pid_max());
     let probe_config = ProbeConfig {
         flags,
-        self_tgid: opts.self_tgid,
         host_pid_ns: opts.host_pid_ns,
-        _pad: 0,
+        exit_nrs: exit_nrs(),
+        start_slot_bits,
         offsets,
+    };
+    let histogram_entries = if histogram {
+        opts.map_size
+    } else {
+        unused_map_entries()
+    };
+    let set = match &opts.pin_path {
+        None => None,
+        Some(pin_path) => {
+            pins::prepare(pin_path)?;
+            let set =
+                pin_path.join(fingerprint(&probe_config, opts.map_size, histogram_entries).name());
+            if let Some(probes) = take_over(&set, opts, histogram) {
+                pins::remove_sets_except(pin_path, Some(&set))?;
+                return Ok(probes);
+            }
+            for old in pins::remove_sets_except(pin_path, None)? {
+                tracing::info!(set = %old.display(), "removed the pinned probes of another binary or other options");
+            }
+            Some(set)
+        }
     };
     let mut ebpf = EbpfLoader::new()
         .override_global(config::GLOBAL, &probe_config, true)
         .map_max_entries(metrics::MAP, opts.map_size)
+        .map_max_entries(histogram::MAP, histogram_entries)
+        .map_max_entries(start::MAP, if opts.time { 1 << start_slot_bits } else { 1 })
         .map_max_entries(
-            histogram::MAP,
-            if histogram {
-                opts.map_size
+            pidns_cache::MAP,
+            if has_task_btf() {
+                1 << start_slot_bits
             } else {
-                unused_map_entries()
+                1
             },
         )
-        .map_max_entries(start::MAP, start::DEFAULT_ENTRIES)
         // The trace maps belong to `load_trace`'s load: the least the kernel accepts here.
         .map_max_entries(trace::RULES_MAP, 1)
         .map_max_entries(trace::ENTRY_MAP, unused_map_entries())
@@ -233,27 +345,182 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         .load(PROBES)
         .map_err(LoadError::Load)?;
 
+    set_self(&mut ebpf, self_entry(opts))?;
     // Attach exit first: a call is only timed if both hooks see it, but it is counted as soon
     // as sys_exit runs.
-    attach(&mut ebpf, &[programs::SYS_EXIT, programs::SYS_ENTER])?;
+    let exit = attach_owned(&mut ebpf, programs::SYS_EXIT)?;
+    let enter = attach_owned(&mut ebpf, programs::SYS_ENTER)?;
+    let links = match &set {
+        None => [enter.1, exit.1],
+        Some(set) => pin(&ebpf, set, histogram, [enter.1, exit.1]).inspect_err(|_| {
+            // Half a set would be taken for nothing by the next agent: none at all.
+            let _ = pins::remove_set(set);
+        })?,
+    };
+    let maps = user_maps(histogram, opts.map_size, |name| {
+        ebpf.take_map(name).ok_or(LoadError::MissingMap(name))
+    })?;
+    Ok(Probes {
+        programs: [(programs::SYS_ENTER, enter.0), (programs::SYS_EXIT, exit.0)],
+        _links: links,
+        pin_set: set,
+        reused: false,
+        maps,
+    })
+}
+
+/// What the probes' `SWOLL_SELF` entry holds: the agent's tgid, or 0 (nobody) with
+/// `count_self`.
+fn self_entry(opts: &LoadOptions) -> u32 {
+    if opts.count_self { 0 } else { opts.self_tgid }
+}
+
+/// Writes `tgid` into the `SWOLL_SELF` map of `ebpf`.
+fn set_self(ebpf: &mut Ebpf, tgid: u32) -> Result<(), LoadError> {
+    let map = ebpf
+        .map_mut(config::SELF_MAP)
+        .ok_or(LoadError::MissingMap(config::SELF_MAP))?;
+    write_self(map, tgid)
+}
+
+/// Writes `tgid` into the `SWOLL_SELF` map `map`.
+fn write_self(map: &mut Map, tgid: u32) -> Result<(), LoadError> {
+    let map_err = |source| LoadError::Map {
+        name: config::SELF_MAP,
+        source,
+    };
+    let mut array: Array<&mut MapData, u32> = map.try_into().map_err(map_err)?;
+    array.set(0, tgid, 0).map_err(map_err)
+}
+
+/// The maps userspace reads, each taken by `take` (from a load, or from pins) and typed.
+fn user_maps(
+    histogram: bool,
+    map_size: u32,
+    mut take: impl FnMut(&'static str) -> Result<Map, LoadError>,
+) -> Result<Maps, LoadError> {
+    fn typed<M: TryFrom<Map, Error = aya::maps::MapError>>(
+        map: Map,
+        name: &'static str,
+    ) -> Result<M, LoadError> {
+        map.try_into()
+            .map_err(|source| LoadError::Map { name, source })
+    }
     let metrics_map: PerCpuHashMap<MapData, MetricKey, MetricValue> =
-        take_map(&mut ebpf, metrics::MAP)?;
-    let stats_map: PerCpuArray<MapData, u64> = take_map(&mut ebpf, stats::MAP)?;
-    let pidns_map: HashMap<MapData, u32, PidNsSeen> = take_map(&mut ebpf, pidns::MAP)?;
+        typed(take(metrics::MAP)?, metrics::MAP)?;
+    let stats_map: PerCpuArray<MapData, u64> = typed(take(stats::MAP)?, stats::MAP)?;
+    let pidns_map: HashMap<MapData, u32, PidNsSeen> = typed(take(pidns::MAP)?, pidns::MAP)?;
     let histogram_map: Option<PerCpuHashMap<MapData, MetricKey, LatencyBuckets>> = if histogram {
-        Some(take_map(&mut ebpf, histogram::MAP)?)
+        Some(typed(take(histogram::MAP)?, histogram::MAP)?)
     } else {
         None
     };
+    Ok(Maps::new(
+        metrics_map,
+        histogram_map,
+        stats_map,
+        pidns_map,
+        map_size,
+    ))
+}
+
+/// Pins the maps userspace reads and then the links into `set` (a new directory): a set whose
+/// links are there is complete. Returns the links, still attached through their pins.
+fn pin(
+    ebpf: &Ebpf,
+    set: &Path,
+    histogram: bool,
+    links: [FdLink; 2],
+) -> Result<[FdLink; 2], LoadError> {
+    let failed = |path: &Path| {
+        let path = path.to_owned();
+        move |source: Box<dyn std::error::Error + Send + Sync>| LoadError::Pin {
+            what: "pinning",
+            path,
+            source,
+        }
+    };
+    std::fs::create_dir(set).map_err(|e| failed(set)(e.into()))?;
+    for name in pinned_maps(histogram) {
+        let map = ebpf.map(name).ok_or(LoadError::MissingMap(name))?;
+        let path = set.join(name);
+        map.pin(&path).map_err(|e| failed(&path)(e.into()))?;
+    }
+    let pin_link = |link: FdLink, (_, file): (&str, &str)| {
+        let path = set.join(file);
+        link.pin(&path)
+            .map(FdLink::from)
+            .map_err(|e| failed(&path)(e.into()))
+    };
+    let [enter, exit] = links;
+    Ok([
+        pin_link(enter, LINK_PINS[0])?,
+        pin_link(exit, LINK_PINS[1])?,
+    ])
+}
+
+/// Takes over the complete pin set `set`, if there is one: opens its maps and links, writes this
+/// agent's tgid, and finds the programs behind the links. `None` (after logging why, if a set
+/// was there) means loading afresh.
+fn take_over(set: &Path, opts: &LoadOptions, histogram: bool) -> Option<Probes> {
+    let files: Vec<PathBuf> = pinned_maps(histogram)
+        .into_iter()
+        .chain(LINK_PINS.iter().map(|(_, file)| *file))
+        .map(|name| set.join(name))
+        .collect();
+    if !files.iter().all(|f| f.exists()) {
+        return None;
+    }
+    match open_set(set, opts, histogram) {
+        Ok(probes) => Some(probes),
+        Err(err) => {
+            tracing::warn!(set = %set.display(), error = %crate::error_chain(&err), "cannot take over the pinned probes; loading them afresh");
+            None
+        }
+    }
+}
+
+/// Opens the pinned link `file` of `set` and the program behind it.
+fn open_link(set: &Path, (_, file): (&str, &str)) -> Result<(ProgramFd, FdLink), LoadError> {
+    let path = set.join(file);
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| LoadError::Pin {
+        what: "opening the pinned",
+        path: path.clone(),
+        source,
+    };
+    let link = FdLink::from(PinnedLink::from_pin(&path).map_err(|e| failed(e.into()))?);
+    let id = link.info().map_err(|e| failed(e.into()))?.program_id();
+    // The kernel has no lookup of a program by link but by id: walk the loaded programs once.
+    let prog = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .ok_or_else(|| failed(format!("program {id} of the link is not loaded").into()))?
+        .fd()
+        .map_err(|e| failed(e.into()))?;
+    Ok((prog, link))
+}
+
+/// Opens the pin set `set` (see [`take_over`]).
+fn open_set(set: &Path, opts: &LoadOptions, histogram: bool) -> Result<Probes, LoadError> {
+    let open_map = |name: &'static str| {
+        let path = set.join(name);
+        MapData::from_pin(&path)
+            .and_then(Map::from_map_data)
+            .map_err(|e| LoadError::Pin {
+                what: "opening the pinned",
+                path,
+                source: e.into(),
+            })
+    };
+    write_self(&mut open_map(config::SELF_MAP)?, self_entry(opts))?;
+    let maps = user_maps(histogram, opts.map_size, open_map)?;
+    let (enter, exit) = (open_link(set, LINK_PINS[0])?, open_link(set, LINK_PINS[1])?);
     Ok(Probes {
-        ebpf,
-        maps: Maps::new(
-            metrics_map,
-            histogram_map,
-            stats_map,
-            pidns_map,
-            opts.map_size,
-        ),
+        programs: [(LINK_PINS[0].0, enter.0), (LINK_PINS[1].0, exit.0)],
+        _links: [enter.1, exit.1],
+        pin_set: Some(set.to_owned()),
+        reused: true,
+        maps,
     })
 }
 
@@ -320,6 +587,22 @@ fn page_size() -> u32 {
     u32::try_from(size).unwrap_or(4096)
 }
 
+/// The numbers of `exit` and `exit_group` on this architecture (both tables have them, a unit
+/// test checks; a number no syscall has would only cost the probes a start they never clear).
+fn exit_nrs() -> [u32; 2] {
+    use crate::syscalls::{Arch, number};
+    ["exit", "exit_group"].map(|name| number(Arch::NATIVE, name).unwrap_or(u32::MAX))
+}
+
+/// The running kernel's `pid_max` (thread ids are below it), or its largest possible value
+/// (`PID_MAX_LIMIT` on 64-bit) if it cannot be read.
+fn pid_max() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 22)
+}
+
 /// Loads the trace programs with a ring buffer of `ring_bytes` and attaches them to
 /// `raw_syscalls` `sys_enter`/`sys_exit`. Nothing is captured until a rule is added to
 /// [`TraceMaps::rules`].
@@ -334,10 +617,17 @@ pub fn load_trace(
     raise_memlock_limit();
     let btf = Btf::from_file(btf_path)?;
     let probe_config = ProbeConfig {
-        flags: if has_task_btf() { FLAG_TASK_BTF } else { 0 },
-        self_tgid,
+        flags: [
+            (has_task_btf(), FLAG_TASK_BTF),
+            (has_task_regs(), FLAG_TASK_REGS),
+        ]
+        .into_iter()
+        .filter_map(|(on, flag)| on.then_some(flag))
+        .fold(0, |flags, flag| flags | flag),
         host_pid_ns: 0,
-        _pad: 0,
+        // Trace mode keeps no start times.
+        exit_nrs: [0; 2],
+        start_slot_bits: start::MIN_SLOT_BITS,
         offsets: btf::kernel_offsets(&btf)?,
     };
     let trace_config = TraceConfig {
@@ -349,12 +639,17 @@ pub fn load_trace(
         .map_max_entries(metrics::MAP, unused_map_entries())
         .map_max_entries(histogram::MAP, unused_map_entries())
         .map_max_entries(start::MAP, unused_map_entries())
+        .map_max_entries(pidns_cache::MAP, unused_map_entries())
         .map_max_entries(pidns::MAP, unused_map_entries())
         .map_max_entries(trace::EVENTS_MAP, ring_bytes)
         .load(PROBES)
         .map_err(LoadError::Load)?;
+    // Trace mode leaves the agent out always: its own writes of events would be traced.
+    set_self(&mut ebpf, self_tgid)?;
     // Attach exit first, so no call is entered with nobody to send it at exit.
-    attach(&mut ebpf, &[programs::TRACE_EXIT, programs::TRACE_ENTER])?;
+    for name in [programs::TRACE_EXIT, programs::TRACE_ENTER] {
+        attach(&mut ebpf, name)?;
+    }
     let maps = TraceMaps {
         rules: take_map(&mut ebpf, trace::RULES_MAP)?,
         syscalls: take_map(&mut ebpf, trace::SYSCALLS_MAP)?,
@@ -364,28 +659,42 @@ pub fn load_trace(
     Ok(TraceProbes { ebpf, maps })
 }
 
-/// Loads and attaches raw tracepoint programs, each to the tracepoint its name's suffix names
-/// (`sys_enter`/`sys_exit`).
-fn attach(ebpf: &mut Ebpf, names: &[&'static str]) -> Result<(), LoadError> {
-    for &name in names {
-        let program = |source| LoadError::Program { name, source };
-        let prog: &mut RawTracePoint = ebpf
-            .program_mut(name)
-            .ok_or(LoadError::Program {
-                name,
-                source: aya::programs::ProgramError::UnexpectedProgramType,
-            })?
-            .try_into()
-            .map_err(program)?;
-        prog.load().map_err(program)?;
-        let tracepoint = if name.ends_with("enter") {
-            "sys_enter"
-        } else {
-            "sys_exit"
-        };
-        prog.attach(tracepoint).map_err(program)?;
-    }
-    Ok(())
+/// Loads and attaches raw tracepoint program `name` to the tracepoint its name's suffix names
+/// (`sys_enter`/`sys_exit`); the attachment stays with the program in `ebpf`.
+fn attach<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<(&'a mut RawTracePoint, RawTracePointLinkId), LoadError> {
+    let program = |source| LoadError::Program { name, source };
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(LoadError::Program {
+            name,
+            source: aya::programs::ProgramError::UnexpectedProgramType,
+        })?
+        .try_into()
+        .map_err(program)?;
+    prog.load().map_err(program)?;
+    let tracepoint = if name.ends_with("enter") {
+        "sys_enter"
+    } else {
+        "sys_exit"
+    };
+    let link = prog.attach(tracepoint).map_err(program)?;
+    Ok((prog, link))
+}
+
+/// As [`attach`], but returns the program's fd and its link, so that they outlive `ebpf`.
+fn attach_owned(ebpf: &mut Ebpf, name: &'static str) -> Result<(ProgramFd, FdLink), LoadError> {
+    let program = |source| LoadError::Program { name, source };
+    let (prog, link) = attach(ebpf, name)?;
+    let link = FdLink::from(prog.take_link(link).map_err(program)?);
+    let fd = prog
+        .fd()
+        .map_err(program)?
+        .try_clone()
+        .map_err(|e| program(e.into()))?;
+    Ok((fd, link))
 }
 
 /// Takes map `name` out of `ebpf` as the typed map `M`.
@@ -401,18 +710,32 @@ where
 
 /// Whether the running kernel has `bpf_get_current_task_btf` (Linux 5.11 and newer).
 pub fn has_task_btf() -> bool {
+    kernel_at_least((5, 11))
+}
+
+/// Whether the running kernel has `bpf_task_pt_regs` (Linux 5.15 and newer).
+fn has_task_regs() -> bool {
+    kernel_at_least((5, 15))
+}
+
+/// Whether the running kernel's release is `version` or newer.
+fn kernel_at_least(version: (u32, u32)) -> bool {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .ok()
         .and_then(|r| crate::selftest::parse_release(r.trim()))
-        .is_some_and(|v| v >= (5, 11))
+        .is_some_and(|v| v >= version)
 }
 
 /// How the probes read the task on this kernel, for logs and `swoll selftest`.
 pub fn task_read_path() -> &'static str {
-    if has_task_btf() {
-        "pid-ns read with direct BTF loads (bpf_get_current_task_btf, 5.11+)"
-    } else {
-        "pid-ns read with bpf_probe_read_kernel (kernel before 5.11)"
+    match (has_task_btf(), has_task_regs()) {
+        (true, true) => {
+            "pid-ns cached per thread, read with direct BTF loads (bpf_get_current_task_btf, 5.11+), syscall nr by bpf_task_pt_regs (5.15+)"
+        }
+        (true, false) => {
+            "pid-ns cached per thread, read with direct BTF loads (bpf_get_current_task_btf, 5.11+)"
+        }
+        _ => "pid-ns read with bpf_probe_read_kernel (kernel before 5.11)",
     }
 }
 

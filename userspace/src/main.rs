@@ -41,6 +41,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("reading the host's pid namespace")?,
         )?,
         Command::Trace(args) => swoll::trace::command::run(args.into_options()?)?,
+        Command::Unpin(args) => {
+            let removed = swoll::pins::unpin_all(&args.pin_path)
+                .with_context(|| format!("unpinning under {}", args.pin_path.display()))?;
+            for set in &removed {
+                println!("removed {}", set.display());
+            }
+            if removed.is_empty() {
+                println!("nothing pinned under {}", args.pin_path.display());
+            }
+        }
         Command::Serve(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -1,11 +1,24 @@
-//! Reads the probes' maps into plain per-key totals.
+//! Reads the probes' maps into plain per-key totals, and keeps those totals monotonic across
+//! the LRU's evictions.
 //!
 //! The kernel keeps one value per CPU; this module sums them, so the rest of swoll sees neither
 //! per-CPU layouts nor aya types. A read never fails as a whole: a key that vanishes mid-walk
 //! (recycled by the LRU) is skipped, and any other error is counted in [`Snapshot::read_errors`].
-use std::collections::HashMap;
+//! The hash maps are read in batches (`BPF_MAP_LOOKUP_BATCH`, Linux 5.6+): a handful of
+//! syscalls per read instead of two per key, and a walk by bucket that sees every key that stays
+//! in the map however the rest of it changes.
+use std::{
+    collections::{HashMap, HashSet, hash_map::Entry},
+    io,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
 
-use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap};
+use aya::{
+    Pod,
+    maps::{
+        HashMap as BpfHashMap, IterableMap as _, MapData, MapError, PerCpuArray, PerCpuHashMap,
+    },
+};
 use swoll_maps_schema::{
     histogram::LatencyBuckets,
     metrics::{MetricKey, MetricValue},
@@ -21,6 +34,8 @@ pub struct Maps {
     stats: PerCpuArray<MapData, u64>,
     pidns: BpfHashMap<MapData, u32, PidNsSeen>,
     capacity: u32,
+    /// Possible CPUs: the number of values per key of a per-CPU map.
+    cpus: usize,
 }
 
 impl std::fmt::Debug for Maps {
@@ -43,6 +58,15 @@ pub struct Snapshot {
     pub stats: [u64; stats::ENTRIES as usize],
     /// Entries the metrics map can hold.
     pub capacity: u32,
+    /// Keys the metrics map held at this read (`rows` also has evicted keys a [`Ledger`] still
+    /// exports).
+    pub entries: usize,
+    /// Keys the histogram map held at this read.
+    pub histogram_entries: usize,
+    /// Evictions from the metrics map a [`Ledger`] observed in this pass.
+    pub evictions: u64,
+    /// Evictions from the histogram map a [`Ledger`] observed in this pass.
+    pub histogram_evictions: u64,
     /// Keys or slots that could not be read in this pass.
     pub read_errors: u64,
 }
@@ -64,12 +88,16 @@ impl Maps {
         pidns: BpfHashMap<MapData, u32, PidNsSeen>,
         capacity: u32,
     ) -> Self {
+        // Without the count of possible CPUs the batched read cannot size its buffers; the
+        // key-by-key walk (which asks aya for each key's values) still works.
+        let cpus = aya::util::nr_cpus().unwrap_or(0);
         Self {
             metrics,
             histogram,
             stats,
             pidns,
             capacity,
+            cpus,
         }
     }
 
@@ -96,16 +124,21 @@ impl Maps {
             .collect()
     }
 
-    /// Deletes a gone pid namespace's keys from the kernel maps, so its memory is reused.
-    /// Keys already recycled by the LRU are not an error.
-    pub fn forget_pid_ns(&mut self, pid_ns: u32, keys: impl IntoIterator<Item = MetricKey>) -> u64 {
+    /// Entries the metrics map (and the histogram map) can hold.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Deletes the keys of gone pid namespaces and their records from the kernel maps, so their
+    /// memory is reused. Keys already recycled by the LRU are not an error; returns the others.
+    pub fn forget_keys(&mut self, keys: &[MetricKey], pid_namespaces: &HashSet<u32>) -> u64 {
         let mut errors = 0;
-        for key in keys.into_iter().filter(|k| k.pid_ns == pid_ns) {
+        for key in keys {
             let removed = [
-                Some(("metrics", self.metrics.remove(&key))),
+                Some(("metrics", self.metrics.remove(key))),
                 self.histogram
                     .as_mut()
-                    .map(|h| ("histogram", h.remove(&key))),
+                    .map(|h| ("histogram", h.remove(key))),
             ];
             for (map, result) in removed.into_iter().flatten() {
                 match result {
@@ -117,11 +150,13 @@ impl Maps {
                 }
             }
         }
-        match self.pidns.remove(&pid_ns) {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
-            Err(err) => {
-                errors += 1;
-                tracing::debug!(error = %err, pid_ns, "deleting a pid namespace record");
+        for pid_ns in pid_namespaces {
+            match self.pidns.remove(pid_ns) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(err) => {
+                    errors += 1;
+                    tracing::debug!(error = %err, pid_ns, "deleting a pid namespace record");
+                }
             }
         }
         errors
@@ -131,38 +166,15 @@ impl Maps {
     pub fn read(&self) -> Snapshot {
         let mut snapshot = Snapshot {
             capacity: self.capacity,
-            histograms: self.histogram.as_ref().map(|_| HashMap::new()),
             ..Snapshot::default()
         };
-        // A walk over a map that is changing may restart from the first key when the key it
-        // stands on is recycled; de-duplicating by key and bounding the walk keeps it exact
-        // for every key that stays and finite in any case.
-        let bound = 2 * self.capacity as usize + 1;
-        for item in self.metrics.iter().take(bound) {
-            match item {
-                Ok((key, per_cpu)) => {
-                    snapshot.rows.insert(key, sum(per_cpu.iter()));
-                }
-                Err(MapError::KeyNotFound) => {}
-                Err(err) => {
-                    snapshot.read_errors += 1;
-                    tracing::debug!(error = %err, "reading a metrics key");
-                }
-            }
-        }
-        if let (Some(map), Some(histograms)) = (&self.histogram, &mut snapshot.histograms) {
-            for item in map.iter().take(bound) {
-                match item {
-                    Ok((key, per_cpu)) => {
-                        histograms.insert(key, sum_buckets(per_cpu.iter()));
-                    }
-                    Err(MapError::KeyNotFound) => {}
-                    Err(err) => {
-                        snapshot.read_errors += 1;
-                        tracing::debug!(error = %err, "reading a histogram key");
-                    }
-                }
-            }
+        snapshot.read_errors += self.read_hash(&self.metrics, sum, &mut snapshot.rows);
+        snapshot.entries = snapshot.rows.len();
+        if let Some(map) = &self.histogram {
+            let mut histograms = HashMap::new();
+            snapshot.read_errors += self.read_hash(map, sum_buckets, &mut histograms);
+            snapshot.histogram_entries = histograms.len();
+            snapshot.histograms = Some(histograms);
         }
         for stat in Stat::ALL {
             match self.stats.get(&(stat as u32), 0) {
@@ -176,33 +188,400 @@ impl Maps {
         snapshot
     }
 
-    /// The summed value of one key, if the map holds it.
-    pub fn get(&self, key: &MetricKey) -> Option<MetricValue> {
-        self.metrics
+    /// Every key of a per-CPU hash map with its values summed by `total` into `out`: in
+    /// batches, or key by key where the kernel refuses batches. Returns the read errors.
+    fn read_hash<V: Pod>(
+        &self,
+        map: &PerCpuHashMap<MapData, MetricKey, V>,
+        total: fn(&[V]) -> V,
+        out: &mut HashMap<MetricKey, V>,
+    ) -> u64 {
+        match lookup_batch(map.map(), self.cpus, self.capacity, |key, per_cpu: &[V]| {
+            out.insert(key, total(per_cpu));
+        }) {
+            Ok(()) => return 0,
+            Err(err) => {
+                tracing::debug!(error = %err, "batched map read refused; reading key by key");
+                out.clear();
+            }
+        }
+        let mut errors = 0;
+        // A key-by-key walk over a map that is changing restarts from the first key when the
+        // key it stands on is recycled; de-duplicating by key and bounding the walk keeps it
+        // finite, and a key it misses is looked up by the [`Ledger`] before being called evicted.
+        let bound = 2 * self.capacity as usize + 1;
+        for item in map.iter().take(bound) {
+            match item {
+                Ok((key, per_cpu)) => {
+                    out.insert(key, total(&per_cpu));
+                }
+                Err(MapError::KeyNotFound) => {}
+                Err(err) => {
+                    errors += 1;
+                    tracing::debug!(error = %err, "reading a map key");
+                }
+            }
+        }
+        errors
+    }
+
+    /// The summed buckets of one key of the histogram map, if there is one and it holds the key.
+    pub fn get_histogram(&self, key: &MetricKey) -> Option<LatencyBuckets> {
+        self.histogram
+            .as_ref()?
             .get(key, 0)
             .ok()
-            .map(|per_cpu| sum(per_cpu.iter()))
+            .map(|per_cpu| sum_buckets(&per_cpu))
+    }
+
+    /// The summed value of one key, if the map holds it.
+    pub fn get(&self, key: &MetricKey) -> Option<MetricValue> {
+        self.metrics.get(key, 0).ok().map(|per_cpu| sum(&per_cpu))
     }
 }
 
 /// Sums per-CPU values. Wrapping, like the kernel's own `u64` counters.
-pub fn sum<'a>(values: impl IntoIterator<Item = &'a MetricValue>) -> MetricValue {
+pub fn sum(values: &[MetricValue]) -> MetricValue {
     values
-        .into_iter()
-        .fold(MetricValue::default(), |acc, v| MetricValue {
-            count: acc.count.wrapping_add(v.count),
-            time_ns: acc.time_ns.wrapping_add(v.time_ns),
-        })
+        .iter()
+        .fold(MetricValue::default(), |acc, v| acc.plus(v))
 }
 
 /// Sums per-CPU histograms bucket by bucket, wrapping like [`sum`].
-pub fn sum_buckets<'a>(values: impl IntoIterator<Item = &'a LatencyBuckets>) -> LatencyBuckets {
-    values.into_iter().fold(LatencyBuckets::ZERO, |mut acc, v| {
-        for (a, b) in acc.buckets.iter_mut().zip(v.buckets) {
+pub fn sum_buckets(values: &[LatencyBuckets]) -> LatencyBuckets {
+    values
+        .iter()
+        .fold(LatencyBuckets::ZERO, |acc, v| acc.plus(v))
+}
+
+/// `bpf(2)` command number of `BPF_MAP_LOOKUP_BATCH` (`include/uapi/linux/bpf.h`).
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// The `batch` member of `union bpf_attr`, as `BPF_MAP_*_BATCH` commands read it.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Bytes of values one batch asks for: large enough that a full default map takes a few dozen
+/// syscalls, small enough to stay a passing allocation on hosts with many CPUs.
+const BATCH_VALUE_BYTES: usize = 1 << 20;
+
+/// Calls `each` with every key of a per-CPU hash map and its `cpus` values, read with
+/// `BPF_MAP_LOOKUP_BATCH`. The kernel walks the map bucket by bucket, so a key that stays in the
+/// map is seen exactly once whatever is inserted or recycled around it. `capacity` bounds the
+/// batch size when a bucket does not fit (`ENOSPC`: the batch grows and the call is repeated).
+fn lookup_batch<V: Pod>(
+    map: &MapData,
+    cpus: usize,
+    capacity: u32,
+    mut each: impl FnMut(MetricKey, &[V]),
+) -> io::Result<()> {
+    // The kernel's per-CPU stride is the value size rounded up to 8; the schema's values are
+    // multiples of 8 already, so a value is read where the previous one ends.
+    let value_size = size_of::<V>();
+    if cpus == 0 || !value_size.is_multiple_of(8) {
+        return Err(io::Error::from(io::ErrorKind::Unsupported));
+    }
+    let fd = u32::try_from(map.fd().as_fd().as_raw_fd()).map_err(io::Error::other)?;
+    let max_batch = capacity.max(1);
+    let mut batch = u32::try_from(BATCH_VALUE_BYTES / (value_size * cpus))
+        .unwrap_or(u32::MAX)
+        .clamp(1, max_batch);
+    let mut keys: Vec<MetricKey> = Vec::new();
+    let mut values: Vec<u64> = Vec::new();
+    let mut per_cpu: Vec<V> = Vec::with_capacity(cpus);
+    // The kernel's cursor is opaque (a bucket index for hash maps): copied from one call's
+    // `out_batch` into the next one's `in_batch`.
+    let mut cursor = [0_u8; 8];
+    let mut next = [0_u8; 8];
+    let mut first = true;
+    loop {
+        keys.resize(batch as usize, MetricKey::default());
+        values.resize(batch as usize * cpus * value_size / 8, 0);
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { cursor.as_ptr() as u64 },
+            out_batch: next.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: batch,
+            map_fd: fd,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` is a zero-padded `bpf_attr` batch member whose pointers name buffers
+        // of `count` keys, `count * cpus` values and 8-byte cursors, all alive for the call;
+        // the kernel writes no more than that.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &raw mut attr,
+                size_of::<BatchAttr>(),
+            )
+        };
+        let done = if ret == 0 {
+            false
+        } else {
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::ENOENT) => true,
+                Some(libc::ENOSPC) if batch < max_batch => {
+                    batch = batch.saturating_mul(2).min(max_batch);
+                    continue;
+                }
+                _ => return Err(err),
+            }
+        };
+        let got = (attr.count as usize).min(batch as usize);
+        for (i, key) in keys.iter().take(got).enumerate() {
+            per_cpu.clear();
+            per_cpu.extend((0..cpus).map(|cpu| {
+                let offset = (i * cpus + cpu) * value_size;
+                // SAFETY: `offset + value_size` is within `values` (`got <= batch` keys of
+                // `cpus` values each), and any bytes are a valid `V` (it is `Pod`).
+                unsafe {
+                    values
+                        .as_ptr()
+                        .cast::<u8>()
+                        .add(offset)
+                        .cast::<V>()
+                        .read_unaligned()
+                }
+            }));
+            each(*key, &per_cpu);
+        }
+        if done {
+            return Ok(());
+        }
+        cursor = next;
+        first = false;
+    }
+}
+
+/// Counters of one key that add up and only grow while the key lives: what a [`Ledger`] keeps.
+pub trait Counters: Copy + PartialEq {
+    /// No calls.
+    const ZERO: Self;
+    /// The sum, wrapping like the kernel's `u64` counters.
+    fn plus(&self, other: &Self) -> Self;
+    /// True when any counter is below its value in `earlier`: the key was recycled in between.
+    fn went_down(&self, earlier: &Self) -> bool;
+}
+
+impl Counters for MetricValue {
+    const ZERO: Self = MetricValue {
+        count: 0,
+        time_ns: 0,
+    };
+
+    fn plus(&self, other: &Self) -> Self {
+        MetricValue {
+            count: self.count.wrapping_add(other.count),
+            time_ns: self.time_ns.wrapping_add(other.time_ns),
+        }
+    }
+
+    fn went_down(&self, earlier: &Self) -> bool {
+        self.count < earlier.count || self.time_ns < earlier.time_ns
+    }
+}
+
+impl Counters for LatencyBuckets {
+    const ZERO: Self = LatencyBuckets::ZERO;
+
+    fn plus(&self, other: &Self) -> Self {
+        let mut out = *self;
+        for (a, b) in out.buckets.iter_mut().zip(other.buckets) {
             *a = a.wrapping_add(b);
         }
-        acc
-    })
+        out
+    }
+
+    fn went_down(&self, earlier: &Self) -> bool {
+        self.buckets
+            .iter()
+            .zip(earlier.buckets)
+            .any(|(now, then)| *now < then)
+    }
+}
+
+/// Keeps the exported counters of one LRU map monotonic across evictions, and counts the
+/// evictions it can observe.
+///
+/// The probes' maps are LRU hashes: when one is full the kernel recycles its least recently
+/// used key without telling anyone, and the key starts again from zero if its calls come back.
+/// The ledger remembers the last value read of every key. A key that is gone from a read
+/// although the agent did not delete it (the agent deletes only the keys of retired pid
+/// namespaces, and calls [`Ledger::forget`] for them), confirmed by a lookup so that a key a
+/// walk missed is not mistaken for one, or whose counters went down between two reads, was
+/// evicted: it is counted, and its last value is carried into a base that its later values add
+/// to, so the exported series continues where it was instead of resetting. An evicted key stays
+/// exported with its final value until its pid namespace is retired.
+///
+/// Exact: every eviction counted happened, and every exported counter only grows. Not
+/// observable: the calls a key made between the last read and its eviction (lost), and an
+/// eviction followed by a re-creation that brings the count back above the last read before
+/// the next read (the exported counter then lacks the calls before the eviction that were not
+/// read, and the eviction is not counted).
+///
+/// Memory is bounded: the live keys (at most the map's capacity) and at most `retained` evicted
+/// ones; beyond that the keys evicted longest ago are dropped (a dropped key that comes back
+/// starts from zero: Prometheus sees a counter reset).
+#[derive(Debug)]
+pub struct Ledger<V> {
+    accounts: HashMap<MetricKey, Account<V>>,
+    retained: usize,
+    reads: u64,
+    /// Pid namespaces with a key that appeared or changed in the last pass.
+    changed: HashSet<u32>,
+}
+
+#[derive(Debug)]
+struct Account<V> {
+    /// The value of the last read (zero while the key is absent).
+    last: V,
+    /// What earlier incarnations of the key counted; `None` until its first eviction.
+    base: Option<Box<V>>,
+    /// The read at which the key was found evicted, while it is absent from the map.
+    absent_since: Option<u64>,
+}
+
+impl<V: Counters> Account<V> {
+    /// Carries the last value into the base: the key was evicted.
+    fn carry(&mut self) {
+        let base = self.base.get_or_insert_with(|| Box::new(V::ZERO));
+        **base = base.plus(&self.last);
+        self.last = V::ZERO;
+    }
+}
+
+impl<V: Counters> Ledger<V> {
+    /// A ledger keeping at most `retained` evicted keys (the map's capacity is a good bound: the
+    /// ledger then holds at most twice the map's keys).
+    pub fn new(retained: usize) -> Self {
+        Ledger {
+            accounts: HashMap::new(),
+            retained,
+            reads: 0,
+            changed: HashSet::new(),
+        }
+    }
+
+    /// Turns one read of the map (`now`, raw values) into the exported values, in place, and
+    /// returns the evictions observed since the previous read. `lookup` reads one key directly:
+    /// a key missing from `now` but still in the map is added to it, not counted evicted.
+    pub fn account(
+        &mut self,
+        now: &mut HashMap<MetricKey, V>,
+        lookup: impl Fn(&MetricKey) -> Option<V>,
+    ) -> u64 {
+        self.reads += 1;
+        self.changed.clear();
+        let mut evictions = 0;
+        for (key, account) in &mut self.accounts {
+            if account.absent_since.is_some() || now.contains_key(key) {
+                continue;
+            }
+            if let Some(value) = lookup(key) {
+                now.insert(*key, value);
+                continue;
+            }
+            account.carry();
+            account.absent_since = Some(self.reads);
+            evictions += 1;
+        }
+        for (key, value) in now.iter_mut() {
+            match self.accounts.entry(*key) {
+                Entry::Vacant(vacant) => {
+                    self.changed.insert(key.pid_ns);
+                    vacant.insert(Account {
+                        last: *value,
+                        base: None,
+                        absent_since: None,
+                    });
+                }
+                Entry::Occupied(mut occupied) => {
+                    let account = occupied.get_mut();
+                    if *value != account.last {
+                        self.changed.insert(key.pid_ns);
+                    }
+                    if account.absent_since.take().is_none() && value.went_down(&account.last) {
+                        account.carry();
+                        evictions += 1;
+                    }
+                    account.last = *value;
+                    if let Some(base) = &account.base {
+                        *value = base.plus(value);
+                    }
+                }
+            }
+        }
+        self.drop_oldest_absent();
+        for (key, account) in &self.accounts {
+            if account.absent_since.is_some() {
+                now.insert(*key, account.base.as_deref().copied().unwrap_or(V::ZERO));
+            }
+        }
+        evictions
+    }
+
+    /// Forgets the keys of retired pid namespaces: the agent deletes them from the map, which
+    /// is not an eviction.
+    pub fn forget(&mut self, pid_namespaces: &HashSet<u32>) {
+        if !pid_namespaces.is_empty() {
+            self.accounts
+                .retain(|key, _| !pid_namespaces.contains(&key.pid_ns));
+        }
+    }
+
+    /// Pid namespaces that made calls between the last two passes (a key appeared or its
+    /// value changed): they were alive during the last interval.
+    pub fn changed(&self) -> &HashSet<u32> {
+        &self.changed
+    }
+
+    /// Keys the ledger holds (live and evicted).
+    pub fn len(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// True when the ledger holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
+    }
+
+    fn drop_oldest_absent(&mut self) {
+        let mut absent: Vec<u64> = self
+            .accounts
+            .values()
+            .filter_map(|a| a.absent_since)
+            .collect();
+        if absent.len() <= self.retained {
+            return;
+        }
+        let excess = absent.len() - self.retained;
+        absent.sort_unstable();
+        // Evicted at or before `cutoff`: dropped, oldest first; ties at the cutoff are dropped
+        // only as far as needed.
+        let cutoff = absent[excess - 1];
+        let mut ties = excess - absent.partition_point(|&at| at < cutoff);
+        self.accounts.retain(|_, a| match a.absent_since {
+            Some(at) if at < cutoff => false,
+            Some(at) if at == cutoff && ties > 0 => {
+                ties -= 1;
+                false
+            }
+            _ => true,
+        });
+    }
 }
 
 #[cfg(test)]
@@ -250,5 +629,138 @@ mod tests {
             }
         );
         assert_eq!(sum(&[]), MetricValue::default());
+    }
+
+    fn key(pid_ns: u32, nr: u32) -> MetricKey {
+        MetricKey {
+            pid_ns,
+            nr,
+            errno: 0,
+        }
+    }
+
+    fn value(count: u64) -> MetricValue {
+        MetricValue {
+            count,
+            time_ns: 10 * count,
+        }
+    }
+
+    fn read(pairs: &[(MetricKey, u64)]) -> HashMap<MetricKey, MetricValue> {
+        pairs.iter().map(|&(k, c)| (k, value(c))).collect()
+    }
+
+    fn gone(_: &MetricKey) -> Option<MetricValue> {
+        None
+    }
+
+    #[test]
+    fn an_evicted_key_continues_where_it_was() {
+        let (a, b) = (key(1, 0), key(1, 1));
+        let mut ledger = Ledger::new(8);
+        let mut now = read(&[(a, 5), (b, 7)]);
+        assert_eq!(ledger.account(&mut now, gone), 0);
+        assert_eq!(now, read(&[(a, 5), (b, 7)]));
+        // `a` is recycled by the LRU: counted once, and exported with its final value.
+        let mut now = read(&[(b, 9)]);
+        assert_eq!(ledger.account(&mut now, gone), 1);
+        assert_eq!(now, read(&[(a, 5), (b, 9)]));
+        // Still absent: not counted again.
+        let mut now = read(&[(b, 9)]);
+        assert_eq!(ledger.account(&mut now, gone), 0);
+        assert_eq!(now[&a], value(5));
+        // Its calls come back from zero: the exported counter continues from 5.
+        let mut now = read(&[(a, 2), (b, 9)]);
+        assert_eq!(ledger.account(&mut now, gone), 0);
+        assert_eq!(now[&a], value(7));
+        let mut now = read(&[(a, 3), (b, 9)]);
+        assert_eq!(ledger.account(&mut now, gone), 0);
+        assert_eq!(now[&a], value(8));
+    }
+
+    #[test]
+    fn a_count_that_goes_down_was_evicted_and_recreated() {
+        let a = key(1, 0);
+        let mut ledger = Ledger::new(8);
+        ledger.account(&mut read(&[(a, 100)]), gone);
+        let mut now = read(&[(a, 4)]);
+        assert_eq!(ledger.account(&mut now, gone), 1);
+        assert_eq!(now[&a], value(104));
+        // Time alone going down is a recycled key too (fewer nanoseconds, as many calls).
+        let mut now = HashMap::from([(
+            a,
+            MetricValue {
+                count: 4,
+                time_ns: 1,
+            },
+        )]);
+        assert_eq!(ledger.account(&mut now, gone), 1);
+        assert_eq!(
+            now[&a],
+            MetricValue {
+                count: 108,
+                time_ns: 1041,
+            }
+        );
+    }
+
+    #[test]
+    fn a_key_the_walk_missed_is_not_an_eviction() {
+        let (a, b) = (key(1, 0), key(1, 1));
+        let mut ledger = Ledger::new(8);
+        ledger.account(&mut read(&[(a, 5), (b, 1)]), gone);
+        let mut now = read(&[(b, 1)]);
+        let still = |k: &MetricKey| (*k == a).then(|| value(6));
+        assert_eq!(ledger.account(&mut now, still), 0);
+        assert_eq!(now, read(&[(a, 6), (b, 1)]));
+    }
+
+    #[test]
+    fn forgotten_namespaces_are_not_evictions() {
+        let (a, b) = (key(1, 0), key(2, 0));
+        let mut ledger = Ledger::new(8);
+        ledger.account(&mut read(&[(a, 5), (b, 1)]), gone);
+        ledger.forget(&HashSet::from([1]));
+        assert_eq!(ledger.len(), 1);
+        let mut now = read(&[(b, 1)]);
+        assert_eq!(ledger.account(&mut now, gone), 0);
+        assert_eq!(now, read(&[(b, 1)]));
+        // A new namespace with the old number starts from zero.
+        let mut now = read(&[(a, 2), (b, 1)]);
+        assert_eq!(ledger.account(&mut now, gone), 0);
+        assert_eq!(now[&a], value(2));
+    }
+
+    #[test]
+    fn evicted_keys_kept_are_bounded_oldest_dropped_first() {
+        let keys: Vec<_> = (0..4).map(|nr| key(1, nr)).collect();
+        let mut ledger = Ledger::new(2);
+        ledger.account(&mut keys.iter().map(|&k| (k, value(1))).collect(), gone);
+        // keys[0] is evicted first, then keys[1..4] together: three over a bound of two.
+        let mut now = keys[1..].iter().map(|&k| (k, value(1))).collect();
+        assert_eq!(ledger.account(&mut now, gone), 1);
+        let mut now = HashMap::new();
+        assert_eq!(ledger.account(&mut now, gone), 3);
+        assert_eq!(ledger.len(), 2);
+        assert_eq!(now.len(), 2);
+        assert!(!now.contains_key(&keys[0]));
+        // A dropped key that comes back starts from zero.
+        let mut now = read(&[(keys[0], 1)]);
+        ledger.account(&mut now, gone);
+        assert_eq!(now[&keys[0]], value(1));
+    }
+
+    #[test]
+    fn histograms_are_kept_monotonic_bucket_by_bucket() {
+        let a = key(1, 0);
+        let mut one = LatencyBuckets::ZERO;
+        one.buckets[3] = 4;
+        let mut ledger = Ledger::new(8);
+        ledger.account(&mut HashMap::from([(a, one)]), |_| None);
+        let mut other = LatencyBuckets::ZERO;
+        other.buckets[5] = 1;
+        let mut now = HashMap::from([(a, other)]);
+        assert_eq!(ledger.account(&mut now, |_| None), 1);
+        assert_eq!((now[&a].buckets[3], now[&a].buckets[5]), (4, 1));
     }
 }

@@ -8,7 +8,11 @@
 //! They are rendered to text once per map read (every `--interval`), so a scrape costs a copy
 //! however many series there are. The agent's own metrics (`swoll_*`) live in a `prometheus`
 //! registry and are encoded at scrape time.
-use std::{collections::HashMap, fmt::Write as _};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt::Write as _,
+    sync::Arc,
+};
 
 use prometheus::{Encoder as _, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use swoll_maps_schema::{
@@ -163,14 +167,52 @@ pub const FOLDED: &str = "other";
 /// until its pid namespace is retired, and one that arrived over budget stays folded into its
 /// workload's `syscall="other"` series, so no exported counter ever goes backwards because
 /// the ranking of series changed.
+///
+/// Every read renders every series again (a counter's value changes between reads, so the text
+/// does), but the label strings are made once per key and kept, as is their sorted order, so a
+/// render copies labels and formats numbers and does little else.
 #[derive(Debug)]
 pub struct Renderer {
     labels: Vec<Label>,
     max_series: usize,
-    /// Exported series (their label strings) and the pid namespace each came from.
-    admitted: HashMap<String, u32>,
+    /// Every series made so far, by id; `None` is a free id.
+    series: Vec<Option<SeriesLabels>>,
+    /// Ids freed by retired namespaces, reused first.
+    free: Vec<u32>,
+    /// The id of each label string.
+    index: HashMap<Arc<str>, u32>,
+    /// Series of their own (not folded): what `max_series` bounds.
+    admitted: usize,
+    /// The series each key renders to, as of its namespace's workload generation.
+    keys: HashMap<MetricKey, KeySeries>,
+    /// Each pid namespace's workload when its keys' labels were made, and its generation.
+    workloads: HashMap<u32, (Workload, u64)>,
+    /// The last workload generation given out.
+    generation: u64,
+    /// Series ids in label order, or `None` when a series was added or removed since.
+    order: Option<Vec<u32>>,
+    /// Bytes of the last text, to size the next one at once.
+    last_len: usize,
     /// The `le` label values of the finite histogram buckets, formatted once.
     le: Vec<String>,
+}
+
+/// The labels of one exported series.
+#[derive(Debug)]
+struct SeriesLabels {
+    /// `syscall="…",err="…",…`, escaped.
+    text: Arc<str>,
+    /// The pid namespace of the key that made the series: its retirement frees the series.
+    pid_ns: u32,
+    /// A `syscall="other"` series of keys over the budget.
+    folded: bool,
+}
+
+/// Where a key renders, as of a workload generation of its namespace.
+#[derive(Clone, Copy, Debug)]
+struct KeySeries {
+    series: u32,
+    generation: u64,
 }
 
 /// The totals of one exported series.
@@ -203,7 +245,15 @@ impl Renderer {
                 .filter(|l| labels.contains(l))
                 .collect(),
             max_series,
-            admitted: HashMap::new(),
+            series: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::new(),
+            admitted: 0,
+            keys: HashMap::new(),
+            workloads: HashMap::new(),
+            generation: 0,
+            order: None,
+            last_len: 0,
             le: (0..histogram::BUCKETS)
                 .map_while(histogram::upper_bound_ns)
                 .map(le_seconds)
@@ -211,37 +261,80 @@ impl Renderer {
         }
     }
 
-    /// Forgets the series of a retired pid namespace, freeing their budget.
-    pub fn retire(&mut self, pid_ns: u32) {
-        self.admitted.retain(|_, ns| *ns != pid_ns);
+    /// Forgets the series of retired pid namespaces, freeing their budget.
+    pub fn retire(&mut self, pid_namespaces: &HashSet<u32>) {
+        if pid_namespaces.is_empty() {
+            return;
+        }
+        let mut freed = HashSet::new();
+        for (id, slot) in self.series.iter_mut().enumerate() {
+            if slot
+                .as_ref()
+                .is_some_and(|s| pid_namespaces.contains(&s.pid_ns))
+                && let Some(gone) = slot.take()
+                && let Ok(id) = u32::try_from(id)
+            {
+                self.index.remove(&gone.text);
+                self.admitted -= usize::from(!gone.folded);
+                self.free.push(id);
+                freed.insert(id);
+            }
+        }
+        if !freed.is_empty() {
+            self.order = None;
+        }
+        // Keys of other namespaces that shared a freed series (without `kns`) make theirs again.
+        self.keys
+            .retain(|key, k| !pid_namespaces.contains(&key.pid_ns) && !freed.contains(&k.series));
+        self.workloads.retain(|ns, _| !pid_namespaces.contains(ns));
     }
 
     /// Renders `snapshot`, labelling each pid namespace with `workload`.
     pub fn render(&mut self, snapshot: &Snapshot, workload: impl Fn(u32) -> Workload) -> Rendered {
-        let mut rows: Vec<_> = snapshot.rows.iter().collect();
-        // Older keys first is not knowable; a stable order (by key) makes admission
-        // deterministic for a given snapshot.
-        rows.sort_unstable_by_key(|(k, _)| **k);
-        let mut series: HashMap<String, Series> = HashMap::with_capacity(rows.len());
-        let mut folded = 0;
-        let mut workloads: HashMap<u32, Workload> = HashMap::new();
-        for (key, value) in rows {
-            let w = workloads
-                .entry(key.pid_ns)
-                .or_insert_with(|| workload(key.pid_ns));
-            let mut labels = self.label_set(key, w, false);
-            let budget_left = self.max_series == 0 || self.admitted.len() < self.max_series;
-            if !self.admitted.contains_key(&labels) {
-                if budget_left {
-                    self.admitted.insert(labels.clone(), key.pid_ns);
-                } else {
-                    labels = self.label_set(key, w, true);
-                    folded += 1;
+        let mut namespaces: HashMap<u32, u64> = HashMap::new();
+        for key in snapshot.rows.keys() {
+            namespaces.entry(key.pid_ns).or_insert_with(|| {
+                let now = workload(key.pid_ns);
+                match self.workloads.get(&key.pid_ns) {
+                    Some((known, generation)) if *known == now => *generation,
+                    _ => {
+                        self.generation += 1;
+                        self.workloads.insert(key.pid_ns, (now, self.generation));
+                        self.generation
+                    }
                 }
-            }
-            let entry = series.entry(labels).or_default();
-            entry.value.count = entry.value.count.wrapping_add(value.count);
-            entry.value.time_ns = entry.value.time_ns.wrapping_add(value.time_ns);
+            });
+        }
+        self.workloads.retain(|ns, _| namespaces.contains_key(ns));
+        self.keys
+            .retain(|key, k| namespaces.get(&key.pid_ns) == Some(&k.generation));
+        // Keys without labels yet, admitted in key order: deterministic for a given snapshot
+        // (which key came first is not knowable).
+        let mut new: Vec<MetricKey> = snapshot
+            .rows
+            .keys()
+            .filter(|key| !self.keys.contains_key(key))
+            .copied()
+            .collect();
+        new.sort_unstable();
+        for key in new {
+            let generation = namespaces.get(&key.pid_ns).copied().unwrap_or_default();
+            let series = self.series_of(&key);
+            self.keys.insert(key, KeySeries { series, generation });
+        }
+        let mut totals: Vec<Option<Series>> = Vec::new();
+        totals.resize_with(self.series.len(), || None);
+        let mut folded = 0;
+        for (key, value) in &snapshot.rows {
+            let Some(id) = self.keys.get(key).map(|k| k.series as usize) else {
+                continue;
+            };
+            folded += usize::from(self.series[id].as_ref().is_some_and(|s| s.folded));
+            let entry = totals[id].get_or_insert_default();
+            entry.value = MetricValue {
+                count: entry.value.count.wrapping_add(value.count),
+                time_ns: entry.value.time_ns.wrapping_add(value.time_ns),
+            };
             if let Some(buckets) = snapshot.histograms.as_ref().and_then(|h| h.get(key)) {
                 let (sum, time_ns) = entry.histogram.get_or_insert_default();
                 for (s, b) in sum.buckets.iter_mut().zip(buckets.buckets) {
@@ -250,14 +343,19 @@ impl Renderer {
                 *time_ns = time_ns.wrapping_add(value.time_ns);
             }
         }
-        let mut sorted: Vec<_> = series.into_iter().collect();
-        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let lines_per_series = if snapshot.histograms.is_some() {
-            2 + histogram::BUCKETS + 2
-        } else {
-            2
-        };
-        let mut text = String::with_capacity(sorted.len() * lines_per_series * 200 + 1024);
+        let order = self.order.take().unwrap_or_else(|| {
+            let mut ids: Vec<u32> = (0..self.series.len())
+                .filter(|&id| self.series[id].is_some())
+                .filter_map(|id| u32::try_from(id).ok())
+                .collect();
+            ids.sort_unstable_by(|a, b| self.labels_of(*a).cmp(self.labels_of(*b)));
+            ids
+        });
+        let sorted: Vec<(&str, &Series)> = order
+            .iter()
+            .filter_map(|&id| Some((self.labels_of(id), totals[id as usize].as_ref()?)))
+            .collect();
+        let mut text = String::with_capacity(self.last_len + 1024);
         for (family, help, pick) in [
             (
                 SYSCALL_COUNT,
@@ -273,22 +371,83 @@ impl Renderer {
             let _ = writeln!(text, "# HELP {family} {help}");
             let _ = writeln!(text, "# TYPE {family} counter");
             for (labels, series) in &sorted {
-                let _ = writeln!(text, "{family}{{{labels}}} {}", pick(&series.value));
+                text.push_str(family);
+                text.push('{');
+                text.push_str(labels);
+                text.push_str("} ");
+                push_u64(&mut text, pick(&series.value));
+                text.push('\n');
             }
         }
         if snapshot.histograms.is_some() {
             self.render_histograms(&sorted, &mut text);
         }
+        let series = sorted.len();
+        self.order = Some(order);
+        self.last_len = text.len();
         Rendered {
             text,
-            series: sorted.len(),
+            series,
             folded,
         }
     }
 
+    /// The label string of series `id` (empty for a free id).
+    fn labels_of(&self, id: u32) -> &str {
+        self.series
+            .get(id as usize)
+            .and_then(Option::as_ref)
+            .map_or("", |s| &s.text)
+    }
+
+    /// The series a key without one renders to: its own if already exported or if the budget
+    /// has room, its workload's folded series otherwise.
+    fn series_of(&mut self, key: &MetricKey) -> u32 {
+        let workload = self
+            .workloads
+            .get(&key.pid_ns)
+            .map(|(w, _)| w.clone())
+            .unwrap_or_default();
+        let own = self.label_set(key, &workload, false);
+        if let Some(&id) = self.index.get(own.as_str()) {
+            return id;
+        }
+        if self.max_series == 0 || self.admitted < self.max_series {
+            self.admitted += 1;
+            return self.add_series(own, key.pid_ns, false);
+        }
+        let other = self.label_set(key, &workload, true);
+        match self.index.get(other.as_str()) {
+            Some(&id) => id,
+            None => self.add_series(other, key.pid_ns, true),
+        }
+    }
+
+    fn add_series(&mut self, labels: String, pid_ns: u32, folded: bool) -> u32 {
+        let text: Arc<str> = labels.into();
+        let slot = SeriesLabels {
+            text: Arc::clone(&text),
+            pid_ns,
+            folded,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.series[id as usize] = Some(slot);
+                id
+            }
+            None => {
+                self.series.push(Some(slot));
+                u32::try_from(self.series.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.index.insert(text, id);
+        self.order = None;
+        id
+    }
+
     /// The histogram family: per series with a histogram, cumulative `_bucket`s (the last one
     /// `+Inf`), `_sum` in seconds and `_count`, which is the `+Inf` bucket.
-    fn render_histograms(&self, sorted: &[(String, Series)], text: &mut String) {
+    fn render_histograms(&self, sorted: &[(&str, &Series)], text: &mut String) {
         let _ = writeln!(text, "# HELP {SYSCALL_DURATION} {SYSCALL_DURATION_HELP}");
         let _ = writeln!(text, "# TYPE {SYSCALL_DURATION} histogram");
         for (labels, series) in sorted {
@@ -357,6 +516,25 @@ fn le_seconds(ns: u64) -> String {
     seconds.to_string()
 }
 
+/// Appends `n` in decimal: the one formatting a render does per sample, without `fmt`'s
+/// machinery.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0_u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        // `n % 10` is a digit.
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
+}
+
 /// Escapes a label value for the text format: backslash, double quote and newline.
 pub fn escape_label_value(value: &str, out: &mut String) {
     for c in value.chars() {
@@ -374,6 +552,7 @@ pub struct SelfMetrics {
     registry: Registry,
     map_entries: IntGaugeVec,
     map_capacity: IntGaugeVec,
+    map_evictions: IntCounterVec,
     map_read_errors: IntCounter,
     probe_errors: IntCounterVec,
     series: IntGauge,
@@ -418,6 +597,14 @@ impl SelfMetrics {
             Opts::new("swoll_map_capacity", "Entries a kernel map can hold."),
             &["map"],
         )?;
+        let map_evictions = IntCounterVec::new(
+            Opts::new(
+                "swoll_map_evictions_total",
+                "Keys the kernel recycled (LRU) out of a full map, as the agent observed them between reads: the key's series continues from its last read value; calls made since that read are lost (see README, Reliability).",
+            ),
+            &["map"],
+        )?;
+        map_evictions.with_label_values(&[metrics::MAP]);
         let map_read_errors = IntCounter::new(
             "swoll_map_read_errors_total",
             "Map keys or slots that could not be read.",
@@ -462,6 +649,7 @@ impl SelfMetrics {
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(map_entries.clone()))?;
         registry.register(Box::new(map_capacity.clone()))?;
+        registry.register(Box::new(map_evictions.clone()))?;
         registry.register(Box::new(map_read_errors.clone()))?;
         registry.register(Box::new(probe_errors.clone()))?;
         registry.register(Box::new(series.clone()))?;
@@ -473,6 +661,7 @@ impl SelfMetrics {
             registry,
             map_entries,
             map_capacity,
+            map_evictions,
             map_read_errors,
             probe_errors,
             series,
@@ -496,18 +685,24 @@ impl SelfMetrics {
     /// Records one map read. Probe counters are cumulative in the kernel; the exported counters
     /// follow them.
     pub fn observe(&self, snapshot: &Snapshot, rendered: &Rendered) {
-        let entries = i64::try_from(snapshot.rows.len()).unwrap_or(i64::MAX);
+        let entries = i64::try_from(snapshot.entries).unwrap_or(i64::MAX);
         self.map_entries
             .with_label_values(&[metrics::MAP])
             .set(entries);
+        self.map_evictions
+            .with_label_values(&[metrics::MAP])
+            .inc_by(snapshot.evictions);
         self.map_capacity
             .with_label_values(&[metrics::MAP])
             .set(i64::from(snapshot.capacity));
-        if let Some(histograms) = &snapshot.histograms {
-            let entries = i64::try_from(histograms.len()).unwrap_or(i64::MAX);
+        if snapshot.histograms.is_some() {
+            let entries = i64::try_from(snapshot.histogram_entries).unwrap_or(i64::MAX);
             self.map_entries
                 .with_label_values(&[histogram::MAP])
                 .set(entries);
+            self.map_evictions
+                .with_label_values(&[histogram::MAP])
+                .inc_by(snapshot.histogram_evictions);
             self.map_capacity
                 .with_label_values(&[histogram::MAP])
                 .set(i64::from(snapshot.capacity));
@@ -643,7 +838,7 @@ mod tests {
         );
         assert!(out.text.contains("kns=\"1\"} 8\n"), "{}", out.text);
         // Retiring the namespace frees the budget.
-        r.retire(1);
+        r.retire(&HashSet::from([1]));
         assert_eq!(
             r.render(&snapshot(&[(2, 2, 0, 1, 0)]), |_| Workload::default())
                 .folded,
@@ -804,9 +999,12 @@ mod tests {
         let m = SelfMetrics::new().expect("registry");
         let mut s = snapshot(&[(1, 0, 0, 1, 1)]);
         s.capacity = 8;
+        s.entries = 1;
+        s.evictions = 2;
         s.stats[Stat::MetricsUpdateFailed as usize] = 5;
         m.observe(&s, &Rendered::default());
         s.stats[Stat::MetricsUpdateFailed as usize] = 7;
+        s.evictions = 3;
         m.observe(&s, &Rendered::default());
         let mut out = Vec::new();
         m.render(&mut out).expect("encode");
@@ -817,6 +1015,15 @@ mod tests {
         );
         assert!(
             text.contains("swoll_map_capacity{map=\"SWOLL_METRICS\"} 8"),
+            "{text}"
+        );
+        assert!(
+            text.contains("swoll_map_entries{map=\"SWOLL_METRICS\"} 1\n"),
+            "{text}"
+        );
+        // Evictions are counted per pass: the counter adds them up.
+        assert!(
+            text.contains("swoll_map_evictions_total{map=\"SWOLL_METRICS\"} 5\n"),
             "{text}"
         );
         assert!(

@@ -287,7 +287,9 @@ fn bpffs() -> Check {
         None => check(
             "bpffs",
             Outcome::Warn,
-            "no bpf filesystem mounted (not needed yet: swoll pins nothing)".into(),
+            "no bpf filesystem mounted: `swoll serve` cannot pin its probes, so it needs \
+             --no-pin and its counters restart from zero with every agent restart"
+                .into(),
             Some("mount -t bpf bpf /sys/fs/bpf"),
         ),
     }
@@ -329,6 +331,7 @@ fn probes(opts: &SelftestOptions) -> Check {
     let mut load = LoadOptions::for_this_process(host_pid_ns);
     load.btf_path = opts.btf.clone();
     load.map_size = 1024;
+    // `for_this_process` pins nothing: the check never touches the pins of a running agent.
     let probes = match loader::load(&load) {
         Ok(p) => p,
         Err(err) => return check("probes", Outcome::Fail, crate::error_chain(&err), fix),
@@ -338,7 +341,7 @@ fn probes(opts: &SelftestOptions) -> Check {
         Err(err) => return check("probes", Outcome::Fail, err, fix),
     };
     let path = format!(
-        "raw_tracepoint sys_enter/sys_exit, start times in an LRU hash, {}",
+        "raw_tracepoint sys_enter/sys_exit, start times in a per-thread array, {}",
         loader::task_read_path()
     );
     if counted == opts.calls {

@@ -1,6 +1,7 @@
 //! `swoll serve`: load the probes, read their maps every interval, serve the metrics; with
 //! Kubernetes, run the traces its ConfigMap asks for.
 use std::{
+    collections::HashSet,
     net::SocketAddr,
     sync::{Arc, mpsc},
     thread,
@@ -10,9 +11,14 @@ use std::{
 use crate::{
     http::{self, Exposition},
     loader::{self, LoadError, LoadOptions, Probes},
+    maps::Ledger,
     metrics::{self, Label, Renderer, SelfMetrics},
     resolver::{PodIndex, Resolver, pods, procfs::Procfs},
     trace::agent::{self, TraceAgentOptions, TraceHub},
+};
+use swoll_maps_schema::{
+    histogram::LatencyBuckets,
+    metrics::{MetricKey, MetricValue},
 };
 
 /// Settings of `swoll serve`, validated.
@@ -82,7 +88,8 @@ pub enum ServeError {
     Http(#[source] std::io::Error),
 }
 
-/// Runs until SIGINT or SIGTERM, then detaches the probes and returns.
+/// Runs until SIGINT or SIGTERM, then returns: pinned probes stay attached and counting for the
+/// next agent, unpinned ones (`--no-pin`) are detached. SIGHUP re-reads what can be re-read.
 pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     let probes = loader::load(&opts.load)?;
     let _run_stats = if opts.bpf_stats {
@@ -90,12 +97,19 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     } else {
         None
     };
+    let pin_set = probes.pin_set().map(|p| p.display().to_string());
     tracing::info!(
         map_size = opts.load.map_size,
         host = opts.load.count_host,
         time = opts.load.time,
         histogram = opts.load.histogram,
-        "probes attached to raw_syscalls sys_enter/sys_exit"
+        pinned = pin_set.as_deref().unwrap_or("no"),
+        "{}",
+        if probes.reused() {
+            "took over the pinned probes: counters continue where the last agent left them"
+        } else {
+            "probes attached to raw_syscalls sys_enter/sys_exit"
+        }
     );
     let exposition = Arc::new(Exposition::new(SelfMetrics::new()?));
     let mut traces = None;
@@ -151,10 +165,14 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
             .map_err(ServeError::Http)?
     };
 
+    let reload = tokio::spawn(reload_on_sighup(
+        traces.as_ref().map(|t| Arc::clone(&t.specs)),
+    ));
     let served = axum::serve(listener, http::router(exposition))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(ServeError::Http);
+    reload.abort();
     drop(stop_reader);
     if reader.join().is_err() {
         tracing::error!("the map reader panicked");
@@ -162,8 +180,71 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     if let Some(traces) = traces {
         traces.stop();
     }
-    tracing::info!("probes detached; bye");
+    match pin_set {
+        Some(set) => tracing::info!(
+            pinned = set,
+            "probes left pinned and counting for the next agent (`swoll unpin` removes them); bye"
+        ),
+        None => tracing::info!("probes detached; bye"),
+    }
     served
+}
+
+/// The trace ConfigMap's watch, restartable: a restart lists the ConfigMap again.
+struct SpecsWatch {
+    start: Box<dyn Fn() -> tokio::task::JoinHandle<()> + Send + Sync>,
+    running: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl SpecsWatch {
+    fn new(start: Box<dyn Fn() -> tokio::task::JoinHandle<()> + Send + Sync>) -> Self {
+        let running = std::sync::Mutex::new(Some(start()));
+        SpecsWatch { start, running }
+    }
+
+    /// Stops the watch and starts it again, which re-reads the ConfigMap at once.
+    fn restart(&self) {
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(old) = running.replace((self.start)()) {
+            old.abort();
+        }
+    }
+
+    fn stop(&self) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(running) = running {
+            running.abort();
+        }
+    }
+}
+
+/// On every SIGHUP: re-read the trace ConfigMap (when traces are on). swoll has no config file;
+/// the counters and the probes are never touched. Without a handler SIGHUP would kill the agent.
+async fn reload_on_sighup(specs: Option<Arc<SpecsWatch>>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install a SIGHUP handler");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match &specs {
+            Some(specs) => {
+                tracing::info!("SIGHUP: re-reading the trace ConfigMap; counters untouched");
+                specs.restart();
+            }
+            None => tracing::info!(
+                "SIGHUP: nothing to reload (no trace ConfigMap; flags are read at start only); \
+                 counters untouched"
+            ),
+        }
+    }
 }
 
 /// The running parts of trace mode: stopped (streams closed, rules removed, programs
@@ -172,10 +253,12 @@ struct Traces {
     stop: mpsc::Sender<()>,
     thread: thread::JoinHandle<()>,
     http: tokio::task::JoinHandle<()>,
+    specs: Arc<SpecsWatch>,
 }
 
 impl Traces {
     fn stop(self) {
+        self.specs.stop();
         self.http.abort();
         drop(self.stop);
         if self.thread.join().is_err() {
@@ -195,16 +278,24 @@ fn start_traces(
     let hub = Arc::new(TraceHub::new(&exposition.self_metrics)?);
     let settings_listen = settings.listen;
     let errors = exposition.self_metrics.resolver_errors("apiserver");
-    tokio::spawn(agent::watch_specs(
-        client,
+    let (namespace, name) = (
         settings.configmap_namespace.clone(),
         settings.configmap_name.clone(),
-        Arc::clone(&hub),
-        move |err| {
-            errors.inc();
-            tracing::warn!(error = %err, "watching the traces ConfigMap failed; retrying with backoff");
-        },
-    ));
+    );
+    let specs_hub = Arc::clone(&hub);
+    let specs = Arc::new(SpecsWatch::new(Box::new(move || {
+        let errors = errors.clone();
+        tokio::spawn(agent::watch_specs(
+            client.clone(),
+            namespace.clone(),
+            name.clone(),
+            Arc::clone(&specs_hub),
+            move |err| {
+                errors.inc();
+                tracing::warn!(error = %err, "watching the traces ConfigMap failed; retrying with backoff");
+            },
+        ))
+    })));
     tracing::info!(
         configmap = format!(
             "{}/{}",
@@ -244,7 +335,12 @@ fn start_traces(
         .name("swoll-traces".into())
         .spawn(move || agent::run(hub, Some(pods), agent_opts, &stopped))
         .map_err(ServeError::Http)?;
-    Ok(Traces { stop, thread, http })
+    Ok(Traces {
+        stop,
+        thread,
+        http,
+        specs,
+    })
 }
 
 /// How often new pid namespaces are looked for between map reads: a container is resolved
@@ -272,6 +368,11 @@ fn read_loop(
     interval: Duration,
     stop: &mpsc::Receiver<()>,
 ) {
+    let capacity = probes.maps.capacity() as usize;
+    let mut ledgers = Ledgers {
+        metrics: Ledger::new(capacity),
+        histogram: Ledger::new(capacity),
+    };
     let mut next_read = Instant::now();
     let mut records = None;
     loop {
@@ -289,6 +390,7 @@ fn read_loop(
                 &mut probes,
                 &mut resolver,
                 &mut renderer,
+                &mut ledgers,
                 exposition,
                 interval,
             );
@@ -302,16 +404,32 @@ fn read_loop(
     drop(probes);
 }
 
-/// One read: snapshot the maps, resolve, retire gone namespaces, render, publish.
+/// What the agent has exported per key of each LRU map, kept across evictions.
+struct Ledgers {
+    metrics: Ledger<MetricValue>,
+    histogram: Ledger<LatencyBuckets>,
+}
+
+/// One read: snapshot the maps, account for evictions, resolve, retire gone namespaces, render,
+/// publish.
 fn read_once(
     probes: &mut Probes,
     resolver: &mut Resolver,
     renderer: &mut Renderer,
+    ledgers: &mut Ledgers,
     exposition: &Exposition,
     grace: Duration,
 ) {
     let started = Instant::now();
     let mut snapshot = probes.maps.read();
+    snapshot.evictions = ledgers
+        .metrics
+        .account(&mut snapshot.rows, |key| probes.maps.get(key));
+    if let Some(histograms) = &mut snapshot.histograms {
+        snapshot.histogram_evictions = ledgers
+            .histogram
+            .account(histograms, |key| probes.maps.get_histogram(key));
+    }
     let namespaces: Vec<u32> = {
         let mut ns: Vec<u32> = snapshot.rows.keys().map(|k| k.pid_ns).collect();
         ns.sort_unstable();
@@ -322,18 +440,34 @@ fn read_once(
         resolver.observe(ns, None);
     }
     resolver.retry_unknown(namespaces.iter().copied());
-    for ns in resolver.expired(&namespaces, started, grace) {
-        let keys: Vec<_> = snapshot
+    let retired: HashSet<u32> = resolver
+        .expired(
+            &namespaces,
+            |ns| ledgers.metrics.changed().contains(&ns),
+            started,
+            grace,
+        )
+        .into_iter()
+        .collect();
+    if !retired.is_empty() {
+        let keys: Vec<MetricKey> = snapshot
             .rows
             .keys()
-            .filter(|k| k.pid_ns == ns)
+            .filter(|k| retired.contains(&k.pid_ns))
             .copied()
             .collect();
-        snapshot.read_errors += probes.maps.forget_pid_ns(ns, keys.iter().copied());
-        for key in keys {
-            snapshot.rows.remove(&key);
+        snapshot.read_errors += probes.maps.forget_keys(&keys, &retired);
+        snapshot.rows.retain(|k, _| !retired.contains(&k.pid_ns));
+        if let Some(histograms) = &mut snapshot.histograms {
+            histograms.retain(|k, _| !retired.contains(&k.pid_ns));
         }
-        tracing::debug!(pid_ns = ns, "pid namespace gone: series retired");
+        ledgers.metrics.forget(&retired);
+        ledgers.histogram.forget(&retired);
+        renderer.retire(&retired);
+        tracing::debug!(
+            namespaces = retired.len(),
+            "pid namespaces gone: series retired"
+        );
     }
     if let Some(misses) = probes.recursion_misses() {
         exposition.self_metrics.observe_recursion_misses(&misses);

@@ -12,13 +12,14 @@ fn cache() -> PathBuf {
         .join("btf")
 }
 
-/// (kernel version prefix, task.thread_pid, pid.level, pid.numbers, pid_namespace.ns + ns_common.inum)
-const EXPECTED: &[(&str, u32, u32, u32, u32)] = &[
-    ("5.10.", 2336, 4, 96, 120 + 16),
-    ("6.1.", 2520, 4, 96, 112 + 16),
-    ("6.12.", 2536, 4, 112, 112 + 16),
+/// (kernel version prefix, task.thread_pid, pid.level, pid.numbers, pid_namespace.ns + ns_common.inum,
+/// task.start_time)
+const EXPECTED: &[(&str, u32, u32, u32, u32, u32)] = &[
+    ("5.10.", 2336, 4, 96, 120 + 16, 2536),
+    ("6.1.", 2520, 4, 96, 112 + 16, 2776),
+    ("6.12.", 2536, 4, 112, 112 + 16, 2776),
     // 6.18 moved `inum` behind a new leading `ns_type`; 7.3 grew ns_common to 320 bytes.
-    ("7.3.", 2976, 4, 128, 256 + 88),
+    ("7.3.", 2976, 4, 128, 256 + 88, 3216),
 ];
 
 /// The blobs are Debian's amd64 kernels: their `pt_regs` is x86_64's.
@@ -27,7 +28,7 @@ const EXPECTED: &[(&str, u32, u32, u32, u32)] = &[
 fn offsets_of_every_ci_kernel() {
     let dir = cache();
     let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    for &(prefix, thread_pid, level, numbers, inum) in EXPECTED {
+    for &(prefix, thread_pid, level, numbers, inum, start_time) in EXPECTED {
         let blob = std::fs::read_dir(&dir).ok().and_then(|entries| {
             entries.flatten().map(|e| e.path()).find(|p| {
                 p.file_name()
@@ -57,6 +58,7 @@ fn offsets_of_every_ci_kernel() {
             upid_ns: 8,
             pid_ns_inum: inum,
             regs_syscall_nr: 120,
+            task_start_time: start_time,
         };
         assert_eq!(got, want, "{}", blob.display());
         // Trace mode's offsets resolve on every kernel too; the x86_64 argument registers

@@ -37,9 +37,13 @@ const HOST_MOUNTS: [(&str, &str, bool); 4] = [
     ("/proc", "/host/proc", true),
     ("/sys/kernel/btf", "/sys/kernel/btf", true),
     ("/sys/fs/cgroup", "/sys/fs/cgroup", true),
-    // Read-write for map pinning (planned); nothing is pinned yet.
+    // Read-write: the probes are pinned under --pin-path.
     ("/sys/fs/bpf", "/sys/fs/bpf", false),
 ];
+
+/// The one mount that sees the host's later mounts (`HostToContainer`): bpffs, so a bpffs the
+/// host mounts after the pod started holds the pins. None propagates back to the host.
+const PROPAGATED: &str = "/sys/fs/bpf";
 
 /// The capabilities the agent adds, all others dropped.
 const CAPABILITIES: [&str; 4] = ["BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE"];
@@ -430,10 +434,9 @@ fn daemonset_mounts_exactly_the_host_paths() {
             let host = volumes
                 .get(m.name.as_str())
                 .unwrap_or_else(|| panic!("mount of unknown volume {}", m.name));
-            assert!(
-                m.sub_path.is_none() && m.mount_propagation.is_none(),
-                "{m:?}"
-            );
+            assert!(m.sub_path.is_none(), "{m:?}");
+            let propagation = (m.mount_path == PROPAGATED).then_some("HostToContainer");
+            assert_eq!(m.mount_propagation.as_deref(), propagation, "{m:?}");
             (*host, m.mount_path.as_str(), m.read_only.unwrap_or(false))
         })
         .collect();
@@ -485,6 +488,13 @@ fn daemonset_args_agree_with_the_pod() {
             .expect("a host mount")
     };
     assert_eq!(serve.proc_root, mount_of("/proc"));
+    // Pins on the host's bpffs, so they outlive the pod.
+    assert!(!serve.no_pin);
+    assert!(
+        serve.pin_path.starts_with(mount_of("/sys/fs/bpf")),
+        "{:?}",
+        serve.pin_path
+    );
     assert!(
         serve.btf.starts_with(mount_of("/sys/kernel/btf")),
         "{:?}",

@@ -122,11 +122,61 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// A running `swoll serve`, stopped with SIGTERM when dropped.
+/// A BPF filesystem of its own, mounted on a fresh temp dir and unmounted when dropped: every
+/// mount of bpffs is a new, empty instance, so tests never see each other's pins (nor the
+/// host's), and a test that dies leaves nothing pinned once the mount goes.
+pub struct BpfFs {
+    dir: TempDir,
+}
+
+impl BpfFs {
+    /// Mounts one; `None` (after printing why) where that is allowed to fail.
+    pub fn mount() -> Option<BpfFs> {
+        let dir = TempDir::new("swoll-bpffs");
+        let mounted = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            skip("cannot mount a bpf filesystem (mount -t bpf)");
+            return None;
+        }
+        Some(BpfFs { dir })
+    }
+
+    /// A pin path in it, as `swoll serve --pin-path` takes it.
+    pub fn pin_path(&self) -> PathBuf {
+        self.dir.0.join("swoll")
+    }
+
+    /// The pin sets under [`BpfFs::pin_path`], by name, sorted.
+    pub fn sets(&self) -> Vec<String> {
+        let mut sets: Vec<String> = std::fs::read_dir(self.pin_path())
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        sets.sort();
+        sets
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir.0).status();
+    }
+}
+
+/// A running `swoll serve`, stopped with SIGKILL when dropped.
 pub struct Agent {
     child: std::process::Child,
     /// Where it listens.
     pub addr: std::net::SocketAddr,
+    /// Its own bpffs, unless the test chose a pin path (or `--no-pin`): dropped after the agent.
+    _bpffs: Option<BpfFs>,
 }
 
 impl Agent {
@@ -136,7 +186,8 @@ impl Agent {
         Agent::start_with_env(extra, &[])
     }
 
-    /// As [`Agent::start`], with environment variables (e.g. `KUBECONFIG`).
+    /// As [`Agent::start`], with environment variables (e.g. `KUBECONFIG`). Unless `extra` has
+    /// `--pin-path` or `--no-pin`, the agent pins its probes in a bpffs of its own.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &Path)]) -> Option<Agent> {
         let bin = swoll_bin();
         if !bin.exists() {
@@ -160,15 +211,29 @@ impl Agent {
         } else {
             &["--traces-listen", "127.0.0.1:0"][..]
         };
+        let bpffs = if extra.contains(&"--pin-path") || extra.contains(&"--no-pin") {
+            None
+        } else {
+            Some(BpfFs::mount()?)
+        };
+        let pin_path = bpffs
+            .as_ref()
+            .map(|fs| vec!["--pin-path".into(), fs.pin_path()])
+            .unwrap_or_default();
         let child = Command::new(&bin)
             .args(["serve", "--listen", &addr.to_string()])
             .args(traces)
+            .args(pin_path)
             .args(extra)
             .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("spawning swoll serve");
-        let mut agent = Agent { child, addr };
+        let mut agent = Agent {
+            child,
+            addr,
+            _bpffs: bpffs,
+        };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = agent.child.try_wait() {
@@ -204,6 +269,33 @@ impl Agent {
             }
         });
         rx
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its resident memory in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("reading the agent's /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("VmRSS:")?
+                    .trim()
+                    .strip_suffix(" kB")?
+                    .parse()
+                    .ok()
+            })
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// Sends SIGKILL (no chance to clean up, as a crash or an OOM kill) and reaps it.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL to swoll serve");
+        self.child.wait().expect("reaping swoll serve");
     }
 
     /// Sends SIGTERM and returns the exit status.

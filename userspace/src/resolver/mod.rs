@@ -31,22 +31,29 @@ pub trait PodIndex: Send + Sync {
 }
 
 /// What a pid namespace is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Identity {
     /// The host's own pid namespace.
     Host,
     /// A container, as its cgroup names it.
     Container(ContainerRef),
     /// Not resolved (yet): no live process and no cgroup said what it is.
+    #[default]
     Unknown,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Entry {
     identity: Identity,
     seen: Option<PidNsSeen>,
     /// When the namespace was first found without any process or cgroup.
     gone_since: Option<Instant>,
+    /// Failed procfs retries of an unknown namespace so far.
+    retries: u32,
+    /// The [`Resolver::retry_unknown`] pass at which the namespace is retried next.
+    retry_at: u64,
+    /// The [`Resolver::expired`] pass at which the namespace was last checked.
+    checked_at: u64,
 }
 
 /// Resolves pid namespaces; see the module docs.
@@ -55,6 +62,10 @@ pub struct Resolver {
     host_pid_ns: u32,
     known: LruCache<u32, Entry>,
     pods: Option<Box<dyn PodIndex>>,
+    /// Calls of [`Resolver::retry_unknown`] so far.
+    passes: u64,
+    /// Calls of [`Resolver::expired`] so far.
+    checks: u64,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -70,6 +81,17 @@ impl std::fmt::Debug for Resolver {
 /// re-resolved if seen again).
 const CAPACITY: usize = 16_384;
 
+/// Most [`Resolver::retry_unknown`] passes between two retries of a namespace that stays
+/// unknown. Each retry walks procfs (a stat per process on the host); a namespace that has no
+/// container (a plain `unshare`, say) stays unknown for good, so its retries back off
+/// exponentially up to this (at the default 5 s interval, one walk every 80 s).
+const MAX_RETRY_GAP: u64 = 16;
+
+/// [`Resolver::expired`] passes between two liveness checks of an idle namespace that was
+/// alive at its last check. Each check costs a stat or two in procfs; an idle namespace that
+/// ends is found at most this many reads later (then retired after the grace period).
+const CHECK_IDLE_EVERY: u64 = 4;
+
 impl Resolver {
     /// A resolver over `procfs`, treating `host_pid_ns` as the host, with an optional pod cache
     /// (none in local mode: containers are labelled by short id only).
@@ -80,6 +102,8 @@ impl Resolver {
             host_pid_ns,
             known: LruCache::new(capacity),
             pods,
+            passes: 0,
+            checks: 0,
         }
     }
 
@@ -100,9 +124,8 @@ impl Resolver {
         }
         let identity = self.identify(pid_ns, seen);
         let entry = self.known.get_or_insert_mut(pid_ns, || Entry {
-            identity: Identity::Unknown,
             seen,
-            gone_since: None,
+            ..Entry::default()
         });
         entry.identity = identity;
     }
@@ -124,27 +147,37 @@ impl Resolver {
         Identity::Unknown
     }
 
-    /// Tries once more, with one walk of procfs, every namespace of `pid_namespaces` that is
+    /// Tries once more, with one walk of procfs, the namespaces of `pid_namespaces` that are
     /// still unknown (processes that were not recorded by the probes, e.g. a namespace whose
-    /// recording was recycled).
+    /// recording was recycled), each at exponentially spaced passes: at every pass at first,
+    /// then every 2, 4, … up to [`MAX_RETRY_GAP`] passes while it stays unknown.
     pub fn retry_unknown(&mut self, pid_namespaces: impl IntoIterator<Item = u32>) {
-        let unknown: Vec<u32> = pid_namespaces
+        self.passes += 1;
+        let passes = self.passes;
+        let due: Vec<u32> = pid_namespaces
             .into_iter()
             .filter(|ns| *ns != self.host_pid_ns)
             .filter(|ns| {
                 self.known
                     .peek(ns)
-                    .is_none_or(|e| e.identity == Identity::Unknown)
+                    .is_none_or(|e| e.identity == Identity::Unknown && e.retry_at <= passes)
             })
             .collect();
-        for (ns, pid) in self.procfs.find_processes(&unknown) {
-            if let Some(container) = self.procfs.container_of(pid) {
-                let entry = self.known.get_or_insert_mut(ns, || Entry {
-                    identity: Identity::Unknown,
-                    seen: None,
-                    gone_since: None,
-                });
-                entry.identity = Identity::Container(container);
+        if due.is_empty() {
+            return;
+        }
+        let found = self.procfs.find_processes(&due);
+        for ns in due {
+            let container = found
+                .get(&ns)
+                .and_then(|&pid| self.procfs.container_of(pid));
+            let entry = self.known.get_or_insert_mut(ns, Entry::default);
+            match container {
+                Some(container) => entry.identity = Identity::Container(container),
+                None => {
+                    entry.retry_at = passes + (1_u64 << entry.retries.min(4)).min(MAX_RETRY_GAP);
+                    entry.retries = entry.retries.saturating_add(1);
+                }
             }
         }
     }
@@ -185,22 +218,36 @@ impl Resolver {
     /// Checks whether the container namespaces among `pid_namespaces` still exist; returns those
     /// gone for at least `grace` (their series have been exported with their final values), and
     /// forgets them. A namespace exists while a process recorded in it lives or its cgroup
-    /// directory does; failing both, one procfs walk looks for any process in it.
+    /// directory does; failing both, one procfs walk looks for any process in it. A namespace
+    /// for which `active` is true made calls since the last read, so it is alive without
+    /// asking procfs; an idle one is checked every [`CHECK_IDLE_EVERY`] calls (every call once
+    /// it has been found gone), so a namespace that ends is found within that many reads.
     pub fn expired(
         &mut self,
         pid_namespaces: &[u32],
+        active: impl Fn(u32) -> bool,
         now: Instant,
         grace: std::time::Duration,
     ) -> Vec<u32> {
+        self.checks += 1;
         let mut maybe_gone = Vec::new();
         let mut by_cgroup = Vec::new();
         for &ns in pid_namespaces {
             if ns == self.host_pid_ns {
                 continue;
             }
-            let Some(entry) = self.known.peek(&ns) else {
+            if active(ns) {
+                self.still_alive(ns);
+                continue;
+            }
+            let Some(entry) = self.known.peek_mut(&ns) else {
                 continue;
             };
+            if entry.gone_since.is_none() && self.checks < entry.checked_at + CHECK_IDLE_EVERY {
+                continue;
+            }
+            entry.checked_at = self.checks;
+            let entry = &*entry;
             match entry.seen {
                 Some(seen) if self.procfs.pid_ns_of(seen.tgid) == Some(ns) => self.still_alive(ns),
                 Some(seen) => by_cgroup.push((ns, seen.cgroup_id)),

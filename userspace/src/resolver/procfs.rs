@@ -1,7 +1,7 @@
 //! What procfs and the cgroup v2 tree say about a pid namespace: a live process in it, that
 //! process's cgroup, and the path of a cgroup id.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
@@ -80,6 +80,7 @@ impl Procfs {
         if wanted.is_empty() {
             return found;
         }
+        let wanted: HashSet<u32> = wanted.iter().copied().collect();
         let Ok(entries) = std::fs::read_dir(&self.root) else {
             return found;
         };

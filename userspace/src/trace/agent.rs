@@ -326,7 +326,9 @@ impl Tracer {
     /// Starts `trace`: a filter slot, a stream.
     fn start(&mut self, key: String, trace: Trace) {
         if self.probes.is_none() {
-            match loader::load_trace(&self.opts.btf, std::process::id(), self.opts.ring_bytes) {
+            // The agent's tgid as the probes see it (the host's numbering, not the pod's).
+            let tgid = crate::host::own_tgid(&self.opts.proc_root);
+            match loader::load_trace(&self.opts.btf, tgid, self.opts.ring_bytes) {
                 Ok(probes) => {
                     tracing::info!("trace programs loaded");
                     self.probes = Some(probes);

@@ -3,16 +3,22 @@
 //!
 //! ```text
 //! swoll-workload [--new-pidns] [--threads T] [--repeat-for SECONDS] [--hold MS] [--cgroup DIR]
-//!                OP N [OP N ...]
-//!   OP: openat-missing | getppid | nanosleep-5ms
+//!                [--rounds R] [--pause MS] [--spawn-pidns COUNT] OP N [OP N ...]
+//!   OP: openat-missing | getppid | nanosleep-5ms | enosys
 //!       | create PATH | connect PORT | exec PATH ARG[,ARG…]
 //! ```
+//! `enosys N` makes one call of each of N syscall numbers no kernel has (1000 and up), each
+//! failing with ENOSYS: N distinct keys in the namespace, to fill the agent's map.
 //! `create` makes one `openat(AT_FDCWD, PATH, O_CREAT|O_WRONLY, 0644)` (and a `close`);
 //! `connect` one TCP `connect` to 127.0.0.1:PORT (after its `socket`; then a `close`); `exec`
 //! one `execve(PATH, [ARG…], [])` and must come last (the program it runs must exit 0).
 //! `--repeat-for` runs the op list again and again until that many seconds have passed (a
 //! steady rate for Prometheus `rate()` windows). `--hold` keeps the process (and so its pid
 //! namespace) alive that many milliseconds after the ops, sleeping with `nanosleep`.
+//! `--rounds` runs the op list exactly R times, `--pause` MS apart (default 100): a known number
+//! of calls spread over time. `--spawn-pidns` creates COUNT short-lived pid namespaces one after
+//! the other (`clone(CLONE_NEWPID)`): the first process of each runs the op list once and exits,
+//! which ends its namespace; it prints nothing but the count it made (`spawned COUNT`).
 //! `--cgroup` moves the process into that cgroup (v2) directory first, as a container runtime
 //! would, so the namespace's processes are born in it.
 //! It prints `pidns <inode>` (the namespace the ops run in) on stdout first. With `--new-pidns`
@@ -27,6 +33,7 @@ enum Op {
     OpenatMissing,
     Getppid,
     Nanosleep5ms,
+    Enosys,
     Create(std::ffi::CString),
     Connect(u16),
     Exec(std::ffi::CString, Vec<std::ffi::CString>),
@@ -46,6 +53,9 @@ struct Plan {
     new_pidns: bool,
     threads: usize,
     repeat_for: Option<std::time::Duration>,
+    rounds: Option<u64>,
+    pause: std::time::Duration,
+    spawn_pidns: Option<u64>,
     hold: std::time::Duration,
     cgroup: Option<String>,
     ops: Vec<(Op, u64)>,
@@ -55,6 +65,9 @@ fn parse(args: Vec<String>) -> Result<Plan, String> {
     let mut new_pidns = false;
     let mut threads = 1;
     let mut repeat_for = None;
+    let mut rounds = None;
+    let mut pause = std::time::Duration::from_millis(100);
+    let mut spawn_pidns = None;
     let mut hold = std::time::Duration::ZERO;
     let mut cgroup = None;
     let mut ops = Vec::new();
@@ -67,6 +80,27 @@ fn parse(args: Vec<String>) -> Result<Plan, String> {
                     .next()
                     .and_then(|t| t.parse().ok())
                     .ok_or("--threads takes a number")?;
+            }
+            "--rounds" => {
+                rounds = Some(
+                    it.next()
+                        .and_then(|t| t.parse().ok())
+                        .ok_or("--rounds takes a number")?,
+                );
+            }
+            "--pause" => {
+                let ms = it
+                    .next()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or("--pause takes milliseconds")?;
+                pause = std::time::Duration::from_millis(ms);
+            }
+            "--spawn-pidns" => {
+                spawn_pidns = Some(
+                    it.next()
+                        .and_then(|t| t.parse().ok())
+                        .ok_or("--spawn-pidns takes a count")?,
+                );
             }
             "--cgroup" => cgroup = Some(it.next().ok_or("--cgroup takes a directory")?),
             "--hold" => {
@@ -108,6 +142,7 @@ fn parse(args: Vec<String>) -> Result<Plan, String> {
                     "openat-missing" => Op::OpenatMissing,
                     "getppid" => Op::Getppid,
                     "nanosleep-5ms" => Op::Nanosleep5ms,
+                    "enosys" => Op::Enosys,
                     other => return Err(format!("unknown op {other}")),
                 };
                 let n = it
@@ -122,6 +157,9 @@ fn parse(args: Vec<String>) -> Result<Plan, String> {
         new_pidns,
         threads,
         repeat_for,
+        rounds,
+        pause,
+        spawn_pidns,
         hold,
         cgroup,
         ops,
@@ -139,6 +177,9 @@ fn run(plan: &Plan) -> ExitCode {
             eprintln!("swoll-workload: {}: {err}", procs.display());
             return ExitCode::from(3);
         }
+    }
+    if let Some(count) = plan.spawn_pidns {
+        return spawn_pidns(plan, count);
     }
     if !plan.new_pidns {
         return report_pid_ns().map_or(ExitCode::from(3), |()| work(plan));
@@ -182,6 +223,53 @@ fn run(plan: &Plan) -> ExitCode {
     }
 }
 
+/// Creates `count` pid namespaces one after the other; the first process of each makes the
+/// ops once and exits, ending its namespace.
+fn spawn_pidns(plan: &Plan, count: u64) -> ExitCode {
+    for _ in 0..count {
+        // SAFETY: a fork-like clone (no new stack: the child runs on a copy of ours) into a new
+        // pid namespace; this process is single-threaded, so the child may do anything.
+        let child = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                libc::CLONE_NEWPID | libc::SIGCHLD,
+                0,
+                0,
+                0,
+                0,
+            )
+        };
+        match child {
+            -1 => {
+                eprintln!(
+                    "swoll-workload: clone(CLONE_NEWPID): {}",
+                    std::io::Error::last_os_error()
+                );
+                return ExitCode::from(3);
+            }
+            0 => {
+                let code = i32::from(!plan.ops.iter().all(|(op, n)| make(op, *n)));
+                // SAFETY: leave at once, as the first process of a namespace ends it.
+                unsafe { libc::_exit(code) }
+            }
+            child => {
+                let child = libc::pid_t::try_from(child).unwrap_or(-1);
+                let mut status = 0;
+                // SAFETY: waits for our own child, writing only `status`.
+                if unsafe { libc::waitpid(child, &mut status, 0) } != child
+                    || !libc::WIFEXITED(status)
+                    || libc::WEXITSTATUS(status) != 0
+                {
+                    eprintln!("swoll-workload: a namespace's process failed ({status:#x})");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    }
+    println!("spawned {count}");
+    ExitCode::SUCCESS
+}
+
 /// Prints `pidns <inode>` of the calling process's pid namespace.
 fn report_pid_ns() -> Result<(), ()> {
     let ino = std::fs::metadata("/proc/self/ns/pid")
@@ -193,14 +281,20 @@ fn report_pid_ns() -> Result<(), ()> {
         .map_err(|err| eprintln!("swoll-workload: stdout: {err}"))
 }
 
-/// Runs the ops on `plan.threads` threads; each thread makes all of them (repeatedly, with
-/// `--repeat-for`, pausing 100 ms between rounds).
+/// Runs the ops on `plan.threads` threads; each thread makes all of them (`--rounds` times,
+/// `--pause` apart; or repeatedly with `--repeat-for`, pausing 100 ms between rounds).
 fn work(plan: &Plan) -> ExitCode {
     let started = std::time::Instant::now();
     let once = || plan.ops.iter().all(|(op, n)| make(op, *n));
-    let thread = || match plan.repeat_for {
-        None => once(),
-        Some(limit) => {
+    let thread = || match (plan.repeat_for, plan.rounds) {
+        (None, None) => once(),
+        (_, Some(rounds)) => (0..rounds).all(|round| {
+            if round > 0 {
+                std::thread::sleep(plan.pause);
+            }
+            once()
+        }),
+        (Some(limit), None) => {
             while started.elapsed() < limit {
                 if !once() {
                     return false;
@@ -225,7 +319,9 @@ fn work(plan: &Plan) -> ExitCode {
 /// Makes `n` calls of `op`, checking each returns what it must.
 fn make(op: &Op, n: u64) -> bool {
     const MISSING: &[u8] = b"/swoll-workload/does/not/exist\0";
-    for _ in 0..n {
+    /// The first syscall number of `enosys`: above every table of every architecture.
+    const NO_SUCH_SYSCALL: libc::c_long = 1000;
+    for i in 0..n {
         // SAFETY: raw syscalls with valid arguments: a NUL-terminated path, a timespec on our
         // stack; none retains a pointer.
         let ok = unsafe {
@@ -240,6 +336,10 @@ fn make(op: &Op, n: u64) -> bool {
                     ret == -1 && *libc::__errno_location() == libc::ENOENT
                 }
                 Op::Getppid => libc::syscall(libc::SYS_getppid) >= 0,
+                Op::Enosys => {
+                    let nr = NO_SUCH_SYSCALL + libc::c_long::try_from(i).unwrap_or(0);
+                    libc::syscall(nr) == -1 && *libc::__errno_location() == libc::ENOSYS
+                }
                 Op::Nanosleep5ms => {
                     let ts = libc::timespec {
                         tv_sec: 0,

@@ -1,0 +1,280 @@
+//! Restarts without a gap: the probes pinned under `--pin-path` keep counting while no agent
+//! runs, a restarted agent with the same binary and options continues their counters exactly, a
+//! changed option replaces the old pin set, SIGTERM keeps the pins and `--no-pin` makes none.
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{Map, MapData, PerCpuHashMap};
+use swoll_kernel_tests::{
+    Agent, BpfFs, expect_sample, http_get, is_root, runnable_swoll, sample, skip, spawn_workload,
+};
+use swoll_maps_schema::metrics::{self, MetricKey, MetricValue};
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
+
+fn series(call: &str, class: &str, group: &str, ns: u32) -> String {
+    format!(
+        "swoll_node_metrics_syscall_count{{syscall=\"sys_{call}\",err=\"OK\",class=\"{class}\",\
+         group=\"{group}\",namespace=\"\",pod=\"\",container=\"\",kns=\"{ns}\"}}"
+    )
+}
+
+fn getppid(ns: u32) -> String {
+    series("getppid", "ProcessManagement", "Process", ns)
+}
+
+type MetricsMap = PerCpuHashMap<MapData, MetricKey, MetricValue>;
+
+/// The metrics map pinned in `set`, opened by the test itself: a reader besides any agent, which
+/// keeps the map alive as long as it is held.
+fn pinned_metrics(set: &Path) -> MetricsMap {
+    let map = MapData::from_pin(set.join(metrics::MAP)).expect("opening the pinned metrics map");
+    Map::from_map_data(map)
+        .expect("a map")
+        .try_into()
+        .expect("the metrics map's type")
+}
+
+/// The count of (ns, nr, OK) in `map`, summed over CPUs; 0 if absent.
+fn count(map: &MetricsMap, ns: u32, nr: i64) -> u64 {
+    let key = MetricKey {
+        pid_ns: ns,
+        nr: u32::try_from(nr).expect("nr"),
+        errno: 0,
+    };
+    map.get(&key, 0)
+        .map(|values| values.iter().map(|v| v.count).sum())
+        .unwrap_or(0)
+}
+
+/// The one pin set under the pin path.
+fn only_set(fs: &BpfFs) -> std::path::PathBuf {
+    let sets = fs.sets();
+    assert_eq!(sets.len(), 1, "pin sets: {sets:?}");
+    fs.pin_path().join(&sets[0])
+}
+
+fn start(fs: &BpfFs, extra: &[&str]) -> Option<Agent> {
+    let pin = fs.pin_path();
+    let mut args = vec!["--interval", "200ms", "--pin-path"];
+    args.push(pin.to_str().expect("a UTF-8 path"));
+    args.extend_from_slice(extra);
+    Agent::start(&args)
+}
+
+#[test]
+fn a_killed_agent_restarted_continues_its_counters_exactly() {
+    let _serial = swoll_kernel_tests::exclusive();
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let Some(fs) = BpfFs::mount() else { return };
+    let Some(first) = start(&fs, &[]) else { return };
+    let set = only_set(&fs);
+    // 400 sleeps of 5 ms: two seconds or more of calls, over the kill and the restart; then
+    // the namespace stays alive (one long sleep) for the final read.
+    const CALLS: u64 = 400;
+    let (mut work, ns) = spawn_workload(
+        WORKLOAD,
+        &[
+            "--new-pidns",
+            "--hold",
+            "60000",
+            "nanosleep-5ms",
+            &CALLS.to_string(),
+        ],
+    );
+    let nanosleep = series("nanosleep", "Time", "MiscellaneousTime", ns);
+    let mut last = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while last == 0 {
+        let (_, body) = http_get(first.addr, "/metrics").expect("GET /metrics");
+        last = sample(&body, &nanosleep).unwrap_or(0);
+        assert!(Instant::now() < deadline, "no {nanosleep} in\n{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(last < CALLS, "the workload ended before the kill: {last}");
+    first.kill();
+    let down_at = Instant::now();
+    // While no agent runs, the pinned programs go on counting into the pinned map.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if count(&pinned_metrics(&set), ns, libc::SYS_nanosleep) > last {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing counted while no agent ran"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let Some(second) = start(&fs, &[]) else {
+        return;
+    };
+    assert_eq!(
+        only_set(&fs),
+        set,
+        "the restarted agent took over the same set"
+    );
+    eprintln!("restarted after {:?}", down_at.elapsed());
+    // Never backwards, and exact in the end.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = http_get(second.addr, "/metrics").expect("GET /metrics");
+        let now = sample(&body, &nanosleep).unwrap_or(0);
+        assert!(now >= last, "{nanosleep} went back from {last} to {now}");
+        last = now;
+        if now == CALLS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{nanosleep} is {now}, not {CALLS}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, body) = http_get(second.addr, "/metrics").expect("GET /metrics");
+    // The kernel reports recursion misses from 5.12 on; probes taken over report them too.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let reports_misses = swoll::selftest::parse_release(release.trim()) >= Some((5, 12));
+    assert_eq!(
+        body.contains("swoll_probe_recursion_misses_total{program=\"sys_exit\"}"),
+        reports_misses,
+        "recursion misses of the probes taken over, on {release}:\n{body}"
+    );
+    let _ = work.kill();
+    let _ = work.wait();
+    assert!(second.stop().success());
+}
+
+#[test]
+fn another_option_replaces_the_pinned_set_and_detaches_it() {
+    let _serial = swoll_kernel_tests::exclusive();
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let Some(fs) = BpfFs::mount() else { return };
+    let Some(first) = start(&fs, &["--map-size", "4096"]) else {
+        return;
+    };
+    let old_set = only_set(&fs);
+    let (mut a, ns_a) = spawn_workload(
+        WORKLOAD,
+        &["--new-pidns", "--hold", "60000", "getppid", "100"],
+    );
+    expect_sample(first.addr, &getppid(ns_a), 100, 20);
+    // The test holds the old metrics map open: it outlives its pins and shows what the old
+    // programs still count.
+    let old_map = pinned_metrics(&old_set);
+    let old_count = |ns| count(&old_map, ns, libc::SYS_getppid);
+    assert_eq!(old_count(ns_a), 100);
+    first.kill();
+
+    let Some(second) = start(&fs, &["--map-size", "8192"]) else {
+        return;
+    };
+    let new_set = only_set(&fs);
+    assert_ne!(new_set, old_set, "a new map size is a new set");
+    assert!(!old_set.exists(), "the old set is removed");
+    let (mut b, ns_b) = spawn_workload(
+        WORKLOAD,
+        &["--new-pidns", "--hold", "60000", "getppid", "50"],
+    );
+    let body = expect_sample(second.addr, &getppid(ns_b), 50, 20);
+    // New maps: what the old set counted is not carried over.
+    assert_eq!(sample(&body, &getppid(ns_a)), None, "{body}");
+    assert!(
+        body.contains("swoll_map_capacity{map=\"SWOLL_METRICS\"} 8192"),
+        "{body}"
+    );
+    // The old programs are detached: they counted nothing of the new workload.
+    assert_eq!(old_count(ns_b), 0, "the old programs still count");
+    assert_eq!(old_count(ns_a), 100);
+    for w in [&mut a, &mut b] {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    assert!(second.stop().success());
+}
+
+#[test]
+fn sigterm_keeps_the_pins_counting_and_no_pin_makes_none() {
+    let _serial = swoll_kernel_tests::exclusive();
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let Some(swoll) = runnable_swoll() else {
+        return;
+    };
+    let Some(fs) = BpfFs::mount() else { return };
+    let Some(first) = start(&fs, &[]) else { return };
+    let set = only_set(&fs);
+    assert!(first.stop().success(), "SIGTERM is a clean exit");
+    assert_eq!(only_set(&fs), set, "SIGTERM keeps the pins");
+
+    // No agent runs: the pinned programs count on their own.
+    let (mut work, ns) = spawn_workload(
+        WORKLOAD,
+        &["--new-pidns", "--hold", "60000", "getppid", "77"],
+    );
+    let pinned = pinned_metrics(&set);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(&pinned, ns, libc::SYS_getppid) != 77 {
+        assert!(
+            Instant::now() < deadline,
+            "pinned count {}, not 77",
+            count(&pinned, ns, libc::SYS_getppid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(pinned);
+    let Some(second) = start(&fs, &[]) else {
+        return;
+    };
+    expect_sample(second.addr, &getppid(ns), 77, 20);
+    // SIGHUP reloads what there is to reload and leaves the agent and its counters alone.
+    let pid = i32::try_from(second.pid()).expect("pid");
+    // SAFETY: signals our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    expect_sample(second.addr, &getppid(ns), 77, 20);
+    assert!(second.stop().success());
+
+    // --no-pin pins nothing and leaves the pins it finds alone.
+    let Some(unpinned) = start(&fs, &["--no-pin"]) else {
+        return;
+    };
+    assert!(unpinned.stop().success());
+    assert_eq!(only_set(&fs), set);
+    let elsewhere = fs.pin_path().with_file_name("other");
+    let Some(unpinned) = Agent::start(&[
+        "--no-pin",
+        "--pin-path",
+        elsewhere.to_str().expect("a UTF-8 path"),
+    ]) else {
+        return;
+    };
+    assert!(unpinned.stop().success());
+    assert!(
+        !elsewhere.exists(),
+        "--no-pin created {}",
+        elsewhere.display()
+    );
+
+    // `swoll unpin` removes the set, and the pin path it left empty.
+    let out = std::process::Command::new(&swoll)
+        .args(["unpin", "--pin-path"])
+        .arg(fs.pin_path())
+        .output()
+        .expect("running swoll unpin");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("removed {}", set.display())),
+        "{out:?}"
+    );
+    assert!(!fs.pin_path().exists());
+    let _ = work.kill();
+    let _ = work.wait();
+}
