@@ -555,6 +555,35 @@ pub fn wait_for_sample(
     }
 }
 
+/// As [`expect_sample`] for a count of syscalls, allowing for the calls the kernel skipped: on
+/// kernels that run the probes preemptibly (7.x) a `sys_exit` run can be skipped (see the
+/// README's Reliability section), and the agent exports how many. Exact when none was skipped;
+/// else the count must lie between `want` minus the skipped runs and `want`. Returns the count
+/// and the last body.
+pub fn expect_counted(
+    addr: std::net::SocketAddr,
+    series: &str,
+    want: u64,
+    secs: u64,
+) -> (u64, String) {
+    let (value, body) = wait_for_sample(addr, series, want, secs);
+    let counted = value.unwrap_or(0);
+    if counted == want {
+        return (counted, body);
+    }
+    let skipped = sample(
+        &body,
+        "swoll_probe_recursion_misses_total{program=\"sys_exit\"}",
+    )
+    .unwrap_or(0);
+    assert!(
+        skipped > 0 && counted < want && counted + skipped >= want,
+        "{series}: {counted} counted, {skipped} sys_exit runs skipped by the kernel, want {want}, in\n{body}"
+    );
+    eprintln!("the kernel skipped {skipped} sys_exit runs; {counted} of {want} counted");
+    (counted, body)
+}
+
 /// As [`wait_for_sample`], panicking with the last body unless the value became `want`.
 pub fn expect_sample(addr: std::net::SocketAddr, series: &str, want: u64, secs: u64) -> String {
     let (value, body) = wait_for_sample(addr, series, want, secs);

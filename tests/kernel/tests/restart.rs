@@ -8,7 +8,7 @@ use std::{
 
 use aya::maps::{Map, MapData, PerCpuHashMap};
 use swoll_kernel_tests::{
-    Agent, BpfFs, expect_sample, http_get, is_root, runnable_swoll, sample, skip, spawn_workload,
+    Agent, BpfFs, expect_counted, http_get, is_root, runnable_swoll, sample, skip, spawn_workload,
 };
 use swoll_maps_schema::metrics::{self, MetricKey, MetricValue};
 
@@ -164,12 +164,12 @@ fn another_option_replaces_the_pinned_set_and_detaches_it() {
         WORKLOAD,
         &["--new-pidns", "--hold", "60000", "getppid", "100"],
     );
-    expect_sample(first.addr, &getppid(ns_a), 100, 20);
+    let (counted_a, _) = expect_counted(first.addr, &getppid(ns_a), 100, 20);
     // The test holds the old metrics map open: it outlives its pins and shows what the old
     // programs still count.
     let old_map = pinned_metrics(&old_set);
     let old_count = |ns| count(&old_map, ns, libc::SYS_getppid);
-    assert_eq!(old_count(ns_a), 100);
+    assert_eq!(old_count(ns_a), counted_a);
     first.kill();
 
     let Some(second) = start(&fs, &["--map-size", "8192"]) else {
@@ -182,7 +182,7 @@ fn another_option_replaces_the_pinned_set_and_detaches_it() {
         WORKLOAD,
         &["--new-pidns", "--hold", "60000", "getppid", "50"],
     );
-    let body = expect_sample(second.addr, &getppid(ns_b), 50, 20);
+    let (_, body) = expect_counted(second.addr, &getppid(ns_b), 50, 20);
     // New maps: what the old set counted is not carried over.
     assert_eq!(sample(&body, &getppid(ns_a)), None, "{body}");
     assert!(
@@ -191,7 +191,7 @@ fn another_option_replaces_the_pinned_set_and_detaches_it() {
     );
     // The old programs are detached: they counted nothing of the new workload.
     assert_eq!(old_count(ns_b), 0, "the old programs still count");
-    assert_eq!(old_count(ns_a), 100);
+    assert_eq!(old_count(ns_a), counted_a);
     for w in [&mut a, &mut b] {
         let _ = w.kill();
         let _ = w.wait();
@@ -233,13 +233,13 @@ fn sigterm_keeps_the_pins_counting_and_no_pin_makes_none() {
     let Some(second) = start(&fs, &[]) else {
         return;
     };
-    expect_sample(second.addr, &getppid(ns), 77, 20);
+    expect_counted(second.addr, &getppid(ns), 77, 20);
     // SIGHUP reloads what there is to reload and leaves the agent and its counters alone.
     let pid = i32::try_from(second.pid()).expect("pid");
     // SAFETY: signals our own child.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
     std::thread::sleep(Duration::from_millis(300));
-    expect_sample(second.addr, &getppid(ns), 77, 20);
+    expect_counted(second.addr, &getppid(ns), 77, 20);
     assert!(second.stop().success());
 
     // --no-pin pins nothing and leaves the pins it finds alone.

@@ -202,11 +202,18 @@ fn a_full_ring_counts_every_lost_event_exactly() {
         lost > 0,
         "the ring did not overflow ({delivered} delivered)"
     );
-    assert_eq!(
-        delivered + lost + misses,
-        5000,
-        "{delivered} delivered + {lost} lost + {misses} skipped exits"
-    );
+    // A skipped `trace_exit` (7.x, see the README's Reliability section) is a call neither
+    // delivered nor counted lost, but the kernel's count of skipped runs covers every task on
+    // the CPU, traced or not: with skips, it bounds the gap rather than filling it.
+    let counted = delivered + lost;
+    if misses == 0 {
+        assert_eq!(counted, 5000, "{delivered} delivered + {lost} lost");
+    } else {
+        assert!(
+            counted <= 5000 && counted + misses >= 5000,
+            "{delivered} delivered + {lost} lost + {misses} skipped exits"
+        );
+    }
 }
 
 /// Reads `swoll trace` JSON lines until `done` holds for the lines of namespace `ns` or the
