@@ -41,7 +41,8 @@ fn try_sys_exit(ctx: &RawTracePointContext) {
     let off = config::offsets();
     let tid = pid_tgid as u32;
     let slot_bits = config::start_slot_bits();
-    let pid_ns = match task::pid_ns(&off, flags & FLAG_TASK_BTF != 0, tid, slot_bits) {
+    let task = task::current_btf(flags & FLAG_TASK_BTF != 0);
+    let pid_ns = match task::pid_ns(&off, task, tid, slot_bits) {
         Ok(ns) => ns,
         Err(_) => return maps::count(Stat::PidNsReadFailed),
     };
@@ -49,7 +50,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) {
         return;
     }
     let regs: *const u8 = ctx.arg(0);
-    let Ok(nr) = task::syscall_nr(regs, &off, flags & FLAG_TASK_REGS != 0) else {
+    let Ok(nr) = task::syscall_nr(regs, &off, task, flags & FLAG_TASK_REGS != 0) else {
         return maps::count(Stat::PidNsReadFailed);
     };
     let ret: i64 = ctx.arg(1);

@@ -7,19 +7,32 @@ use swoll_maps_schema::{config::KernelOffsets, pidns_cache, start, trace::TraceO
 
 use crate::maps;
 
+/// The current task as the BTF-typed pointer direct loads need, when the kernel has
+/// `bpf_get_current_task_btf` (5.11+; `task_btf` is decided by the loader and constant for the
+/// verifier). Fetched once per run and handed to [`pid_ns`] and [`syscall_nr`].
+#[inline(always)]
+pub fn current_btf(task_btf: bool) -> Option<*const u8> {
+    // SAFETY: a helper with no arguments; its result is only used for loads the verifier checks.
+    task_btf.then(|| unsafe { bpf_get_current_task_btf().cast::<u8>().cast_const() })
+}
+
 /// Inode of the current task's pid namespace, as `/proc/PID/ns/pid` shows it:
 /// `task->thread_pid->numbers[task->thread_pid->level].ns->ns.inum` (see
 /// <https://github.com/torvalds/linux/blob/v6.18/include/linux/pid.h> and `task_active_pid_ns`).
 ///
-/// Offsets come from the running kernel's BTF. With `task_btf` (kernel 5.11+, decided by the
-/// loader and constant for the verifier, which then drops the other branch) the namespace is
-/// looked up in the thread's slot of the cache first (see [`swoll_maps_schema::pidns_cache`]),
+/// Offsets come from the running kernel's BTF. With the BTF-typed `task` of [`current_btf`]
+/// (kernel 5.11+) the namespace is looked up in the thread's slot of the cache first (see [`swoll_maps_schema::pidns_cache`]),
 /// and a miss walks the first two steps with direct loads from the BTF-typed current task;
 /// otherwise every step is a `bpf_probe_read_kernel`. Both fail cleanly, never fault, on a bad
 /// pointer.
 #[inline(always)]
-pub fn pid_ns(off: &KernelOffsets, task_btf: bool, tid: u32, slot_bits: u32) -> Result<u32, i32> {
-    if !task_btf {
+pub fn pid_ns(
+    off: &KernelOffsets,
+    task: Option<*const u8>,
+    tid: u32,
+    slot_bits: u32,
+) -> Result<u32, i32> {
+    let Some(task) = task else {
         // SAFETY: every dereference goes through `bpf_probe_read_kernel`.
         return unsafe {
             let task = bpf_get_current_task() as *const u8;
@@ -28,14 +41,13 @@ pub fn pid_ns(off: &KernelOffsets, task_btf: bool, tid: u32, slot_bits: u32) -> 
             let level: u32 = bpf_probe_read_kernel(pid.add(off.pid_level as usize).cast())?;
             ns_of(pid, level, off)
         };
-    }
+    };
     // SAFETY: direct loads happen only from the BTF-typed task pointer and what the verifier
     // derives from it (it checks each against the kernel's BTF and makes it fault-safe); the
     // cache slot is a pointer into an array map's values, one aligned u64 load or store (two
     // threads that share a slot never see half of each other's value); every other dereference
     // goes through `bpf_probe_read_kernel`.
     unsafe {
-        let task = bpf_get_current_task_btf().cast::<u8>().cast_const();
         let start_time: u64 =
             core::ptr::read_volatile(task.add(off.task_start_time as usize).cast());
         let fingerprint = pidns_cache::fingerprint(tid, start_time);
@@ -74,15 +86,22 @@ unsafe fn ns_of(pid: *const u8, level: u32, off: &KernelOffsets) -> Result<u32, 
 }
 
 /// The syscall number from the registers `sys_exit` passes (`orig_ax` / `syscallno`). With
-/// `task_regs` (kernel 5.15+, constant for the verifier) a direct load from the BTF-typed
-/// registers of the current task, which are the same registers; else a `bpf_probe_read_kernel`.
+/// `task_regs` (kernel 5.15+, constant for the verifier) and the BTF-typed current `task`, a
+/// direct load from the BTF-typed registers of the task, which are the same registers; else a
+/// `bpf_probe_read_kernel`.
 #[inline(always)]
-pub fn syscall_nr(regs: *const u8, off: &KernelOffsets, task_regs: bool) -> Result<u32, i32> {
-    if task_regs {
-        // SAFETY: a direct load from the BTF-typed `struct pt_regs` the helper returns, which
-        // the verifier checks against the kernel's BTF and makes fault-safe.
+pub fn syscall_nr(
+    regs: *const u8,
+    off: &KernelOffsets,
+    task: Option<*const u8>,
+    task_regs: bool,
+) -> Result<u32, i32> {
+    if task_regs && let Some(task) = task {
+        // SAFETY: a direct load from the BTF-typed `struct pt_regs` the helper returns for the
+        // BTF-typed task, which the verifier checks against the kernel's BTF and makes
+        // fault-safe.
         let nr: i64 = unsafe {
-            let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
+            let regs = bpf_task_pt_regs(task.cast_mut().cast()) as *const u8;
             core::ptr::read_volatile(regs.add(off.regs_syscall_nr as usize).cast())
         };
         return Ok(nr as u32);

@@ -10,7 +10,7 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use swoll_maps_schema::{
-    config::FLAG_TASK_REGS,
+    config::{FLAG_TASK_BTF, FLAG_TASK_REGS},
     trace::{AT_ENTER, Captured, TraceEvent},
 };
 
@@ -41,8 +41,9 @@ fn try_trace_exit(ctx: &RawTracePointContext) {
 fn send(ctx: &RawTracePointContext, task: u64, entry: *const swoll_maps_schema::trace::TraceEntry) {
     let off = config::offsets();
     let regs: *const u8 = ctx.arg(0);
-    let task_regs = config::flags() & FLAG_TASK_REGS != 0;
-    let Ok(nr) = task::syscall_nr(regs, &off, task_regs) else {
+    let flags = config::flags();
+    let current = task::current_btf(flags & FLAG_TASK_BTF != 0);
+    let Ok(nr) = task::syscall_nr(regs, &off, current, flags & FLAG_TASK_REGS != 0) else {
         return;
     };
     // SAFETY: a live map value of plain data; only this task writes its entry.

@@ -140,10 +140,11 @@ pub enum LoadError {
 /// The loaded, attached probes and their maps. Dropping it detaches the programs and frees the
 /// maps, unless they are pinned.
 pub struct Probes {
-    /// `sys_enter` and `sys_exit`, for their run statistics.
-    programs: [(&'static str, ProgramFd); 2],
+    /// The attached programs (`sys_exit`, and `sys_enter` when timing), for their run
+    /// statistics.
+    programs: Vec<(&'static str, ProgramFd)>,
     /// Their attachments: closing a link detaches its program unless the link is pinned.
-    _links: [FdLink; 2],
+    _links: Vec<FdLink>,
     /// The pin set the probes live in, if pinned.
     pin_set: Option<PathBuf>,
     /// Whether the pin set was taken over from an earlier agent rather than loaded now.
@@ -156,34 +157,42 @@ pub struct Probes {
 /// often they ran, cumulative since load. Zero unless statistics are enabled.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RunStats {
-    /// Nanoseconds spent in `sys_enter` and `sys_exit` together.
+    /// Nanoseconds spent in the attached programs together.
     pub run_time_ns: u64,
     /// Runs of `sys_exit`: one per syscall that returned.
     pub exits: u64,
 }
 
 impl Probes {
-    /// Runs of each program (`sys_enter`, `sys_exit`) the kernel skipped because the same
-    /// program was already running on that CPU: on kernels whose syscall tracepoints run BPF
-    /// preemptibly (seen on 7.x), a task preempted inside a probe makes the next task on its CPU
-    /// skip the probe. Every skipped `sys_exit` is a lost call. Read from
-    /// `/proc/self/fdinfo/<prog fd>` (`recursion_misses`, Linux 5.12+); `None` where absent.
-    pub fn recursion_misses(&self) -> Option<[(&'static str, u64); 2]> {
-        let [(enter, enter_fd), (exit, exit_fd)] = &self.programs;
-        Some([
-            (*enter, fdinfo(enter_fd.as_fd(), "recursion_misses")?),
-            (*exit, fdinfo(exit_fd.as_fd(), "recursion_misses")?),
-        ])
+    /// Runs of each attached program the kernel skipped because the same program was already
+    /// running on that CPU: on kernels whose syscall tracepoints run BPF preemptibly (seen on
+    /// 7.x), a task preempted inside a probe makes the next task on its CPU skip the probe.
+    /// Every skipped `sys_exit` is a lost call. Read from `/proc/self/fdinfo/<prog fd>`
+    /// (`recursion_misses`, Linux 5.12+); `None` where absent.
+    pub fn recursion_misses(&self) -> Option<Vec<(&'static str, u64)>> {
+        self.programs
+            .iter()
+            .map(|(name, fd)| Some((*name, fdinfo(fd.as_fd(), "recursion_misses")?)))
+            .collect()
+    }
+
+    /// The names of the attached programs: `sys_exit`, and `sys_enter` when timing.
+    pub fn attached(&self) -> Vec<&'static str> {
+        self.programs.iter().map(|(name, _)| *name).collect()
     }
 
     /// The probes' run statistics, if the kernel reports them.
     pub fn run_stats(&self) -> Option<RunStats> {
-        let [(_, enter), (_, exit)] = &self.programs;
-        Some(RunStats {
-            run_time_ns: fdinfo(enter.as_fd(), "run_time_ns")?
-                .saturating_add(fdinfo(exit.as_fd(), "run_time_ns")?),
-            exits: fdinfo(exit.as_fd(), "run_cnt")?,
-        })
+        let mut stats = RunStats::default();
+        for (name, fd) in &self.programs {
+            stats.run_time_ns = stats
+                .run_time_ns
+                .saturating_add(fdinfo(fd.as_fd(), "run_time_ns")?);
+            if *name == programs::SYS_EXIT {
+                stats.exits = fdinfo(fd.as_fd(), "run_cnt")?;
+            }
+        }
+        Some(stats)
     }
 
     /// The pin set the probes live in; `None` when they are not pinned and stop with the agent.
@@ -241,11 +250,17 @@ fn pinned_maps(histogram: bool) -> Vec<&'static str> {
     maps
 }
 
-/// The pinned links' file names, one per metrics program.
-const LINK_PINS: [(&str, &str); 2] = [
-    (programs::SYS_ENTER, "link_sys_enter"),
-    (programs::SYS_EXIT, "link_sys_exit"),
-];
+/// The metrics programs a load attaches, each with its link's pin file name, in the order they
+/// are attached: `sys_exit` first, since a call is counted as soon as `sys_exit` runs (it is
+/// only timed if both hooks see it). `sys_enter` only records start times, so without timing it
+/// is not attached at all: one program run per syscall instead of two.
+fn attached(time: bool) -> &'static [(&'static str, &'static str)] {
+    const ALL: [(&str, &str); 2] = [
+        (programs::SYS_EXIT, "link_sys_exit"),
+        (programs::SYS_ENTER, "link_sys_enter"),
+    ];
+    if time { &ALL } else { &ALL[..1] }
+}
 
 /// The fingerprint of a load: the probes' object, the ABI version, the patched config and the
 /// sizes the loader gives the maps userspace reads. Whatever else shapes a load (the start-time
@@ -346,22 +361,24 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         .map_err(LoadError::Load)?;
 
     set_self(&mut ebpf, self_entry(opts))?;
-    // Attach exit first: a call is only timed if both hooks see it, but it is counted as soon
-    // as sys_exit runs.
-    let exit = attach_owned(&mut ebpf, programs::SYS_EXIT)?;
-    let enter = attach_owned(&mut ebpf, programs::SYS_ENTER)?;
-    let links = match &set {
-        None => [enter.1, exit.1],
-        Some(set) => pin(&ebpf, set, histogram, [enter.1, exit.1]).inspect_err(|_| {
+    let mut programs = Vec::new();
+    let mut links = Vec::new();
+    for &(name, _) in attached(opts.time) {
+        let (fd, link) = attach_owned(&mut ebpf, name)?;
+        programs.push((name, fd));
+        links.push(link);
+    }
+    if let Some(set) = &set {
+        links = pin(&ebpf, set, histogram, attached(opts.time), links).inspect_err(|_| {
             // Half a set would be taken for nothing by the next agent: none at all.
             let _ = pins::remove_set(set);
-        })?,
-    };
+        })?;
+    }
     let maps = user_maps(histogram, opts.map_size, |name| {
         ebpf.take_map(name).ok_or(LoadError::MissingMap(name))
     })?;
     Ok(Probes {
-        programs: [(programs::SYS_ENTER, enter.0), (programs::SYS_EXIT, exit.0)],
+        programs,
         _links: links,
         pin_set: set,
         reused: false,
@@ -424,14 +441,16 @@ fn user_maps(
     ))
 }
 
-/// Pins the maps userspace reads and then the links into `set` (a new directory): a set whose
-/// links are there is complete. Returns the links, still attached through their pins.
+/// Pins the maps userspace reads and then `links` (those of `attached`, in its order) into `set`
+/// (a new directory): a set whose links are there is complete. Returns the links, still
+/// attached through their pins.
 fn pin(
     ebpf: &Ebpf,
     set: &Path,
     histogram: bool,
-    links: [FdLink; 2],
-) -> Result<[FdLink; 2], LoadError> {
+    attached: &[(&str, &str)],
+    links: Vec<FdLink>,
+) -> Result<Vec<FdLink>, LoadError> {
     let failed = |path: &Path| {
         let path = path.to_owned();
         move |source: Box<dyn std::error::Error + Send + Sync>| LoadError::Pin {
@@ -446,17 +465,16 @@ fn pin(
         let path = set.join(name);
         map.pin(&path).map_err(|e| failed(&path)(e.into()))?;
     }
-    let pin_link = |link: FdLink, (_, file): (&str, &str)| {
-        let path = set.join(file);
-        link.pin(&path)
-            .map(FdLink::from)
-            .map_err(|e| failed(&path)(e.into()))
-    };
-    let [enter, exit] = links;
-    Ok([
-        pin_link(enter, LINK_PINS[0])?,
-        pin_link(exit, LINK_PINS[1])?,
-    ])
+    links
+        .into_iter()
+        .zip(attached)
+        .map(|(link, (_, file))| {
+            let path = set.join(file);
+            link.pin(&path)
+                .map(FdLink::from)
+                .map_err(|e| failed(&path)(e.into()))
+        })
+        .collect()
 }
 
 /// Takes over the complete pin set `set`, if there is one: opens its maps and links, writes this
@@ -465,7 +483,7 @@ fn pin(
 fn take_over(set: &Path, opts: &LoadOptions, histogram: bool) -> Option<Probes> {
     let files: Vec<PathBuf> = pinned_maps(histogram)
         .into_iter()
-        .chain(LINK_PINS.iter().map(|(_, file)| *file))
+        .chain(attached(opts.time).iter().map(|(_, file)| *file))
         .map(|name| set.join(name))
         .collect();
     if !files.iter().all(|f| f.exists()) {
@@ -481,7 +499,7 @@ fn take_over(set: &Path, opts: &LoadOptions, histogram: bool) -> Option<Probes> 
 }
 
 /// Opens the pinned link `file` of `set` and the program behind it.
-fn open_link(set: &Path, (_, file): (&str, &str)) -> Result<(ProgramFd, FdLink), LoadError> {
+fn open_link(set: &Path, file: &str) -> Result<(ProgramFd, FdLink), LoadError> {
     let path = set.join(file);
     let failed = |source: Box<dyn std::error::Error + Send + Sync>| LoadError::Pin {
         what: "opening the pinned",
@@ -514,10 +532,16 @@ fn open_set(set: &Path, opts: &LoadOptions, histogram: bool) -> Result<Probes, L
     };
     write_self(&mut open_map(config::SELF_MAP)?, self_entry(opts))?;
     let maps = user_maps(histogram, opts.map_size, open_map)?;
-    let (enter, exit) = (open_link(set, LINK_PINS[0])?, open_link(set, LINK_PINS[1])?);
+    let mut programs = Vec::new();
+    let mut links = Vec::new();
+    for &(name, file) in attached(opts.time) {
+        let (fd, link) = open_link(set, file)?;
+        programs.push((name, fd));
+        links.push(link);
+    }
     Ok(Probes {
-        programs: [(LINK_PINS[0].0, enter.0), (LINK_PINS[1].0, exit.0)],
-        _links: [enter.1, exit.1],
+        programs,
+        _links: links,
         pin_set: Some(set.to_owned()),
         reused: true,
         maps,

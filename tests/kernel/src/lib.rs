@@ -699,7 +699,10 @@ pub fn fake_pod_uid(id: &str) -> String {
 /// `sys_exit` runs the kernel skipped so far (see `Probes::recursion_misses`); 0 where the
 /// kernel does not report them.
 pub fn exit_misses(probes: &Probes) -> u64 {
-    probes.recursion_misses().map_or(0, |m| m[1].1)
+    probes
+        .recursion_misses()
+        .and_then(|m| m.into_iter().find(|(name, _)| *name == "sys_exit"))
+        .map_or(0, |(_, misses)| misses)
 }
 
 /// Asserts that (pid_ns, nr, errno) counted exactly `want` calls, or, where the kernel skipped

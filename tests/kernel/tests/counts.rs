@@ -67,6 +67,11 @@ fn count_only_mode_counts_without_time() {
     let mut opts = options();
     opts.time = false;
     let Some(probes) = load(&opts) else { return };
+    assert_eq!(
+        probes.attached(),
+        ["sys_exit"],
+        "count-only runs sys_exit alone"
+    );
     let misses = exit_misses(&probes);
     let ns = workload(WORKLOAD, &["--new-pidns", "getppid", "500"]);
     assert_counted(&probes, ns, libc::SYS_getppid, 0, 500, misses);
