@@ -742,11 +742,16 @@ fn has_task_regs() -> bool {
     kernel_at_least((5, 15))
 }
 
-/// Whether the running kernel's release is `version` or newer.
+/// Whether the running kernel's release is `version` or newer. The release is read once: it
+/// cannot change under a running agent, and every load asks for several features.
 fn kernel_at_least(version: (u32, u32)) -> bool {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .ok()
-        .and_then(|r| crate::selftest::parse_release(r.trim()))
+    static RELEASE: std::sync::OnceLock<Option<(u32, u32)>> = std::sync::OnceLock::new();
+    RELEASE
+        .get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .ok()
+                .and_then(|r| crate::selftest::parse_release(r.trim()))
+        })
         .is_some_and(|v| v >= version)
 }
 

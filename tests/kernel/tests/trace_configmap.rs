@@ -91,32 +91,67 @@ fn collect(
     got
 }
 
-#[test]
-fn configmap_traces_select_pods_stream_and_stop() {
-    let _serial = swoll_kernel_tests::exclusive();
-    if !is_root() && skip("needs root") {
-        return;
-    }
-    let container_id = fake_container_id(41);
+/// A running pod `name` in namespace `team-t` labelled `k8s-app=demo` on this node, served by a
+/// fake API server, with its container's real cgroup and a kubeconfig for the server.
+struct DemoPod {
+    container_id: String,
+    api: FakeApiServer,
+    cgroup: PodCgroup,
+    kubeconfig: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+fn demo_pod(name: &str, seed: u64) -> DemoPod {
+    let container_id = fake_container_id(seed);
     let uid = fake_pod_uid(&container_id);
     let api = FakeApiServer::start();
     api.apply(pod(
         "team-t",
-        "pinger-0",
+        name,
         &uid,
         NODE,
         &[("app", &format!("containerd://{container_id}"))],
         &[("k8s-app", "demo")],
         "Running",
     ));
+    let cgroup = PodCgroup::create(&uid, &container_id);
+    let dir = TempDir::new(name);
+    let kubeconfig = api.kubeconfig(&dir.0);
+    DemoPod {
+        container_id,
+        api,
+        cgroup,
+        kubeconfig,
+        _dir: dir,
+    }
+}
+
+/// Starts a workload in a new pid namespace (in `cgroup`, if given) that lives 2 s before it
+/// makes its 7 `getppid` calls, so a trace's filter has its namespace by then. Returns the child
+/// and its pid namespace.
+fn seven_pings(cgroup: Option<&PodCgroup>) -> (std::process::Child, u32) {
+    let dir = cgroup.map(|c| c.dir.to_string_lossy().into_owned());
+    let mut args = vec!["--new-pidns"];
+    if let Some(dir) = &dir {
+        args.extend(["--cgroup", dir]);
+    }
+    args.extend(["--hold", "500", "nanosleep-5ms", "400", "getppid", "7"]);
+    swoll_kernel_tests::spawn_workload(WORKLOAD, &args)
+}
+
+#[test]
+fn configmap_traces_select_pods_stream_and_stop() {
+    let _serial = swoll_kernel_tests::exclusive();
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let demo = demo_pod("pinger-0", 41);
+    let (api, container_id) = (&demo.api, &demo.container_id);
     api.apply(configmap(
         "swoll",
         "swoll-traces",
         &[("good.yaml", GOOD), ("bad.yaml", BAD)],
     ));
-    let cgroup = PodCgroup::create(&uid, &container_id);
-    let dir = TempDir::new("swoll-traces");
-    let kubeconfig = api.kubeconfig(&dir.0);
     let traces_addr = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap();
@@ -131,7 +166,7 @@ fn configmap_traces_select_pods_stream_and_stop() {
             "--traces-listen",
             &traces_addr.to_string(),
         ],
-        &[("KUBECONFIG", kubeconfig.as_path())],
+        &[("KUBECONFIG", demo.kubeconfig.as_path())],
     ) else {
         return;
     };
@@ -142,22 +177,8 @@ fn configmap_traces_select_pods_stream_and_stop() {
     });
     let stream = subscribe(traces_addr, "pings");
 
-    // The pod's container: alive 2 s before its 7 calls, so the filter has its namespace.
-    let dir_arg = cgroup.dir.to_string_lossy().into_owned();
-    let (mut child, ns) = swoll_kernel_tests::spawn_workload(
-        WORKLOAD,
-        &[
-            "--new-pidns",
-            "--cgroup",
-            &dir_arg,
-            "--hold",
-            "500",
-            "nanosleep-5ms",
-            "400",
-            "getppid",
-            "7",
-        ],
-    );
+    // The pod's container.
+    let (mut child, ns) = seven_pings(Some(&demo.cgroup));
     assert!(child.wait().unwrap().success());
     let mine = |v: &Value| v["pid_ns"] == ns;
     let logged = collect(&stdout, 7, 30, mine);
@@ -218,21 +239,7 @@ fn swoll_trace_selects_pods_by_namespace_and_labels() {
     let Some(bin) = swoll_kernel_tests::runnable_swoll() else {
         return;
     };
-    let container_id = fake_container_id(43);
-    let uid = fake_pod_uid(&container_id);
-    let api = FakeApiServer::start();
-    api.apply(pod(
-        "team-t",
-        "pinger-1",
-        &uid,
-        NODE,
-        &[("app", &format!("containerd://{container_id}"))],
-        &[("k8s-app", "demo")],
-        "Running",
-    ));
-    let cgroup = PodCgroup::create(&uid, &container_id);
-    let dir = TempDir::new("swoll-trace-pods");
-    let kubeconfig = api.kubeconfig(&dir.0);
+    let demo = demo_pod("pinger-1", 43);
     let mut trace = std::process::Command::new(&bin)
         .args([
             "trace",
@@ -244,7 +251,7 @@ fn swoll_trace_selects_pods_by_namespace_and_labels() {
             "k8s-app=demo",
         ])
         .args(["-o", "json", "--node-name", NODE])
-        .env("KUBECONFIG", &kubeconfig)
+        .env("KUBECONFIG", &demo.kubeconfig)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -271,33 +278,8 @@ fn swoll_trace_selects_pods_by_namespace_and_labels() {
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
 
     // The selected pod's container, and a namespace outside any pod: only the first is traced.
-    let dir_arg = cgroup.dir.to_string_lossy().into_owned();
-    let (mut pod_child, pod_ns) = swoll_kernel_tests::spawn_workload(
-        WORKLOAD,
-        &[
-            "--new-pidns",
-            "--cgroup",
-            &dir_arg,
-            "--hold",
-            "500",
-            "nanosleep-5ms",
-            "400",
-            "getppid",
-            "7",
-        ],
-    );
-    let (mut other_child, other_ns) = swoll_kernel_tests::spawn_workload(
-        WORKLOAD,
-        &[
-            "--new-pidns",
-            "--hold",
-            "500",
-            "nanosleep-5ms",
-            "400",
-            "getppid",
-            "7",
-        ],
-    );
+    let (mut pod_child, pod_ns) = seven_pings(Some(&demo.cgroup));
+    let (mut other_child, other_ns) = seven_pings(None);
     assert!(pod_child.wait().unwrap().success());
     assert!(other_child.wait().unwrap().success());
     let events = collect(&lines, 7, 30, |v| v["pid_ns"] == pod_ns);
