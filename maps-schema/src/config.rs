@@ -19,7 +19,7 @@ pub const FLAG_COUNT_HOST: u32 = 1 << 0;
 /// Count the agent's own syscalls (else the tgid in [`SELF_MAP`] is left out).
 pub const FLAG_COUNT_SELF: u32 = 1 << 1;
 /// Time syscalls: record a start timestamp at `sys_enter` and add the latency at `sys_exit`.
-/// Without it `sys_enter` returns at once and only counts are kept.
+/// Without it the loader does not attach `sys_enter` at all and only counts are kept.
 pub const FLAG_TIME: u32 = 1 << 2;
 /// The kernel has `bpf_get_current_task_btf` (5.11+): read the task with direct, BTF-checked
 /// loads instead of `bpf_probe_read_kernel` calls. A constant for the verifier, which removes

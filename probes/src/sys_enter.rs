@@ -9,7 +9,7 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use swoll_maps_schema::{
-    config::{FLAG_COUNT_SELF, FLAG_TIME},
+    config::FLAG_COUNT_SELF,
     start,
     stats::Stat,
 };
@@ -24,12 +24,9 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn try_sys_enter(ctx: &RawTracePointContext) {
-    let flags = config::flags();
-    if flags & FLAG_TIME == 0 {
-        return;
-    }
+    // Attached only when timing (`FLAG_TIME`): nothing to check for it here.
     let pid_tgid = bpf_get_current_pid_tgid();
-    if flags & FLAG_COUNT_SELF == 0 && maps::is_self((pid_tgid >> 32) as u32) {
+    if config::flags() & FLAG_COUNT_SELF == 0 && maps::is_self((pid_tgid >> 32) as u32) {
         return;
     }
     let nr: i64 = ctx.arg(1);

@@ -251,7 +251,7 @@ pub struct ServeArgs {
     /// Count the agent's own syscalls too.
     #[arg(long)]
     pub count_self: bool,
-    /// Count only, do not time: `sys_enter` does nothing, the cheapest mode.
+    /// Count only, do not time: `sys_exit` alone is attached, the cheapest mode.
     #[arg(long, env = "SWOLL_NO_TIME")]
     pub no_time: bool,
     /// Also keep a latency histogram per key in the kernel (log2 buckets of ns) and export
