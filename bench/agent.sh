@@ -6,6 +6,7 @@
 #   bench/agent.sh                          1,200 namespaces x ~56 keys: the default 65,536-entry map, full
 #   KEYS=0 bench/agent.sh                   1,200 namespaces x ~19 keys (~23,000 series)
 #   NAMESPACES=300 SCRAPES=50 CPU_SECONDS=20 bench/agent.sh
+#   SWOLL=/tmp/swoll-before bench/agent.sh  another build of the agent (a before/after comparison)
 #
 # Each namespace is a swoll-workload that makes a few kinds of calls (getppid, a failing openat,
 # a 5 ms sleep, plus its setup's: about 19 keys) and KEYS calls of distinct syscall numbers no
@@ -17,7 +18,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release --locked -q
+SWOLL=${SWOLL:-}
+if [[ -z $SWOLL ]]; then
+	cargo build --release --locked -q
+	SWOLL=target/release/swoll
+fi
 cargo build --release --locked -q -p swoll-kernel-tests --bin swoll-workload
 NAMESPACES=${NAMESPACES:-1200}
 KEYS=${KEYS:-36}
@@ -38,7 +43,7 @@ metric() { curl -s "http://$addr/metrics" | awk -v m="$1" 'index($0, m " ") == 1
 
 # The floor: the agent with an empty map (host not counted, no other namespace), after a few
 # reads.
-target/release/swoll serve --listen "$addr" --interval 1s --no-host --no-traces \
+"$SWOLL" serve --listen "$addr" --interval 1s --no-host --no-traces --no-pin \
 	--map-size "$MAP_SIZE" 2>"$tmp/floor.log" &
 floor=$!
 until curl -sf "http://$addr/readyz" >/dev/null; do sleep 0.2; done
@@ -49,7 +54,7 @@ floor_entries=$(metric 'swoll_map_entries{map="SWOLL_METRICS"}')
 kill "$floor"
 wait "$floor" 2>/dev/null || true
 
-target/release/swoll serve --listen "$addr" --interval 5s --no-traces --map-size "$MAP_SIZE" \
+"$SWOLL" serve --listen "$addr" --interval 5s --no-traces --no-pin --map-size "$MAP_SIZE" \
 	2>"$tmp/agent.log" &
 agent=$!
 pids+=("$agent")

@@ -802,14 +802,15 @@ fn bad_request(err: &BadQuery) -> Response {
         .into_response()
 }
 
-/// Runs `build` on the current rows off the async runtime (a busy node has tens of thousands of
-/// rows, and the agent's runtime is single-threaded).
+/// Makes the rows of the last map read and runs `build` on them, off the async runtime (a busy
+/// node has tens of thousands of rows, and the agent's runtime is single-threaded). Rows are
+/// made here, when a page asks, rather than at every read for pages rarely looked at.
 async fn with_rows(
     state: &Exposition,
     build: impl FnOnce(&[Row]) -> String + Send + 'static,
 ) -> Result<String, Response> {
-    let rows = state.rows();
-    tokio::task::spawn_blocking(move || build(&rows))
+    let source = state.rows();
+    tokio::task::spawn_blocking(move || build(&source.rows()))
         .await
         .map_err(|err| {
             tracing::warn!(error = %err, "building the charts page");

@@ -1,19 +1,23 @@
 //! The HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, and the charts page
 //! (`/metrics/charts`, built in [`crate::charts`]).
-use std::sync::{
-    Arc, RwLock,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use axum::{
     Router,
+    body::{Body, Bytes},
     extract::State,
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
 
-use crate::metrics::{Row, SelfMetrics};
+use crate::metrics::{RowSource, SelfMetrics, Table};
 
 /// The content type of the Prometheus text format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -21,10 +25,10 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// What the endpoints serve, updated by the map reader.
 #[derive(Debug)]
 pub struct Exposition {
-    /// The syscall families as rendered at the last map read.
-    syscalls: RwLock<Arc<String>>,
-    /// The keys of the last map read with their labels, for pages that chart them.
-    rows: RwLock<Arc<Vec<Row>>>,
+    /// The syscall families' series at the last map read.
+    syscalls: RwLock<Arc<Table>>,
+    /// The keys of the last map read, for pages that chart them.
+    rows: RwLock<Arc<RowSource>>,
     /// The agent's own metrics, encoded at each scrape.
     pub self_metrics: SelfMetrics,
     /// Set once the first map read is rendered.
@@ -35,26 +39,27 @@ impl Exposition {
     /// An exposition with no syscall series yet and not ready.
     pub fn new(self_metrics: SelfMetrics) -> Self {
         Self {
-            syscalls: RwLock::new(Arc::new(String::new())),
-            rows: RwLock::new(Arc::new(Vec::new())),
+            syscalls: RwLock::new(Arc::new(Table::default())),
+            rows: RwLock::new(Arc::new(RowSource::default())),
             self_metrics,
             ready: AtomicBool::new(false),
         }
     }
 
-    /// Replaces the syscall families and their rows, and marks the agent ready.
-    pub fn publish(&self, syscalls: String, rows: Vec<Row>) {
-        replace(&self.syscalls, Arc::new(syscalls));
+    /// Replaces the syscall families and the keys behind their rows, and marks the agent
+    /// ready.
+    pub fn publish(&self, syscalls: Arc<Table>, rows: RowSource) {
+        replace(&self.syscalls, syscalls);
         replace(&self.rows, Arc::new(rows));
         self.ready.store(true, Ordering::Release);
     }
 
-    fn syscalls(&self) -> Arc<String> {
+    fn syscalls(&self) -> Arc<Table> {
         current(&self.syscalls)
     }
 
-    /// The rows of the last map read.
-    pub fn rows(&self) -> Arc<Vec<Row>> {
+    /// The keys of the last map read, which make its rows.
+    pub fn rows(&self) -> Arc<RowSource> {
         current(&self.rows)
     }
 }
@@ -97,11 +102,14 @@ pub fn router(state: Arc<Exposition>) -> Router {
         .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_CONCURRENT))
 }
 
+/// The syscall families of the last read, streamed as hyper asks for them a chunk at a time
+/// (each made when it is sent, from a table the scrape shares with the others), then the
+/// self-metrics, encoded when the scrape arrived. The route's timeout and concurrency limit
+/// end when the answer starts; what a body still being sent holds is one chunk and a share of
+/// a table, not a copy of the text.
 async fn metrics(State(state): State<Arc<Exposition>>) -> Response {
-    let syscalls = state.syscalls();
-    let mut body = Vec::with_capacity(syscalls.len() + 4096);
-    body.extend_from_slice(syscalls.as_bytes());
-    if let Err(err) = state.self_metrics.render(&mut body) {
+    let mut self_metrics = Vec::with_capacity(8192);
+    if let Err(err) = state.self_metrics.render(&mut self_metrics) {
         tracing::warn!(error = %err, "encoding self-metrics");
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -109,6 +117,13 @@ async fn metrics(State(state): State<Arc<Exposition>>) -> Response {
         )
             .into_response();
     }
+    let chunks = state
+        .syscalls()
+        .chunks()
+        .map(Bytes::from)
+        .chain(std::iter::once(Bytes::from(self_metrics)))
+        .map(Ok::<_, Infallible>);
+    let body = Body::from_stream(futures::stream::iter(chunks));
     ([(header::CONTENT_TYPE, TEXT_FORMAT)], body).into_response()
 }
 

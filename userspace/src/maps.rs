@@ -10,6 +10,7 @@
 use std::{
     collections::{HashMap, HashSet, hash_map::Entry},
     io,
+    num::NonZeroU64,
     os::fd::{AsFd as _, AsRawFd as _},
 };
 
@@ -450,8 +451,9 @@ struct Account<V> {
     last: V,
     /// What earlier incarnations of the key counted; `None` until its first eviction.
     base: Option<Box<V>>,
-    /// The read at which the key was found evicted, while it is absent from the map.
-    absent_since: Option<u64>,
+    /// The read at which the key was found evicted, while it is absent from the map. Reads
+    /// count from 1, so the `Option` takes no space of its own: there is an account per key.
+    absent_since: Option<NonZeroU64>,
 }
 
 impl<V: Counters> Account<V> {
@@ -495,7 +497,7 @@ impl<V: Counters> Ledger<V> {
                 continue;
             }
             account.carry();
-            account.absent_since = Some(self.reads);
+            account.absent_since = NonZeroU64::new(self.reads);
             evictions += 1;
         }
         for (key, value) in now.iter_mut() {
@@ -562,7 +564,7 @@ impl<V: Counters> Ledger<V> {
         let mut absent: Vec<u64> = self
             .accounts
             .values()
-            .filter_map(|a| a.absent_since)
+            .filter_map(|a| a.absent_since.map(NonZeroU64::get))
             .collect();
         if absent.len() <= self.retained {
             return;
@@ -574,8 +576,8 @@ impl<V: Counters> Ledger<V> {
         let cutoff = absent[excess - 1];
         let mut ties = excess - absent.partition_point(|&at| at < cutoff);
         self.accounts.retain(|_, a| match a.absent_since {
-            Some(at) if at < cutoff => false,
-            Some(at) if at == cutoff && ties > 0 => {
+            Some(at) if at.get() < cutoff => false,
+            Some(at) if at.get() == cutoff && ties > 0 => {
                 ties -= 1;
                 false
             }

@@ -5,13 +5,15 @@
 //! `swoll_node_metrics_syscall_time` (nanoseconds), counters labelled `syscall, err, class,
 //! group, namespace, pod, container, kns`. With `--histogram` a third family,
 //! `swoll_node_metrics_syscall_duration_seconds`, is a Prometheus histogram with the same labels.
-//! They are rendered to text once per map read (every `--interval`), so a scrape costs a copy
-//! however many series there are. The agent's own metrics (`swoll_*`) live in a `prometheus`
-//! registry and are encoded at scrape time.
+//! Each map read (every `--interval`) sums the keys into a [`Table`] of series (labels made once
+//! per key and shared, totals); each scrape streams the text made from that table a chunk at a
+//! time, so no full-size exposition (tens of megabytes on a full map) is ever held or copied.
+//! The agent's own metrics (`swoll_*`) live in a `prometheus` registry and are encoded at
+//! scrape time.
 use std::{
     collections::{HashMap, HashSet},
     fmt::Write as _,
-    sync::Arc,
+    sync::{Arc, LazyLock},
 };
 
 use prometheus::{Encoder as _, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
@@ -68,9 +70,12 @@ pub struct Row {
     pub time_ns: u64,
 }
 
-/// Every key of `snapshot` as a [`Row`], labelled with `workload`, sorted by key.
-pub fn rows(snapshot: &Snapshot, workload: impl Fn(u32) -> Workload) -> Vec<Row> {
-    let mut keys: Vec<_> = snapshot.rows.iter().collect();
+/// Every key of a read (with its value) as a [`Row`], labelled with `workload`, sorted by key.
+pub fn rows<'a>(
+    keys: impl IntoIterator<Item = (&'a MetricKey, &'a MetricValue)>,
+    workload: impl Fn(u32) -> Workload,
+) -> Vec<Row> {
+    let mut keys: Vec<_> = keys.into_iter().collect();
     keys.sort_unstable_by_key(|(k, _)| **k);
     let mut workloads: HashMap<u32, Workload> = HashMap::new();
     keys.into_iter()
@@ -168,9 +173,9 @@ pub const FOLDED: &str = "other";
 /// workload's `syscall="other"` series, so no exported counter ever goes backwards because
 /// the ranking of series changed.
 ///
-/// Every read renders every series again (a counter's value changes between reads, so the text
-/// does), but the label strings are made once per key and kept, as is their sorted order, so a
-/// render copies labels and formats numbers and does little else.
+/// Every read sums every key into its series again (a counter's value changes between reads),
+/// but the label strings are made once per key and kept, as is their sorted order, so a read
+/// adds numbers and shares labels and does little else; the text is made by scrapes.
 #[derive(Debug)]
 pub struct Renderer {
     labels: Vec<Label>,
@@ -186,15 +191,12 @@ pub struct Renderer {
     /// The series each key renders to, as of its namespace's workload generation.
     keys: HashMap<MetricKey, KeySeries>,
     /// Each pid namespace's workload when its keys' labels were made, and its generation.
-    workloads: HashMap<u32, (Workload, u64)>,
-    /// The last workload generation given out.
-    generation: u64,
+    workloads: HashMap<u32, (Workload, u32)>,
+    /// The last workload generation given out. 32 bits keep [`KeySeries`], of which there is
+    /// one per key, at 8 bytes; a wrap would need 2^32 relabellings while a key stays.
+    generation: u32,
     /// Series ids in label order, or `None` when a series was added or removed since.
     order: Option<Vec<u32>>,
-    /// Bytes of the last text, to size the next one at once.
-    last_len: usize,
-    /// The `le` label values of the finite histogram buckets, formatted once.
-    le: Vec<String>,
 }
 
 /// The labels of one exported series.
@@ -212,27 +214,293 @@ struct SeriesLabels {
 #[derive(Clone, Copy, Debug)]
 struct KeySeries {
     series: u32,
-    generation: u64,
+    generation: u32,
 }
 
-/// The totals of one exported series.
-#[derive(Default)]
-struct Series {
+/// The summed histograms of a series' keys that have one, and their time in nanoseconds (the
+/// histogram's sum, over those keys only).
+#[derive(Debug)]
+struct Histogram {
+    buckets: LatencyBuckets,
+    time_ns: u64,
+}
+
+/// One series of a [`Table`].
+#[derive(Debug)]
+struct Totals {
+    /// Its labels, shared with the [`Renderer`] (and with every table that has the series).
+    labels: Arc<str>,
     value: MetricValue,
-    /// The summed histograms of the series' keys, if any of them has one; `time_ns` is the
-    /// histogram's sum, over those keys only.
-    histogram: Option<(LatencyBuckets, u64)>,
 }
 
-/// One rendering of the syscall families.
+/// The syscall families at one map read: every series' labels and totals, in label order.
+///
+/// A few dozen bytes a series, where its text is a few hundred (tens of megabytes at a full
+/// map): scrapes make the text from it a chunk at a time ([`Table::chunks`]) and share it
+/// through an `Arc`, so no full-size exposition is held, copied, or left behind by the
+/// allocator.
+#[derive(Debug, Default)]
+pub struct Table {
+    series: Vec<Totals>,
+    /// Each series' histogram, when the read had histograms (`--histogram`): then their family
+    /// is exported, even with no series. Boxed: a histogram is ten times a series, and many
+    /// series have none.
+    histograms: Option<Vec<Option<Box<Histogram>>>>,
+}
+
+/// Bytes a chunk of the exposition grows to before it is handed to the client: large enough
+/// that a chunk costs little more than its bytes, small enough that a scrape holds little.
+pub const CHUNK_BYTES: usize = 64 * 1024;
+
+/// The `le` label values of the finite histogram buckets, formatted once.
+static LE: LazyLock<Vec<String>> = LazyLock::new(|| {
+    (0..histogram::BUCKETS)
+        .map_while(histogram::upper_bound_ns)
+        .map(le_seconds)
+        .collect()
+});
+
+impl Table {
+    /// The text exposition of the families, in chunks of about [`CHUNK_BYTES`] that end at
+    /// line ends.
+    pub fn chunks(self: &Arc<Self>) -> Chunks {
+        Chunks {
+            table: Arc::clone(self),
+            family: Some(Family::Count),
+            at: 0,
+        }
+    }
+
+    /// The whole text exposition at once.
+    pub fn text(self: &Arc<Self>) -> String {
+        self.chunks().collect()
+    }
+}
+
+/// A family of a [`Table`], in exposition order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    Count,
+    Time,
+    Duration,
+}
+
+/// The text of a [`Table`], a chunk at a time ([`Table::chunks`]).
+#[derive(Debug)]
+pub struct Chunks {
+    table: Arc<Table>,
+    /// The family being written; `None` when done.
+    family: Option<Family>,
+    /// The next series of the family; at 0 its header comes first.
+    at: usize,
+}
+
+impl Iterator for Chunks {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        let mut out = String::new();
+        while let Some(family) = self.family {
+            if out.len() >= CHUNK_BYTES {
+                break;
+            }
+            if out.capacity() == 0 {
+                out.reserve(CHUNK_BYTES + 1024);
+            }
+            if self.at == 0 {
+                family.header(&mut out);
+            }
+            match self.table.series.get(self.at) {
+                Some(series) => {
+                    family.sample(&self.table, self.at, series, &mut out);
+                    self.at += 1;
+                }
+                None => {
+                    self.family = match family {
+                        Family::Count => Some(Family::Time),
+                        Family::Time if self.table.histograms.is_some() => Some(Family::Duration),
+                        Family::Time | Family::Duration => None,
+                    };
+                    self.at = 0;
+                }
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+}
+
+impl Family {
+    fn header(self, out: &mut String) {
+        let (name, help, kind) = match self {
+            Family::Count => (
+                SYSCALL_COUNT,
+                "System calls that returned, by pid namespace, syscall and errno, counted in the kernel.",
+                "counter",
+            ),
+            Family::Time => (
+                SYSCALL_TIME,
+                "Nanoseconds spent in those system calls, timed in the kernel from sys_enter to sys_exit.",
+                "counter",
+            ),
+            Family::Duration => (SYSCALL_DURATION, SYSCALL_DURATION_HELP, "histogram"),
+        };
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+    }
+
+    /// The lines of series `at` of `table`: one sample, or a histogram's (none if the series
+    /// has none).
+    fn sample(self, table: &Table, at: usize, series: &Totals, out: &mut String) {
+        let labels = &*series.labels;
+        match self {
+            Family::Count => sample_line(out, SYSCALL_COUNT, labels, series.value.count),
+            Family::Time => sample_line(out, SYSCALL_TIME, labels, series.value.time_ns),
+            Family::Duration => {
+                if let Some(histogram) = table
+                    .histograms
+                    .as_ref()
+                    .and_then(|h| h.get(at))
+                    .and_then(Option::as_deref)
+                {
+                    histogram_lines(out, labels, histogram);
+                }
+            }
+        }
+    }
+}
+
+/// `name{labels} value`: the one line of a counter sample, without `fmt`'s machinery.
+fn sample_line(out: &mut String, name: &str, labels: &str, value: u64) {
+    out.push_str(name);
+    out.push('{');
+    out.push_str(labels);
+    out.push_str("} ");
+    push_u64(out, value);
+    out.push('\n');
+}
+
+/// The histogram family's lines of one series: cumulative `_bucket`s (the last one `+Inf`),
+/// `_sum` in seconds and `_count`, which is the `+Inf` bucket.
+fn histogram_lines(out: &mut String, labels: &str, histogram: &Histogram) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let mut cumulative = 0_u64;
+    for (i, n) in histogram.buckets.buckets.iter().enumerate() {
+        cumulative = cumulative.wrapping_add(*n);
+        let le = LE.get(i).map_or("+Inf", String::as_str);
+        out.push_str(SYSCALL_DURATION);
+        out.push_str("_bucket{");
+        out.push_str(labels);
+        out.push_str(sep);
+        out.push_str("le=\"");
+        out.push_str(le);
+        out.push_str("\"} ");
+        push_u64(out, cumulative);
+        out.push('\n');
+    }
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "seconds as a float, by definition"
+    )]
+    let seconds = histogram.time_ns as f64 / 1e9;
+    let _ = writeln!(out, "{SYSCALL_DURATION}_sum{{{labels}}} {seconds}");
+    out.push_str(SYSCALL_DURATION);
+    out.push_str("_count{");
+    out.push_str(labels);
+    out.push_str("} ");
+    push_u64(out, cumulative);
+    out.push('\n');
+}
+
+/// The totals of one read by series id, as keys are added to them.
+struct Sums {
+    totals: Vec<MetricValue>,
+    /// Empty when the read has no histograms.
+    histograms: Vec<Option<Box<Histogram>>>,
+    /// Keys added to each series: a series none of whose keys was read is not exported.
+    keys: Vec<u32>,
+}
+
+impl Sums {
+    fn new(series: usize, histograms: bool) -> Self {
+        let mut sums = Sums {
+            totals: Vec::new(),
+            histograms: Vec::new(),
+            keys: Vec::new(),
+        };
+        sums.grow(series, histograms);
+        sums
+    }
+
+    /// Room for `series` ids.
+    fn grow(&mut self, series: usize, histograms: bool) {
+        self.totals.resize(series, MetricValue::default());
+        self.keys.resize(series, 0);
+        if histograms {
+            self.histograms.resize_with(series, || None);
+        }
+    }
+
+    /// Adds `key`'s `value` (and its histogram in `snapshot`, if any) to series `id`.
+    fn add(&mut self, id: u32, key: &MetricKey, value: &MetricValue, snapshot: &Snapshot) {
+        let id = id as usize;
+        if id >= self.totals.len() {
+            self.grow(id + 1, snapshot.histograms.is_some());
+        }
+        self.keys[id] = self.keys[id].saturating_add(1);
+        let total = &mut self.totals[id];
+        *total = MetricValue {
+            count: total.count.wrapping_add(value.count),
+            time_ns: total.time_ns.wrapping_add(value.time_ns),
+        };
+        if let Some(buckets) = snapshot.histograms.as_ref().and_then(|h| h.get(key)) {
+            let sum = self.histograms[id].get_or_insert_with(|| {
+                Box::new(Histogram {
+                    buckets: LatencyBuckets::ZERO,
+                    time_ns: 0,
+                })
+            });
+            for (s, b) in sum.buckets.buckets.iter_mut().zip(buckets.buckets) {
+                *s = s.wrapping_add(b);
+            }
+            sum.time_ns = sum.time_ns.wrapping_add(value.time_ns);
+        }
+    }
+}
+
+/// One read of the syscall families.
 #[derive(Debug, Default)]
 pub struct Rendered {
-    /// The text exposition of both families.
-    pub text: String,
+    /// The series and their totals, which scrapes turn into text.
+    pub table: Arc<Table>,
     /// Series in each family.
     pub series: usize,
     /// Keys folded into `syscall="other"` series because the budget was spent.
     pub folded: usize,
+}
+
+/// The keys of one map read and their namespaces' workloads: what [`Row`]s are made of when a
+/// page asks for them, rather than at every read. A vector, half the size of the read's map.
+#[derive(Debug, Default)]
+pub struct RowSource {
+    keys: Vec<(MetricKey, MetricValue)>,
+    workloads: HashMap<u32, Workload>,
+}
+
+impl RowSource {
+    /// The keys of `snapshot`, labelled with `workloads`.
+    pub fn new(snapshot: Snapshot, workloads: HashMap<u32, Workload>) -> Self {
+        Self {
+            keys: snapshot.rows.into_iter().collect(),
+            workloads,
+        }
+    }
+
+    /// Every key as a [`Row`], sorted by key.
+    pub fn rows(&self) -> Vec<Row> {
+        rows(self.keys.iter().map(|(k, v)| (k, v)), |ns| {
+            self.workloads.get(&ns).cloned().unwrap_or_default()
+        })
+    }
 }
 
 impl Renderer {
@@ -253,11 +521,6 @@ impl Renderer {
             workloads: HashMap::new(),
             generation: 0,
             order: None,
-            last_len: 0,
-            le: (0..histogram::BUCKETS)
-                .map_while(histogram::upper_bound_ns)
-                .map(le_seconds)
-                .collect(),
         }
     }
 
@@ -291,58 +554,61 @@ impl Renderer {
 
     /// Renders `snapshot`, labelling each pid namespace with `workload`.
     pub fn render(&mut self, snapshot: &Snapshot, workload: impl Fn(u32) -> Workload) -> Rendered {
-        let mut namespaces: HashMap<u32, u64> = HashMap::new();
+        let mut namespaces: HashMap<u32, u32> = HashMap::new();
+        let mut relabelled = false;
         for key in snapshot.rows.keys() {
             namespaces.entry(key.pid_ns).or_insert_with(|| {
                 let now = workload(key.pid_ns);
                 match self.workloads.get(&key.pid_ns) {
                     Some((known, generation)) if *known == now => *generation,
                     _ => {
-                        self.generation += 1;
+                        relabelled = true;
+                        self.generation = self.generation.wrapping_add(1);
                         self.workloads.insert(key.pid_ns, (now, self.generation));
                         self.generation
                     }
                 }
             });
         }
+        let known = self.workloads.len();
         self.workloads.retain(|ns, _| namespaces.contains_key(ns));
-        self.keys
-            .retain(|key, k| namespaces.get(&key.pid_ns) == Some(&k.generation));
+        // Every key's namespace has a workload, so unless one was relabelled or is gone, every
+        // key keeps its series: a pass over all of them is saved at most reads.
+        if relabelled || self.workloads.len() != known {
+            self.keys
+                .retain(|key, k| namespaces.get(&key.pid_ns) == Some(&k.generation));
+        }
+        let mut sums = Sums::new(self.series.len(), snapshot.histograms.is_some());
+        let mut new: Vec<MetricKey> = Vec::new();
+        for (key, value) in &snapshot.rows {
+            match self.keys.get(key) {
+                Some(k) => sums.add(k.series, key, value, snapshot),
+                None => new.push(*key),
+            }
+        }
         // Keys without labels yet, admitted in key order: deterministic for a given snapshot
         // (which key came first is not knowable).
-        let mut new: Vec<MetricKey> = snapshot
-            .rows
-            .keys()
-            .filter(|key| !self.keys.contains_key(key))
-            .copied()
-            .collect();
         new.sort_unstable();
         for key in new {
             let generation = namespaces.get(&key.pid_ns).copied().unwrap_or_default();
             let series = self.series_of(&key);
             self.keys.insert(key, KeySeries { series, generation });
-        }
-        let mut totals: Vec<Option<Series>> = Vec::new();
-        totals.resize_with(self.series.len(), || None);
-        let mut folded = 0;
-        for (key, value) in &snapshot.rows {
-            let Some(id) = self.keys.get(key).map(|k| k.series as usize) else {
-                continue;
-            };
-            folded += usize::from(self.series[id].as_ref().is_some_and(|s| s.folded));
-            let entry = totals[id].get_or_insert_default();
-            entry.value = MetricValue {
-                count: entry.value.count.wrapping_add(value.count),
-                time_ns: entry.value.time_ns.wrapping_add(value.time_ns),
-            };
-            if let Some(buckets) = snapshot.histograms.as_ref().and_then(|h| h.get(key)) {
-                let (sum, time_ns) = entry.histogram.get_or_insert_default();
-                for (s, b) in sum.buckets.iter_mut().zip(buckets.buckets) {
-                    *s = s.wrapping_add(b);
-                }
-                *time_ns = time_ns.wrapping_add(value.time_ns);
+            if let Some(value) = snapshot.rows.get(&key) {
+                sums.add(series, &key, value, snapshot);
             }
         }
+        let Sums {
+            totals,
+            mut histograms,
+            keys: per_series,
+        } = sums;
+        let folded = self
+            .series
+            .iter()
+            .zip(&per_series)
+            .filter(|(s, _)| s.as_ref().is_some_and(|s| s.folded))
+            .map(|(_, n)| *n as usize)
+            .sum();
         let order = self.order.take().unwrap_or_else(|| {
             let mut ids: Vec<u32> = (0..self.series.len())
                 .filter(|&id| self.series[id].is_some())
@@ -351,45 +617,40 @@ impl Renderer {
             ids.sort_unstable_by(|a, b| self.labels_of(*a).cmp(self.labels_of(*b)));
             ids
         });
-        let sorted: Vec<(&str, &Series)> = order
+        let exported = |id: &&u32| per_series.get(**id as usize).is_some_and(|&n| n > 0);
+        let series: Vec<Totals> = order
             .iter()
-            .filter_map(|&id| Some((self.labels_of(id), totals[id as usize].as_ref()?)))
+            .filter(exported)
+            .map(|&id| Totals {
+                labels: self
+                    .series
+                    .get(id as usize)
+                    .and_then(Option::as_ref)
+                    .map_or_else(|| Arc::from(""), |s| Arc::clone(&s.text)),
+                value: totals[id as usize],
+            })
             .collect();
-        let mut text = String::with_capacity(self.last_len + 1024);
-        for (family, help, pick) in [
-            (
-                SYSCALL_COUNT,
-                "System calls that returned, by pid namespace, syscall and errno, counted in the kernel.",
-                (|v: &MetricValue| v.count) as fn(&MetricValue) -> u64,
-            ),
-            (
-                SYSCALL_TIME,
-                "Nanoseconds spent in those system calls, timed in the kernel from sys_enter to sys_exit.",
-                |v: &MetricValue| v.time_ns,
-            ),
-        ] {
-            let _ = writeln!(text, "# HELP {family} {help}");
-            let _ = writeln!(text, "# TYPE {family} counter");
-            for (labels, series) in &sorted {
-                text.push_str(family);
-                text.push('{');
-                text.push_str(labels);
-                text.push_str("} ");
-                push_u64(&mut text, pick(&series.value));
-                text.push('\n');
-            }
-        }
-        if snapshot.histograms.is_some() {
-            self.render_histograms(&sorted, &mut text);
-        }
-        let series = sorted.len();
+        let histograms = snapshot.histograms.is_some().then(|| {
+            order
+                .iter()
+                .filter(exported)
+                .map(|&id| histograms.get_mut(id as usize).and_then(Option::take))
+                .collect()
+        });
         self.order = Some(order);
-        self.last_len = text.len();
         Rendered {
-            text,
-            series,
+            series: series.len(),
+            table: Arc::new(Table { series, histograms }),
             folded,
         }
+    }
+
+    /// The workload of every pid namespace of the last read, as its series were labelled.
+    pub fn workloads(&self) -> HashMap<u32, Workload> {
+        self.workloads
+            .iter()
+            .map(|(&ns, (workload, _))| (ns, workload.clone()))
+            .collect()
     }
 
     /// The label string of series `id` (empty for a free id).
@@ -443,35 +704,6 @@ impl Renderer {
         self.index.insert(text, id);
         self.order = None;
         id
-    }
-
-    /// The histogram family: per series with a histogram, cumulative `_bucket`s (the last one
-    /// `+Inf`), `_sum` in seconds and `_count`, which is the `+Inf` bucket.
-    fn render_histograms(&self, sorted: &[(&str, &Series)], text: &mut String) {
-        let _ = writeln!(text, "# HELP {SYSCALL_DURATION} {SYSCALL_DURATION_HELP}");
-        let _ = writeln!(text, "# TYPE {SYSCALL_DURATION} histogram");
-        for (labels, series) in sorted {
-            let Some((buckets, time_ns)) = &series.histogram else {
-                continue;
-            };
-            let sep = if labels.is_empty() { "" } else { "," };
-            let mut cumulative = 0_u64;
-            for (i, n) in buckets.buckets.iter().enumerate() {
-                cumulative = cumulative.wrapping_add(*n);
-                let le = self.le.get(i).map_or("+Inf", String::as_str);
-                let _ = writeln!(
-                    text,
-                    "{SYSCALL_DURATION}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
-                );
-            }
-            #[expect(
-                clippy::cast_precision_loss,
-                reason = "seconds as a float, by definition"
-            )]
-            let seconds = *time_ns as f64 / 1e9;
-            let _ = writeln!(text, "{SYSCALL_DURATION}_sum{{{labels}}} {seconds}");
-            let _ = writeln!(text, "{SYSCALL_DURATION}_count{{{labels}}} {cumulative}");
-        }
     }
 
     /// `syscall="…",err="…",…` of one key with the exported labels; `fold` replaces the
@@ -778,13 +1010,14 @@ mod tests {
     fn render(s: &Snapshot) -> String {
         Renderer::new(&Label::ALL, 0)
             .render(s, |_| Workload::default())
-            .text
+            .table
+            .text()
     }
 
     #[test]
     fn rows_carry_resolved_labels() {
         let nr = syscalls::number(syscalls::Arch::NATIVE, "openat").expect("openat");
-        let rows = rows(&snapshot(&[(7, nr, 2, 3, 40)]), |_| Workload {
+        let rows = rows(&snapshot(&[(7, nr, 2, 3, 40)]).rows, |_| Workload {
             namespace: "ns".into(),
             pod: "p".into(),
             container: "c".into(),
@@ -804,13 +1037,14 @@ mod tests {
         let rows = snapshot(&[(1, 0, 0, 2, 20), (2, 0, 0, 3, 30)]);
         let mut r = Renderer::new(&[Label::Syscall, Label::Err, Label::Pod], 0);
         let out = r.render(&rows, |_| Workload::default());
+        let text = out.table.text();
         assert_eq!(out.series, 1);
         assert!(
-            out.text.contains(
+            text.contains(
                 "swoll_node_metrics_syscall_count{syscall=\"sys_read\",err=\"OK\",pod=\"\"} 5\n"
             ),
             "{}",
-            out.text
+            text
         );
         assert!("bogus".parse::<Label>().is_err());
         assert_eq!(" kns".parse::<Label>(), Ok(Label::Kns));
@@ -829,14 +1063,14 @@ mod tests {
             (1, 3, 0, 1, 0),
         ]);
         let out = r.render(&more, |_| Workload::default());
+        let text = out.table.text();
         assert_eq!(out.folded, 2);
         assert!(
-            out.text
-                .contains("syscall=\"other\",err=\"other\",class=\"other\",group=\"other\""),
+            text.contains("syscall=\"other\",err=\"other\",class=\"other\",group=\"other\""),
             "{}",
-            out.text
+            text
         );
-        assert!(out.text.contains("kns=\"1\"} 8\n"), "{}", out.text);
+        assert!(text.contains("kns=\"1\"} 8\n"), "{}", text);
         // Retiring the namespace frees the budget.
         r.retire(&HashSet::from([1]));
         assert_eq!(
@@ -859,6 +1093,27 @@ mod tests {
     }
 
     #[test]
+    fn a_large_table_streams_in_whole_lines() {
+        let keys: Vec<_> = (0..2000).map(|nr| (1, nr, 0, u64::from(nr), 1)).collect();
+        let out = Renderer::new(&Label::ALL, 0).render(&snapshot(&keys), |_| Workload::default());
+        let chunks: Vec<String> = out.table.chunks().collect();
+        assert!(chunks.len() > 1, "{} chunks", chunks.len());
+        assert!(chunks.iter().all(|c| c.ends_with('\n')));
+        assert!(chunks.iter().all(|c| c.len() < 2 * CHUNK_BYTES));
+        let text = chunks.concat();
+        assert_eq!(text, out.table.text());
+        assert_eq!(
+            text.matches("swoll_node_metrics_syscall_count{").count(),
+            2000
+        );
+        assert_eq!(
+            text.matches("swoll_node_metrics_syscall_time{").count(),
+            2000
+        );
+        assert_eq!(text.matches("# TYPE ").count(), 2);
+    }
+
+    #[test]
     fn unknown_syscalls_and_errnos_render() {
         let text = render(&snapshot(&[(1, 99_999, 9_999, 1, 0)]));
         assert!(
@@ -877,7 +1132,10 @@ mod tests {
             pod: "p".into(),
             container: "c".into(),
         };
-        let text = Renderer::new(&Label::ALL, 0).render(&rows, one).text;
+        let text = Renderer::new(&Label::ALL, 0)
+            .render(&rows, one)
+            .table
+            .text();
         // `kns` keeps them apart: a restarted container's counters start a new series instead
         // of making the old one go backwards.
         assert_eq!(text.matches("swoll_node_metrics_syscall_count{").count(), 2);
@@ -943,47 +1201,47 @@ mod tests {
         ]);
         let out =
             Renderer::new(&[Label::Syscall, Label::Err], 0).render(&s, |_| Workload::default());
+        let text = out.table.text();
         let family = SYSCALL_DURATION;
         let labels = "syscall=\"sys_read\",err=\"OK\"";
         assert!(
-            out.text.contains(&format!(
+            text.contains(&format!(
                 "{family}_bucket{{{labels},le=\"0.000000016\"}} 3\n"
             )),
             "{}",
-            out.text
+            text
         );
         assert!(
-            out.text
-                .contains(&format!("{family}_bucket{{{labels},le=\"+Inf\"}} 4\n")),
+            text.contains(&format!("{family}_bucket{{{labels},le=\"+Inf\"}} 4\n")),
             "{}",
-            out.text
+            text
         );
         assert!(
-            out.text
-                .contains(&format!("{family}_sum{{{labels}}} 0.000005\n")),
+            text.contains(&format!("{family}_sum{{{labels}}} 0.000005\n")),
             "{}",
-            out.text
+            text
         );
         // No labels at all: `le` alone.
         let out = Renderer::new(&[], 0).render(&s, |_| Workload::default());
+        let text = out.table.text();
         assert!(
-            out.text
-                .contains(&format!("{family}_bucket{{le=\"+Inf\"}} 4\n")),
+            text.contains(&format!("{family}_bucket{{le=\"+Inf\"}} 4\n")),
             "{}",
-            out.text
+            text
         );
         assert!(
-            out.text.contains(&format!("{family}_count{{}} 4\n")),
+            text.contains(&format!("{family}_count{{}} 4\n")),
             "{}",
-            out.text
+            text
         );
         // Over budget, a key's histogram folds into its workload's syscall="other" series.
         let out = Renderer::new(&Label::ALL, 1).render(&s, |_| Workload::default());
+        let text = out.table.text();
         assert_eq!(out.folded, 1);
         assert!(
-            out.text.contains(&format!("{family}_count{{syscall=\"other\",err=\"other\",class=\"other\",group=\"other\",namespace=\"\",pod=\"\",container=\"\",kns=\"2\"}} 2\n")),
+            text.contains(&format!("{family}_count{{syscall=\"other\",err=\"other\",class=\"other\",group=\"other\",namespace=\"\",pod=\"\",container=\"\",kns=\"2\"}} 2\n")),
             "{}",
-            out.text
+            text
         );
     }
 

@@ -12,7 +12,7 @@ use crate::{
     http::{self, Exposition},
     loader::{self, LoadError, LoadOptions, Probes},
     maps::Ledger,
-    metrics::{self, Label, Renderer, SelfMetrics},
+    metrics::{Label, Renderer, RowSource, SelfMetrics},
     resolver::{PodIndex, Resolver, pods, procfs::Procfs},
     trace::agent::{self, TraceAgentOptions, TraceHub},
 };
@@ -410,8 +410,8 @@ struct Ledgers {
     histogram: Ledger<LatencyBuckets>,
 }
 
-/// One read: snapshot the maps, account for evictions, resolve, retire gone namespaces, render,
-/// publish.
+/// One read: snapshot the maps, account for evictions, resolve, retire gone namespaces, sum
+/// the series, publish.
 fn read_once(
     probes: &mut Probes,
     resolver: &mut Resolver,
@@ -477,9 +477,12 @@ fn read_once(
     }
     let rendered = renderer.render(&snapshot, |ns| resolver.workload(ns));
     exposition.self_metrics.observe(&snapshot, &rendered);
-    let rows = metrics::rows(&snapshot, |ns| resolver.workload(ns));
-    exposition.publish(rendered.text, rows);
-    tracing::debug!(keys = snapshot.rows.len(), took = ?started.elapsed(), "maps read");
+    let keys = snapshot.rows.len();
+    exposition.publish(
+        rendered.table,
+        RowSource::new(snapshot, renderer.workloads()),
+    );
+    tracing::debug!(keys, took = ?started.elapsed(), "maps read");
 }
 
 /// Resolves on SIGINT or SIGTERM.

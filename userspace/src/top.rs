@@ -616,7 +616,7 @@ impl Source {
             self.resolver.observe(ns, None);
         }
         self.resolver.retry_unknown(namespaces);
-        let rows = metrics::rows(&snapshot, |ns| self.resolver.workload(ns));
+        let rows = metrics::rows(&snapshot.rows, |ns| self.resolver.workload(ns));
         self.rates.update(rows, now)
     }
 }

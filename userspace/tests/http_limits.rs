@@ -8,7 +8,8 @@ use std::{
 
 use swoll::{
     http::{Exposition, MAX_BODY, router},
-    metrics::SelfMetrics,
+    maps::Snapshot,
+    metrics::{Label, Renderer, RowSource, SelfMetrics, Workload},
 };
 
 fn request(addr: SocketAddr, raw: &str) -> String {
@@ -45,10 +46,9 @@ fn endpoints_answer_and_bound_requests() {
         get("/readyz").starts_with("HTTP/1.1 503"),
         "not ready before the first read"
     );
-    exposition.publish(
-        "# TYPE swoll_node_metrics_syscall_count counter\n".into(),
-        Vec::new(),
-    );
+    let rendered =
+        Renderer::new(&Label::ALL, 0).render(&Snapshot::default(), |_| Workload::default());
+    exposition.publish(rendered.table, RowSource::default());
     assert!(get("/readyz").starts_with("HTTP/1.1 200"));
     let metrics = get("/metrics");
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");

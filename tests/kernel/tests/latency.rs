@@ -63,7 +63,8 @@ fn twenty_5ms_sleeps_fill_the_5ms_histogram_bucket() {
 
     let text = Renderer::new(&Label::ALL, 0)
         .render(&snapshot, |_| Workload::default())
-        .text;
+        .table
+        .text();
     let count = format!("{SYSCALL_DURATION}_count{{syscall=\"sys_nanosleep\",err=\"OK\",");
     let kns = format!("kns=\"{ns}\"}} ");
     let rendered = text
