@@ -20,6 +20,8 @@ export AGENT_CMD_swoll="$swoll serve --listen 127.0.0.1:19095 --interval 5s --no
 export AGENT_READY_RE_swoll="probes attached"
 export AGENT_CMD_swoll_no_time="$swoll serve --listen 127.0.0.1:19096 --interval 5s --no-pin --no-time"
 export AGENT_READY_RE_swoll_no_time="probes attached"
+# Count-only swoll attaches sys_exit alone; the harness's default check waits for both programs.
+export AGENT_CHECK_swoll_no_time=none
 export AGENT_CMD_swoll_histogram="$swoll serve --listen 127.0.0.1:19097 --interval 5s --no-pin --histogram"
 export AGENT_READY_RE_swoll_histogram="probes attached"
 export TOOLS=${TOOLS:-"empty_raw ref_count bt_count syscount"}

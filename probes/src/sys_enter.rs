@@ -8,11 +8,7 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use swoll_maps_schema::{
-    config::FLAG_COUNT_SELF,
-    start,
-    stats::Stat,
-};
+use swoll_maps_schema::{config::FLAG_COUNT_SELF, start, stats::Stat};
 
 use crate::{config, maps};
 

@@ -7,8 +7,9 @@
 //! The hash maps are read in batches (`BPF_MAP_LOOKUP_BATCH`, Linux 5.6+): a handful of
 //! syscalls per read instead of two per key, and a walk by bucket that sees every key that stays
 //! in the map however the rest of it changes.
+use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
 use std::{
-    collections::{HashMap, HashSet, hash_map::Entry},
+    collections::hash_map::Entry,
     io,
     num::NonZeroU64,
     os::fd::{AsFd as _, AsRawFd as _},
@@ -37,6 +38,9 @@ pub struct Maps {
     capacity: u32,
     /// Possible CPUs: the number of values per key of a per-CPU map.
     cpus: usize,
+    /// Keys in the metrics map at the last read: the next read's table is sized for them at
+    /// once instead of growing (and rehashing) through every power of two.
+    last_entries: std::cell::Cell<usize>,
 }
 
 impl std::fmt::Debug for Maps {
@@ -99,6 +103,7 @@ impl Maps {
             pidns,
             capacity,
             cpus,
+            last_entries: std::cell::Cell::new(0),
         }
     }
 
@@ -169,8 +174,10 @@ impl Maps {
             capacity: self.capacity,
             ..Snapshot::default()
         };
+        snapshot.rows.reserve(self.last_entries.get());
         snapshot.read_errors += self.read_hash(&self.metrics, sum, &mut snapshot.rows);
         snapshot.entries = snapshot.rows.len();
+        self.last_entries.set(snapshot.entries);
         if let Some(map) = &self.histogram {
             let mut histograms = HashMap::new();
             snapshot.read_errors += self.read_hash(map, sum_buckets, &mut histograms);
@@ -689,7 +696,7 @@ mod tests {
         assert_eq!(ledger.account(&mut now, gone), 1);
         assert_eq!(now[&a], value(104));
         // Time alone going down is a recycled key too (fewer nanoseconds, as many calls).
-        let mut now = HashMap::from([(
+        let mut now = HashMap::from_iter([(
             a,
             MetricValue {
                 count: 4,
@@ -722,7 +729,7 @@ mod tests {
         let (a, b) = (key(1, 0), key(2, 0));
         let mut ledger = Ledger::new(8);
         ledger.account(&mut read(&[(a, 5), (b, 1)]), gone);
-        ledger.forget(&HashSet::from([1]));
+        ledger.forget(&HashSet::from_iter([1]));
         assert_eq!(ledger.len(), 1);
         let mut now = read(&[(b, 1)]);
         assert_eq!(ledger.account(&mut now, gone), 0);
@@ -758,10 +765,10 @@ mod tests {
         let mut one = LatencyBuckets::ZERO;
         one.buckets[3] = 4;
         let mut ledger = Ledger::new(8);
-        ledger.account(&mut HashMap::from([(a, one)]), |_| None);
+        ledger.account(&mut HashMap::from_iter([(a, one)]), |_| None);
         let mut other = LatencyBuckets::ZERO;
         other.buckets[5] = 1;
-        let mut now = HashMap::from([(a, other)]);
+        let mut now = HashMap::from_iter([(a, other)]);
         assert_eq!(ledger.account(&mut now, |_| None), 1);
         assert_eq!((now[&a].buckets[3], now[&a].buckets[5]), (4, 1));
     }

@@ -10,8 +10,8 @@
 //! time, so no full-size exposition (tens of megabytes on a full map) is ever held or copied.
 //! The agent's own metrics (`swoll_*`) live in a `prometheus` registry and are encoded at
 //! scrape time.
+use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
 use std::{
-    collections::{HashMap, HashSet},
     fmt::Write as _,
     sync::{Arc, LazyLock},
 };
@@ -1072,7 +1072,7 @@ mod tests {
         );
         assert!(text.contains("kns=\"1\"} 8\n"), "{}", text);
         // Retiring the namespace frees the budget.
-        r.retire(&HashSet::from([1]));
+        r.retire(&HashSet::from_iter([1]));
         assert_eq!(
             r.render(&snapshot(&[(2, 2, 0, 1, 0)]), |_| Workload::default())
                 .folded,

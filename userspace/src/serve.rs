@@ -1,12 +1,13 @@
 //! `swoll serve`: load the probes, read their maps every interval, serve the metrics; with
 //! Kubernetes, run the traces its ConfigMap asks for.
 use std::{
-    collections::HashSet,
     net::SocketAddr,
     sync::{Arc, mpsc},
     thread,
     time::{Duration, Instant},
 };
+
+use foldhash::HashSet;
 
 use crate::{
     http::{self, Exposition},
@@ -104,12 +105,13 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         time = opts.load.time,
         histogram = opts.load.histogram,
         pinned = pin_set.as_deref().unwrap_or("no"),
-        "{}",
+        "{} {}",
         if probes.reused() {
-            "took over the pinned probes: counters continue where the last agent left them"
+            "took over the pinned probes (counters continue where the last agent left them) on raw_syscalls"
         } else {
-            "probes attached to raw_syscalls sys_enter/sys_exit"
-        }
+            "probes attached to raw_syscalls"
+        },
+        probes.attached().join("/"),
     );
     let exposition = Arc::new(Exposition::new(SelfMetrics::new()?));
     let mut traces = None;

@@ -150,7 +150,8 @@ impl Resolver {
     /// Tries once more, with one walk of procfs, the namespaces of `pid_namespaces` that are
     /// still unknown (processes that were not recorded by the probes, e.g. a namespace whose
     /// recording was recycled), each at exponentially spaced passes: at every pass at first,
-    /// then every 2, 4, … up to [`MAX_RETRY_GAP`] passes while it stays unknown.
+    /// then every 2, 4, … up to [`MAX_RETRY_GAP`] passes while it stays unknown, at passes that
+    /// are multiples of its gap.
     pub fn retry_unknown(&mut self, pid_namespaces: impl IntoIterator<Item = u32>) {
         self.passes += 1;
         let passes = self.passes;
@@ -175,7 +176,11 @@ impl Resolver {
             match container {
                 Some(container) => entry.identity = Identity::Container(container),
                 None => {
-                    entry.retry_at = passes + (1_u64 << entry.retries.min(4)).min(MAX_RETRY_GAP);
+                    // The next multiple of the gap, not `passes + gap`: namespaces with the same
+                    // gap then come due together and share a walk, instead of each due pass
+                    // walking procfs for a few of them.
+                    let gap = (1_u64 << entry.retries.min(4)).min(MAX_RETRY_GAP);
+                    entry.retry_at = (passes / gap + 1) * gap;
                     entry.retries = entry.retries.saturating_add(1);
                 }
             }
