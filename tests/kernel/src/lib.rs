@@ -10,6 +10,9 @@ use std::{
 };
 
 pub mod apiserver;
+pub mod deployed;
+pub mod manifest;
+pub mod runtime;
 
 use swoll::loader::{self, LoadOptions, Probes};
 use swoll_maps_schema::metrics::{MetricKey, MetricValue};
@@ -170,13 +173,82 @@ impl Drop for BpfFs {
     }
 }
 
-/// A running `swoll serve`, stopped with SIGKILL when dropped.
+/// A running `swoll serve`, run as the DaemonSet runs it (see [`deployed`]), stopped with
+/// SIGKILL when dropped.
 pub struct Agent {
+    /// `unshare`, whose child is the agent: killing it kills the agent's whole pid namespace.
     child: std::process::Child,
+    /// The agent's pid in the test's (the host's) pid namespace.
+    pid: u32,
     /// Where it listens.
     pub addr: std::net::SocketAddr,
-    /// Its own bpffs, unless the test chose a pin path (or `--no-pin`): dropped after the agent.
+    /// Its bpffs, unless the test chose a pin path (or `--no-pin`): dropped after the agent.
     _bpffs: Option<BpfFs>,
+    /// The mount point of its root filesystem.
+    _root: TempDir,
+}
+
+/// A `swoll` command (`serve`, `trace`, `selftest`, `top`) run as the DaemonSet runs the agent:
+/// the manifest's capabilities, mounts and namespaces (see [`deployed`]), its `--proc-root`
+/// given through `SWOLL_PROC_ROOT` as the image does. `env` values are paths the program reads
+/// (a kubeconfig), mounted read-only at their own paths; `host_paths` replace the manifest's
+/// host paths (a bpffs of the test's own for `/sys/fs/bpf`). Keep the returned root until the
+/// process has exited. `None` (after printing why) where that may skip.
+pub fn deployed_swoll(
+    args: &[std::ffi::OsString],
+    env: &[(&str, &Path)],
+    host_paths: Vec<(PathBuf, PathBuf)>,
+) -> Option<(Command, TempDir)> {
+    if !is_root() && skip("needs root") {
+        return None;
+    }
+    if let Err(why) = deployed::available() {
+        skip(&why);
+        return None;
+    }
+    let bin = swoll_bin();
+    if !bin.exists() {
+        skip(&format!(
+            "{} is not built (run `cargo build --release`)",
+            bin.display()
+        ));
+        return None;
+    }
+    let root = TempDir::new("swoll-pod");
+    let mut run = deployed::Run {
+        host_paths,
+        ..deployed::Run::default()
+    };
+    if let Some(proc_root) = manifest::daemonset().arg("proc-root") {
+        run.env.push(("SWOLL_PROC_ROOT".into(), proc_root.into()));
+    }
+    for (k, v) in env {
+        run.env.push(((*k).to_owned(), v.as_os_str().to_owned()));
+        if v.is_absolute() && v.exists() {
+            run.shared.push(v.to_path_buf());
+        }
+    }
+    let cmd = deployed::command(&bin, args, &root.0, &run);
+    Some((cmd, root))
+}
+
+/// As [`deployed_swoll`], with plain string arguments.
+pub fn deployed_command(args: &[&str], env: &[(&str, &Path)]) -> Option<(Command, TempDir)> {
+    let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    deployed_swoll(&args, env, Vec::new())
+}
+
+/// Sends `signal` to the program a [`deployed_command`] runs (`child` is its `unshare`, which
+/// ignores SIGINT and SIGTERM while it waits).
+pub fn signal_deployed(child: &std::process::Child, signal: i32) {
+    let pid = deployed::child_of(child.id()).expect("the deployed program's pid");
+    let pid = i32::try_from(pid).expect("pid");
+    // SAFETY: signals a process this test started.
+    assert_eq!(
+        unsafe { libc::kill(pid, signal) },
+        0,
+        "kill({pid}, {signal})"
+    );
 }
 
 impl Agent {
@@ -187,52 +259,72 @@ impl Agent {
     }
 
     /// As [`Agent::start`], with environment variables (e.g. `KUBECONFIG`). Unless `extra` has
-    /// `--pin-path` or `--no-pin`, the agent pins its probes in a bpffs of its own.
+    /// `--pin-path` or `--no-pin`, the agent pins its probes where the manifest says
+    /// (`--pin-path`), in a bpffs of its own mounted where the manifest mounts the host's. A
+    /// `--pin-path` the test gives is a directory in a bpffs the test mounted: that bpffs is
+    /// mounted in the agent's place of the host's, and the path translated.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &Path)]) -> Option<Agent> {
-        let bin = swoll_bin();
-        if !bin.exists() {
-            skip(&format!(
-                "{} is not built (run `cargo build --release`)",
-                bin.display()
-            ));
-            return None;
-        }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
         let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-        // stdout (trace events) is piped: a test reads it with `Agent::stdout`, and no agent
-        // of a test without traces writes to it.
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["serve".into(), "--listen".into(), addr.to_string().into()];
         // Trace streams on a port of their own unless the test picks one: agents of tests
         // that run side by side must not compete for the default.
-        let traces = if extra.contains(&"--traces-listen") {
-            &[][..]
-        } else {
-            &["--traces-listen", "127.0.0.1:0"][..]
-        };
+        if !extra.contains(&"--traces-listen") {
+            args.extend(["--traces-listen".into(), "127.0.0.1:0".into()]);
+        }
+        let manifest_pins = manifest::daemonset()
+            .arg("pin-path")
+            .map(PathBuf::from)
+            .expect("the DaemonSet passes --pin-path");
+        // The manifest's bpffs volume: the host path mounted at the pin path's parent.
+        let bpffs_mount = manifest_pins
+            .parent()
+            .expect("a pin path has a parent")
+            .to_owned();
+        let bpffs_host = manifest::daemonset()
+            .mounts
+            .iter()
+            .find(|m| m.mount_path == bpffs_mount)
+            .map(|m| m.host_path.clone())
+            .expect("the DaemonSet mounts a bpffs at its pin path's parent");
+        let mut host_paths = Vec::new();
         let bpffs = if extra.contains(&"--pin-path") || extra.contains(&"--no-pin") {
             None
         } else {
-            Some(BpfFs::mount()?)
+            let fs = BpfFs::mount()?;
+            host_paths.push((bpffs_host.clone(), fs.dir.0.clone()));
+            args.extend(["--pin-path".into(), manifest_pins.clone().into()]);
+            Some(fs)
         };
-        let pin_path = bpffs
-            .as_ref()
-            .map(|fs| vec!["--pin-path".into(), fs.pin_path()])
-            .unwrap_or_default();
-        let child = Command::new(&bin)
-            .args(["serve", "--listen", &addr.to_string()])
-            .args(traces)
-            .args(pin_path)
-            .args(extra)
-            .envs(env.iter().map(|(k, v)| (*k, *v)))
+        let mut extra_args = extra.iter();
+        while let Some(&arg) = extra_args.next() {
+            args.push(arg.into());
+            if arg == "--pin-path" {
+                let pin = Path::new(extra_args.next().expect("--pin-path takes a path"));
+                let dir = pin.parent().expect("a pin path has a parent");
+                host_paths.push((bpffs_host.clone(), dir.to_owned()));
+                let name = pin.file_name().expect("a pin path has a name");
+                args.push(bpffs_mount.join(name).into());
+            }
+        }
+        let (mut cmd, root) = deployed_swoll(&args, env, host_paths)?;
+        // stdout (trace events) is piped: a test reads it with `Agent::stdout`, and no agent
+        // of a test without traces writes to it.
+        let child = cmd
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("spawning swoll serve");
+        let pid = deployed::child_of(child.id()).unwrap_or(0);
         let mut agent = Agent {
             child,
+            pid,
             addr,
             _bpffs: bpffs,
+            _root: root,
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
@@ -271,9 +363,9 @@ impl Agent {
         rx
     }
 
-    /// Its process id.
+    /// Its process id (in the test's pid namespace; in its own it is 1).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
     }
 
     /// Its resident memory in KiB (`VmRSS`).
@@ -294,13 +386,24 @@ impl Agent {
 
     /// Sends SIGKILL (no chance to clean up, as a crash or an OOM kill) and reaps it.
     pub fn kill(mut self) {
-        self.child.kill().expect("SIGKILL to swoll serve");
+        self.sigkill();
         self.child.wait().expect("reaping swoll serve");
+    }
+
+    /// SIGKILL to the agent itself, then to `unshare` (which would take the agent with it).
+    fn sigkill(&mut self) {
+        if let Ok(pid) = i32::try_from(self.pid)
+            && pid > 0
+        {
+            // SAFETY: signals the agent our child started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = self.child.kill();
     }
 
     /// Sends SIGTERM and returns the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
-        let pid = i32::try_from(self.child.id()).expect("pid");
+        let pid = i32::try_from(self.pid).expect("pid");
         // SAFETY: signals our own child.
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
@@ -319,7 +422,7 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        self.sigkill();
         let _ = self.child.wait();
     }
 }

@@ -116,3 +116,38 @@ fn each_new_namespace_records_a_process_and_its_cgroup() {
         }
     }
 }
+
+/// The agent as deployed has a pid namespace of its own (`hostPID: false`), and the host's is
+/// the kernel's initial one: `--no-host` leaves out what runs on the host, not what runs in the
+/// agent's pod, and counts every other namespace.
+#[test]
+fn a_deployed_agent_tells_the_host_from_its_own_pod() {
+    let _serial = swoll_kernel_tests::exclusive();
+    let host = own_pid_ns();
+    let Some(agent) = swoll_kernel_tests::Agent::start(&["--interval", "200ms", "--no-host"])
+    else {
+        return;
+    };
+    let agent_ns = swoll::host::pid_ns_inode(std::path::Path::new(&format!(
+        "/proc/{}/ns/pid",
+        agent.pid()
+    )))
+    .expect("the agent's pid namespace");
+    assert_ne!(
+        agent_ns, host,
+        "the agent runs in a pid namespace of its own"
+    );
+    assert_eq!(workload(WORKLOAD, &["getppid", "5"]), host);
+    let container = workload(WORKLOAD, &["--new-pidns", "getppid", "7"]);
+    let series = format!(
+        "swoll_node_metrics_syscall_count{{syscall=\"sys_getppid\",err=\"OK\",\
+         class=\"ProcessManagement\",group=\"Process\",namespace=\"\",pod=\"\",container=\"\",\
+         kns=\"{container}\"}}"
+    );
+    let (_, body) = swoll_kernel_tests::expect_counted(agent.addr, &series, 7, 20);
+    let host_label = format!("kns=\"{host}\"");
+    assert!(
+        !body.lines().any(|l| l.contains(&host_label)),
+        "--no-host exported the host's namespace {host}:\n{body}"
+    );
+}

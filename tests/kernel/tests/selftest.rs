@@ -1,16 +1,14 @@
-//! `swoll selftest`, the shipped kernel check: on a kernel swoll supports it passes, and its
-//! probe check counted exactly the calls its child made.
+//! `swoll selftest`, the shipped kernel check, run as an operator runs it in the agent's pod
+//! (`kubectl exec … swoll selftest`): with the DaemonSet's privileges on a kernel swoll supports
+//! it passes, and its probe check counted exactly the calls its child made.
 
 #[test]
 fn selftest_passes_and_counts_exactly() {
     let _serial = swoll_kernel_tests::exclusive();
-    let Some(bin) = swoll_kernel_tests::runnable_swoll() else {
+    let Some((mut cmd, _root)) = swoll_kernel_tests::deployed_command(&["selftest"], &[]) else {
         return;
     };
-    let out = std::process::Command::new(&bin)
-        .arg("selftest")
-        .output()
-        .expect("running swoll selftest");
+    let out = cmd.output().expect("running swoll selftest");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -28,20 +26,17 @@ fn selftest_passes_and_counts_exactly() {
 #[test]
 fn selftest_checks_the_api_server() {
     let _serial = swoll_kernel_tests::exclusive();
-    let Some(bin) = swoll_kernel_tests::runnable_swoll() else {
-        return;
-    };
     let api = swoll_kernel_tests::apiserver::FakeApiServer::start();
     let dir = swoll_kernel_tests::TempDir::new("swoll-selftest");
     let kubeconfig = api.kubeconfig(&dir.0);
     let run = || {
-        std::process::Command::new(&bin)
-            .args(["selftest", "--node-name", "node-a"])
-            .env("KUBECONFIG", &kubeconfig)
-            .output()
-            .expect("running swoll selftest")
+        let (mut cmd, _root) = swoll_kernel_tests::deployed_command(
+            &["selftest", "--node-name", "node-a"],
+            &[("KUBECONFIG", kubeconfig.as_path())],
+        )?;
+        Some(cmd.output().expect("running swoll selftest"))
     };
-    let up = run();
+    let Some(up) = run() else { return };
     let stdout = String::from_utf8_lossy(&up.stdout);
     assert!(up.status.success(), "{stdout}");
     assert!(
@@ -49,7 +44,7 @@ fn selftest_checks_the_api_server() {
         "{stdout}"
     );
     api.set_down(true);
-    let down = run();
+    let Some(down) = run() else { return };
     let stdout = String::from_utf8_lossy(&down.stdout);
     assert!(!down.status.success(), "{stdout}");
     assert!(stdout.contains("[FAIL] apiserver"), "{stdout}");

@@ -2,7 +2,7 @@
 //! exact loss accounting when the ring buffer overflows.
 use std::{
     io::{BufRead as _, BufReader},
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -243,9 +243,6 @@ fn read_until(
 #[test]
 fn swoll_trace_decodes_openat_connect_and_execve_exactly() {
     let _serial = swoll_kernel_tests::exclusive();
-    let Some(bin) = swoll_kernel_tests::runnable_swoll() else {
-        return;
-    };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let nanos = std::time::SystemTime::now()
@@ -253,15 +250,20 @@ fn swoll_trace_decodes_openat_connect_and_execve_exactly() {
         .unwrap()
         .subsec_nanos();
     let path = format!("/tmp/swoll-trace-{}-{nanos}", std::process::id());
-    let mut trace = Command::new(&bin)
-        .args([
+    let Some((mut cmd, _root)) = swoll_kernel_tests::deployed_command(
+        &[
             "trace",
             "-s",
             "openat,connect,execve",
             "--no-containers",
             "-o",
             "json",
-        ])
+        ],
+        &[],
+    ) else {
+        return;
+    };
+    let mut trace = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -308,8 +310,7 @@ fn swoll_trace_decodes_openat_connect_and_execve_exactly() {
             && evs.iter().any(|e| e["syscall"]["name"] == "sys_connect")
             && evs.iter().any(|e| e["args"]["pathname"] == path.as_str())
     });
-    // SAFETY: signals our own child.
-    unsafe { libc::kill(i32::try_from(trace.id()).unwrap(), libc::SIGINT) };
+    swoll_kernel_tests::signal_deployed(&trace, libc::SIGINT);
     assert!(trace.wait().unwrap().success(), "swoll trace exit status");
 
     let named = |name: &str| -> Vec<&Value> {

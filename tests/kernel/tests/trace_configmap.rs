@@ -236,12 +236,9 @@ fn configmap_traces_select_pods_stream_and_stop() {
 #[test]
 fn swoll_trace_selects_pods_by_namespace_and_labels() {
     let _serial = swoll_kernel_tests::exclusive();
-    let Some(bin) = swoll_kernel_tests::runnable_swoll() else {
-        return;
-    };
     let demo = demo_pod("pinger-1", 43);
-    let mut trace = std::process::Command::new(&bin)
-        .args([
+    let Some((mut cmd, _root)) = swoll_kernel_tests::deployed_command(
+        &[
             "trace",
             "-s",
             "getppid",
@@ -249,9 +246,16 @@ fn swoll_trace_selects_pods_by_namespace_and_labels() {
             "team-t",
             "-l",
             "k8s-app=demo",
-        ])
-        .args(["-o", "json", "--node-name", NODE])
-        .env("KUBECONFIG", &demo.kubeconfig)
+            "-o",
+            "json",
+            "--node-name",
+            NODE,
+        ],
+        &[("KUBECONFIG", demo.kubeconfig.as_path())],
+    ) else {
+        return;
+    };
+    let mut trace = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -288,8 +292,7 @@ fn swoll_trace_selects_pods_by_namespace_and_labels() {
         assert_eq!(ev["container"]["namespace"], "team-t", "{ev}");
     }
     std::thread::sleep(Duration::from_secs(1));
-    // SAFETY: signals our own child.
-    unsafe { libc::kill(i32::try_from(trace.id()).unwrap(), libc::SIGINT) };
+    swoll_kernel_tests::signal_deployed(&trace, libc::SIGINT);
     assert!(trace.wait().unwrap().success(), "swoll trace exit status");
     let rest: Vec<Value> = lines
         .try_iter()

@@ -1,0 +1,292 @@
+//! Runs `swoll` the way the shipped DaemonSet runs it, without Kubernetes: the capabilities,
+//! `no_new_privs`, read-only root and volume mounts of `deploy/kubernetes/daemonset.yaml`
+//! (read through [`crate::manifest`]), in a pid and mount namespace of its own, as a pod has.
+//!
+//! The agent's view is built in a fresh mount namespace: a tmpfs root holding the system's
+//! `/usr` and `/etc/ssl` read-only (the image's libraries and CA certificates), the `swoll`
+//! binary at its host path, a procfs of
+//! its own pid namespace at `/proc`, sysfs read-only at `/sys`, a few device nodes, and every
+//! `hostPath` volume of the manifest at its `mountPath`, read-only where the manifest says so.
+//! The root is then made read-only when the manifest asks for it, and the agent is started
+//! through `chroot` and `setpriv` with the manifest's capabilities as its only ones (a
+//! container runtime gives root exactly its added capabilities: bounding, permitted and
+//! effective sets alike) and `no_new_privs`.
+//!
+//! Two things differ from a pod, on purpose:
+//! - the network: the agent shares the test's, so tests reach it on loopback (a pod's network
+//!   namespace is no privilege the agent uses);
+//! - host paths a test substitutes: each test gives the agent a BPF filesystem of its own for
+//!   the manifest's `/sys/fs/bpf`, so tests never see each other's pins; files the test shares
+//!   with the agent (a kubeconfig) are bind-mounted read-only at their own paths, as a pod
+//!   mounts a Secret.
+//!
+//! Capabilities the test process itself lacks cannot be granted: they are left out and printed
+//! (this machine's sandbox has no `CAP_SYS_RESOURCE`; kernels since 5.11 do not need it).
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use crate::manifest::{self, Deployment};
+
+/// Settings of one deployed run besides the manifest's.
+#[derive(Debug, Default)]
+pub struct Run {
+    /// Host paths to use instead of the manifest's `hostPath`s (e.g. `/sys/fs/bpf` → the test's
+    /// own bpffs).
+    pub host_paths: Vec<(PathBuf, PathBuf)>,
+    /// Files or directories the agent reads, bind-mounted read-only at the same path.
+    pub shared: Vec<PathBuf>,
+    /// Environment variables (the agent's environment holds only these and `PATH`).
+    pub env: Vec<(String, OsString)>,
+}
+
+/// Whether this machine can build a deployed run (`unshare`, `setpriv`, `chroot`, `findmnt`).
+pub fn available() -> Result<(), String> {
+    for tool in ["unshare", "setpriv", "chroot", "findmnt", "mount"] {
+        let found = ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+            .iter()
+            .any(|d| Path::new(d).join(tool).exists());
+        if !found {
+            return Err(format!("{tool} is not installed (util-linux, coreutils)"));
+        }
+    }
+    Ok(())
+}
+
+/// The capability names the manifest adds that this process can grant, and those it cannot.
+pub fn grantable(d: &Deployment) -> (Vec<String>, Vec<String>) {
+    let bounding = own_bounding_set();
+    d.capabilities()
+        .into_iter()
+        .partition(|c| cap_number(c).is_some_and(|n| bounding & (1 << n) != 0))
+}
+
+/// The bit of capability `name` (lower case, no `cap_` prefix).
+fn cap_number(name: &str) -> Option<u32> {
+    Some(match name {
+        "chown" => 0,
+        "dac_override" => 1,
+        "dac_read_search" => 2,
+        "kill" => 5,
+        "setgid" => 6,
+        "setuid" => 7,
+        "net_bind_service" => 10,
+        "net_admin" => 12,
+        "net_raw" => 13,
+        "ipc_lock" => 14,
+        "sys_chroot" => 18,
+        "sys_ptrace" => 19,
+        "sys_admin" => 21,
+        "sys_resource" => 24,
+        "syslog" => 34,
+        "perfmon" => 38,
+        "bpf" => 39,
+        "checkpoint_restore" => 40,
+        _ => return None,
+    })
+}
+
+/// `CapBnd` of this process.
+fn own_bounding_set() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s.lines().find_map(|l| l.strip_prefix("CapBnd:"))?.trim();
+            u64::from_str_radix(hex, 16).ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Quotes `s` for `sh`.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn path_str(p: &Path) -> String {
+    quote(&p.to_string_lossy())
+}
+
+/// A command that runs `bin` with `args` as the DaemonSet runs the agent. `root` is an empty
+/// directory the run mounts its root filesystem on (inside its own mount namespace: nothing is
+/// mounted where the test can see it). The returned command's process is `unshare`, whose only
+/// child is `bin` (pid 1 of the new pid namespace): killing `unshare` kills it.
+pub fn command(bin: &Path, args: &[OsString], root: &Path, run: &Run) -> Command {
+    let d = manifest::daemonset();
+    let (caps, missing) = grantable(d);
+    if !missing.is_empty() {
+        eprintln!(
+            "deployed: this process cannot grant {missing:?} (not in its bounding set); the agent \
+             runs with {caps:?}"
+        );
+    }
+    let r = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+    let mut sh = vec![
+        "set -eu".to_owned(),
+        format!("mount -t tmpfs -o mode=755 swoll-pod {}", path_str(root)),
+    ];
+    let mkdir = |p: &Path| format!("mkdir -p {}", path_str(p));
+    // A read-only bind mount of `from` at `to` (recursively read-only: each submount too).
+    let bind_ro = |from: &Path, to: &Path, dir: bool| {
+        let make = if dir {
+            format!("mkdir -p {}", path_str(to))
+        } else {
+            format!(
+                "mkdir -p {} && touch {}",
+                path_str(to.parent().unwrap_or(to)),
+                path_str(to)
+            )
+        };
+        format!(
+            "{make}\nmount --rbind {f} {t}\nfindmnt -R -n -r -o TARGET {t} | while read -r m; do \
+             mount -o remount,bind,ro \"$m\"; done",
+            f = path_str(from),
+            t = path_str(to)
+        )
+    };
+    // The image: the system's /usr (merged-/usr symlinks beside it) and the binary.
+    sh.push(bind_ro(Path::new("/usr"), &r(Path::new("/usr")), true));
+    for link in ["bin", "lib", "lib64", "sbin"] {
+        if Path::new("/").join(link).exists() {
+            sh.push(format!(
+                "ln -s usr/{link} {}",
+                path_str(&r(Path::new(link)))
+            ));
+        }
+    }
+    sh.push(bind_ro(bin, &r(bin), false));
+    // The image's CA certificates (distroless/cc ships them): the Kubernetes client loads the
+    // system's roots even when the kubeconfig names its own CA.
+    sh.push(bind_ro(
+        Path::new("/etc/ssl"),
+        &r(Path::new("/etc/ssl")),
+        true,
+    ));
+    // What every container gets: its own procfs, sysfs read-only, a few devices.
+    sh.push(mkdir(&r(Path::new("/proc"))));
+    sh.push(format!(
+        "mount -t proc proc {}",
+        path_str(&r(Path::new("/proc")))
+    ));
+    sh.push(mkdir(&r(Path::new("/sys"))));
+    sh.push(format!(
+        "mount -t sysfs -o ro sysfs {}",
+        path_str(&r(Path::new("/sys")))
+    ));
+    sh.push(mkdir(&r(Path::new("/dev"))));
+    sh.push(format!(
+        "mount -t tmpfs -o mode=755 dev {}",
+        path_str(&r(Path::new("/dev")))
+    ));
+    for dev in ["null", "zero", "full", "random", "urandom"] {
+        let to = r(&Path::new("/dev").join(dev));
+        sh.push(format!(
+            "touch {t} && mount --bind /dev/{dev} {t}",
+            t = path_str(&to)
+        ));
+    }
+    // The manifest's volumes.
+    for m in &d.mounts {
+        let host = run
+            .host_paths
+            .iter()
+            .find(|(from, _)| *from == m.host_path)
+            .map_or(m.host_path.as_path(), |(_, to)| to.as_path());
+        let to = r(&m.mount_path);
+        if m.read_only {
+            sh.push(bind_ro(host, &to, true));
+        } else {
+            sh.push(format!(
+                "{}\nmount --rbind {} {}",
+                mkdir(&to),
+                path_str(host),
+                path_str(&to)
+            ));
+        }
+    }
+    for file in &run.shared {
+        sh.push(bind_ro(file, &r(file), file.is_dir()));
+    }
+    if d.read_only_root {
+        sh.push(format!("mount -o remount,ro {}", path_str(root)));
+    }
+    let mut setpriv = vec!["/usr/bin/setpriv".to_owned()];
+    if d.no_new_privs {
+        setpriv.push("--no-new-privs".to_owned());
+    }
+    let listed = |prefix: &str| {
+        let mut v = vec![format!("{prefix}all")];
+        v.extend(caps.iter().map(|c| format!("+{c}")));
+        v.join(",")
+    };
+    setpriv.extend([
+        format!("--reuid={}", d.run_as_user),
+        format!("--regid={}", d.run_as_user),
+        "--clear-groups".to_owned(),
+        "--bounding-set".to_owned(),
+        listed("-"),
+        "--inh-caps".to_owned(),
+        "-all".to_owned(),
+        "--".to_owned(),
+    ]);
+    assert_eq!(
+        d.seccomp, "Unconfined",
+        "the DaemonSet's seccomp profile changed: teach tests/kernel/src/deployed.rs to apply it"
+    );
+    let exec = setpriv
+        .iter()
+        .map(|s| quote(s))
+        .chain(std::iter::once(path_str(bin)))
+        .chain(args.iter().map(|a| quote(&a.to_string_lossy())))
+        .collect::<Vec<_>>()
+        .join(" ");
+    sh.push(format!("exec chroot {} {exec}", path_str(root)));
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--pid",
+        "--fork",
+        "--kill-child=SIGKILL",
+        "--propagation",
+        "private",
+        "--",
+        "/bin/sh",
+        "-c",
+    ])
+    .arg(sh.join("\n"))
+    .env_clear()
+    .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+    .envs(run.env.iter().map(|(k, v)| (k, v)));
+    for var in ["RUST_LOG", "RUST_BACKTRACE"] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
+    }
+    cmd
+}
+
+/// The pid (in the test's pid namespace) of the only child of `unshare` process `pid`: the
+/// deployed program. Waits up to 10 s for it to be forked.
+pub fn child_of(pid: u32) -> Option<u32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+        if let Some(child) = children.split_whitespace().next() {
+            return child.parse().ok();
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// The path the manifest mounts host path `host` at, if any (e.g. `/sys/fs/bpf`).
+pub fn mount_path_of(host: &Path) -> Option<PathBuf> {
+    manifest::daemonset()
+        .mounts
+        .iter()
+        .find(|m| m.host_path == host)
+        .map(|m| m.mount_path.clone())
+}
