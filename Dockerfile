@@ -4,11 +4,16 @@
 #   docker build -t ghcr.io/swoll-rs/swoll:0.1.0 .
 #
 # Run it the way the DaemonSet (deploy/) does: as root with only the capabilities BPF, PERFMON,
-# SYS_PTRACE and SYS_RESOURCE, the host's /proc at /host/proc and its BTF, e.g.
+# SYS_PTRACE and SYS_RESOURCE, no_new_privs, a read-only root, seccomp and AppArmor unconfined
+# (deploy/README.md says why), the host's /proc at /host/proc, its BTF and cgroups read-only,
+# and its bpffs for the pins, e.g.
 #
 #   docker run --rm --cap-drop ALL --cap-add BPF --cap-add PERFMON --cap-add SYS_PTRACE \
-#     --cap-add SYS_RESOURCE --security-opt seccomp=unconfined -p 9095:9095 \
-#     -v /proc:/host/proc:ro -v /sys/kernel/btf:/sys/kernel/btf:ro ghcr.io/swoll-rs/swoll:0.1.0
+#     --cap-add SYS_RESOURCE --security-opt no-new-privileges --read-only \
+#     --security-opt seccomp=unconfined --security-opt apparmor=unconfined -p 9095:9095 \
+#     -v /proc:/host/proc:ro -v /sys/kernel/btf:/sys/kernel/btf:ro \
+#     -v /sys/fs/cgroup:/sys/fs/cgroup:ro -v /sys/fs/bpf:/sys/fs/bpf:rslave \
+#     ghcr.io/swoll-rs/swoll:0.1.0 serve --pin-path=/sys/fs/bpf/swoll
 
 # Build: the toolchain a developer's machine gets from scripts/setup.sh (nightly's rust-src for
 # the probes, LLVM 22 from Debian, bpf-linker), then one release build, which builds the probes
