@@ -92,6 +92,10 @@ fi
 
 if ((want_test)); then
 	apt_install prometheus bpftool python3-venv tmux
+	# tests/kernel/tests/runtime.rs runs workloads and the agent itself in real containers: podman
+	# with runc (crun refuses the hybrid cgroup layout some machines have), and busybox-static for
+	# the workload image, which is built locally (no registry is used).
+	apt_install podman runc busybox-static
 	# scripts/fuzz.sh builds and runs fuzz/ with cargo-fuzz (on the nightly installed above).
 	if ! cargo fuzz --version >/dev/null 2>&1; then
 		log "cargo install cargo-fuzz (about 30 s)"
