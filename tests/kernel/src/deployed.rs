@@ -28,7 +28,7 @@ use std::{
     process::Command,
 };
 
-use crate::manifest::{self, Deployment};
+use crate::manifest;
 
 /// Settings of one deployed run besides the manifest's.
 #[derive(Debug, Default)]
@@ -55,50 +55,6 @@ pub fn available() -> Result<(), String> {
     Ok(())
 }
 
-/// The capability names the manifest adds that this process can grant, and those it cannot.
-pub fn grantable(d: &Deployment) -> (Vec<String>, Vec<String>) {
-    let bounding = own_bounding_set();
-    d.capabilities()
-        .into_iter()
-        .partition(|c| cap_number(c).is_some_and(|n| bounding & (1 << n) != 0))
-}
-
-/// The bit of capability `name` (lower case, no `cap_` prefix).
-fn cap_number(name: &str) -> Option<u32> {
-    Some(match name {
-        "chown" => 0,
-        "dac_override" => 1,
-        "dac_read_search" => 2,
-        "kill" => 5,
-        "setgid" => 6,
-        "setuid" => 7,
-        "net_bind_service" => 10,
-        "net_admin" => 12,
-        "net_raw" => 13,
-        "ipc_lock" => 14,
-        "sys_chroot" => 18,
-        "sys_ptrace" => 19,
-        "sys_admin" => 21,
-        "sys_resource" => 24,
-        "syslog" => 34,
-        "perfmon" => 38,
-        "bpf" => 39,
-        "checkpoint_restore" => 40,
-        _ => return None,
-    })
-}
-
-/// `CapBnd` of this process.
-fn own_bounding_set() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let hex = s.lines().find_map(|l| l.strip_prefix("CapBnd:"))?.trim();
-            u64::from_str_radix(hex, 16).ok()
-        })
-        .unwrap_or(0)
-}
-
 /// Quotes `s` for `sh`.
 fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -114,7 +70,7 @@ fn path_str(p: &Path) -> String {
 /// child is `bin` (pid 1 of the new pid namespace): killing `unshare` kills it.
 pub fn command(bin: &Path, args: &[OsString], root: &Path, run: &Run) -> Command {
     let d = manifest::daemonset();
-    let (caps, missing) = grantable(d);
+    let (caps, missing) = crate::caps::grantable();
     if !missing.is_empty() {
         eprintln!(
             "deployed: this process cannot grant {missing:?} (not in its bounding set); the agent \
@@ -230,9 +186,15 @@ pub fn command(bin: &Path, args: &[OsString], root: &Path, run: &Run) -> Command
         "-all".to_owned(),
         "--".to_owned(),
     ]);
+    // The profiles the manifest sets are the ones a test can reproduce by applying none; another
+    // profile must be applied here before the tests may claim to run as deployed.
     assert_eq!(
         d.seccomp, "Unconfined",
         "the DaemonSet's seccomp profile changed: teach tests/kernel/src/deployed.rs to apply it"
+    );
+    assert!(
+        d.apparmor.as_deref().is_none_or(|p| p == "Unconfined") || !apparmor_enabled(),
+        "the DaemonSet's AppArmor profile changed: teach tests/kernel/src/deployed.rs to apply it"
     );
     let exec = setpriv
         .iter()
@@ -264,6 +226,12 @@ pub fn command(bin: &Path, args: &[OsString], root: &Path, run: &Run) -> Command
         }
     }
     cmd
+}
+
+/// Whether the kernel enforces AppArmor (a manifest without `Unconfined` would be confined).
+fn apparmor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.trim() == "Y")
 }
 
 /// The pid (in the test's pid namespace) of the only child of `unshare` process `pid`: the

@@ -10,6 +10,7 @@ use std::{
 };
 
 pub mod apiserver;
+pub mod caps;
 pub mod deployed;
 pub mod manifest;
 pub mod runtime;
@@ -244,11 +245,8 @@ pub fn signal_deployed(child: &std::process::Child, signal: i32) {
     let pid = deployed::child_of(child.id()).expect("the deployed program's pid");
     let pid = i32::try_from(pid).expect("pid");
     // SAFETY: signals a process this test started.
-    assert_eq!(
-        unsafe { libc::kill(pid, signal) },
-        0,
-        "kill({pid}, {signal})"
-    );
+    let sent = unsafe { libc::kill(pid, signal) };
+    assert_eq!(sent, 0, "kill({pid}, {signal})");
 }
 
 impl Agent {

@@ -264,7 +264,8 @@ fn sigterm_keeps_the_pins_counting_and_no_pin_makes_none() {
         elsewhere.display()
     );
 
-    // `swoll unpin` removes the set, and the pin path it left empty.
+    // `swoll unpin` removes the set, and the pin path it left empty. Run as plain root on the
+    // host: it is what an operator runs on a node after uninstalling the agent.
     let out = std::process::Command::new(&swoll)
         .args(["unpin", "--pin-path"])
         .arg(fs.pin_path())
@@ -278,4 +279,75 @@ fn sigterm_keeps_the_pins_counting_and_no_pin_makes_none() {
     assert!(!fs.pin_path().exists());
     let _ = work.kill();
     let _ = work.wait();
+}
+
+/// The ids of the metrics programs (`sys_enter`, `sys_exit`) loaded in the kernel now.
+fn metrics_programs() -> Vec<u32> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| {
+            p.name_as_str()
+                .is_some_and(|n| n == "sys_enter" || n == "sys_exit")
+        })
+        .map(|p| p.id())
+        .collect()
+}
+
+/// A bare `swoll serve` (no `--pin-path`) pins nothing: when it exits, nothing of it stays
+/// attached to cost the host's syscalls. Run as plain root on the host, not as deployed: this
+/// is how a user runs it on a workstation (scripts/local.sh), and the DaemonSet always pins.
+#[test]
+fn a_bare_serve_leaves_nothing_attached() {
+    let _serial = swoll_kernel_tests::exclusive();
+    let Some(swoll) = runnable_swoll() else {
+        return;
+    };
+    let before = metrics_programs();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut agent = std::process::Command::new(&swoll)
+        .args(["serve", "--listen", &addr.to_string()])
+        .args(["--traces-listen", "127.0.0.1:0", "--interval", "200ms"])
+        .spawn()
+        .expect("spawning swoll serve");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http_get(addr, "/readyz").is_ok_and(|(code, _)| code == 200) {
+        assert!(Instant::now() < deadline, "swoll serve not ready in 30 s");
+        assert!(
+            agent.try_wait().expect("waiting").is_none(),
+            "swoll serve exited"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let attached: Vec<u32> = metrics_programs()
+        .into_iter()
+        .filter(|id| !before.contains(id))
+        .collect();
+    assert_eq!(
+        attached.len(),
+        2,
+        "sys_enter and sys_exit loaded: {attached:?}"
+    );
+    let pid = i32::try_from(agent.id()).expect("pid");
+    // SAFETY: signals our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert!(agent.wait().expect("reaping swoll serve").success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<u32> = metrics_programs()
+            .into_iter()
+            .filter(|id| attached.contains(id))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "programs {left:?} stayed loaded after swoll serve exited"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -14,11 +14,9 @@ use aya::maps::{Map, MapData, PerCpuHashMap};
 use swoll_kernel_tests::{
     BpfFs, TempDir,
     apiserver::{FakeApiServer, pod},
+    caps::{capability_bit, capability_mask},
     expect_counted, fake_container_id, fake_pod_uid, http_get, own_pid_ns,
-    runtime::{
-        self, AgentContainer, Driver, PodParent, capability_bit, capability_mask,
-        failing_opens_script, run_workload,
-    },
+    runtime::{self, AgentContainer, Driver, PodParent, failing_opens_script, run_workload},
     sample,
 };
 use swoll_maps_schema::metrics::{self, MetricKey, MetricValue};
@@ -44,7 +42,7 @@ fn pod_uid(seed: u64) -> String {
 /// grant), in a pid namespace of its own.
 fn assert_deployed_privileges(agent: &AgentContainer) {
     let pid = agent.container.pid().to_string();
-    let (grantable, _) = runtime::grantable_capabilities();
+    let (grantable, _) = swoll_kernel_tests::caps::grantable();
     let want = grantable
         .iter()
         .fold(0_u64, |mask, c| mask | (1 << capability_bit(c)));

@@ -1,6 +1,9 @@
 //! `swoll top`, as a person uses it: `--no-ui` prints a known workload's rate, and the terminal
 //! UI, driven through tmux (send-keys, capture-pane), shows it, filters by typed text and quits
 //! on `q`.
+//!
+//! Run as plain root on the host, not as deployed (tests/kernel/src/deployed.rs): `swoll top` is
+//! an operator's tool on a host, which the DaemonSet never runs.
 use std::{
     path::Path,
     process::{Command, Output},
