@@ -117,7 +117,7 @@ impl TraceArgs {
             count: self.count,
             duration: self.duration,
             ring_bytes: self.ring_bytes,
-            host_pid_ns: host::host_pid_ns(&self.proc_root)?,
+            host_pid_ns: host::INIT_PID_NS,
             proc_root: self.proc_root,
             btf: self.btf,
             node_name: self.node_name,
@@ -210,22 +210,21 @@ pub struct TopArgs {
 }
 
 impl TopArgs {
-    /// Validated settings; reads the host's pid namespace from procfs. Calls are counted, not
-    /// timed: the table shows counts and rates only, so the cheapest probe mode is enough.
-    pub fn into_options(self) -> std::io::Result<crate::top::TopOptions> {
-        let host_pid_ns = host::host_pid_ns(&self.proc_root)?;
-        let mut load = LoadOptions::for_this_process(host_pid_ns);
+    /// Validated settings. Calls are counted, not timed: the table shows counts and rates
+    /// only, so the cheapest probe mode is enough.
+    pub fn into_options(self) -> crate::top::TopOptions {
+        let mut load = LoadOptions::for_this_process(host::INIT_PID_NS);
         load.count_host = !self.no_host;
         load.time = false;
         load.btf_path = self.btf;
-        Ok(crate::top::TopOptions {
+        crate::top::TopOptions {
             interval: self.interval,
             no_ui: self.no_ui,
             filter: crate::top::Filter::new(self.namespace, self.filter),
             limit: self.limit,
             proc_root: self.proc_root,
             load,
-        })
+        }
     }
 }
 
@@ -329,10 +328,9 @@ fn own_namespace() -> String {
 }
 
 impl ServeArgs {
-    /// Validated settings; reads the host's pid namespace from procfs.
-    pub fn into_options(self) -> std::io::Result<ServeOptions> {
-        let host_pid_ns = host::host_pid_ns(&self.proc_root)?;
-        let mut load = LoadOptions::for_this_process(host_pid_ns);
+    /// Validated settings.
+    pub fn into_options(self) -> ServeOptions {
+        let mut load = LoadOptions::for_this_process(host::INIT_PID_NS);
         load.map_size = self.map_size;
         load.count_host = !self.no_host;
         load.count_self = self.count_self;
@@ -341,7 +339,7 @@ impl ServeArgs {
         load.btf_path = self.btf;
         load.self_tgid = host::own_tgid(&self.proc_root);
         load.pin_path = (!self.no_pin).then_some(self.pin_path);
-        Ok(ServeOptions {
+        ServeOptions {
             listen: self.listen,
             interval: self.interval,
             proc_root: self.proc_root,
@@ -368,7 +366,7 @@ impl ServeArgs {
                 }
             }),
             load,
-        })
+        }
     }
 }
 
