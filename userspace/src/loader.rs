@@ -64,8 +64,8 @@ pub struct LoadOptions {
     pub btf_path: PathBuf,
     /// The directory on a BPF filesystem to pin the metrics probes under, so they keep counting
     /// when the agent stops and the next agent continues their counters (`swoll serve`'s
-    /// `--pin-path`); `None` pins nothing (`--no-pin`, and every other subcommand, which must
-    /// never touch an agent's pins).
+    /// `--pin-path`); `None` pins nothing (`swoll serve` without `--pin-path` or with
+    /// `--no-pin`, and every other subcommand, which must never touch an agent's pins).
     pub pin_path: Option<PathBuf>,
 }
 

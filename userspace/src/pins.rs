@@ -34,7 +34,7 @@ pub enum PinPathError {
     /// Neither the pin path nor its parent is on a BPF filesystem.
     #[error(
         "{} is not on a BPF filesystem: mount one (`mount -t bpf bpf /sys/fs/bpf`; in Kubernetes, \
-         mount the host's /sys/fs/bpf) or run with --no-pin",
+         mount the host's /sys/fs/bpf) or run without --pin-path",
         path.display()
     )]
     NotBpffs {
@@ -276,7 +276,7 @@ mod tests {
         let err = prepare(Path::new("/proc/swoll-pins")).expect_err("procfs is not bpffs");
         let msg = err.to_string();
         assert!(
-            msg.contains("mount -t bpf") && msg.contains("--no-pin"),
+            msg.contains("mount -t bpf") && msg.contains("without --pin-path"),
             "{msg}"
         );
     }

@@ -314,8 +314,8 @@ fn bpffs() -> Check {
         None => check(
             "bpffs",
             Outcome::Warn,
-            "no bpf filesystem mounted: `swoll serve` cannot pin its probes, so it needs \
-             --no-pin and its counters restart from zero with every agent restart"
+            "no bpf filesystem mounted: `swoll serve --pin-path` cannot pin its probes; without \
+             --pin-path its counters restart from zero with every agent restart"
                 .into(),
             Some("mount -t bpf bpf /sys/fs/bpf"),
         ),

@@ -96,8 +96,8 @@ pub enum ServeError {
     Http(#[source] std::io::Error),
 }
 
-/// Runs until SIGINT or SIGTERM, then returns: pinned probes stay attached and counting for the
-/// next agent, unpinned ones (`--no-pin`) are detached. SIGHUP re-reads what can be re-read.
+/// Runs until SIGINT or SIGTERM, then returns: pinned probes (`--pin-path`) stay attached and
+/// counting for the next agent, unpinned ones are detached. SIGHUP re-reads what can be re-read.
 pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     // Before the load: an agent that cannot have what it was asked for must not replace the
     // pinned probes of the agent before it.
@@ -196,7 +196,10 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
             pinned = set,
             "probes left pinned and counting for the next agent (`swoll unpin` removes them); bye"
         ),
-        None => tracing::info!("probes detached; bye"),
+        None => tracing::info!(
+            "probes detached: nothing stays attached (--pin-path would keep them counting across \
+             restarts); bye"
+        ),
     }
     served
 }
