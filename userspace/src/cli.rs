@@ -44,7 +44,7 @@ pub enum Command {
 /// Flags of `swoll unpin`.
 #[derive(Debug, Args)]
 pub struct UnpinArgs {
-    /// The pin path `swoll serve` used.
+    /// The pin path `swoll serve` was given (the DaemonSet's by default).
     #[arg(long, env = "SWOLL_PIN_PATH", default_value = pins::DEFAULT_PIN_PATH)]
     pub pin_path: PathBuf,
 }
@@ -117,7 +117,7 @@ impl TraceArgs {
             count: self.count,
             duration: self.duration,
             ring_bytes: self.ring_bytes,
-            host_pid_ns: host::host_pid_ns(&self.proc_root)?,
+            host_pid_ns: host::INIT_PID_NS,
             proc_root: self.proc_root,
             btf: self.btf,
             node_name: self.node_name,
@@ -210,22 +210,21 @@ pub struct TopArgs {
 }
 
 impl TopArgs {
-    /// Validated settings; reads the host's pid namespace from procfs. Calls are counted, not
-    /// timed: the table shows counts and rates only, so the cheapest probe mode is enough.
-    pub fn into_options(self) -> std::io::Result<crate::top::TopOptions> {
-        let host_pid_ns = host::host_pid_ns(&self.proc_root)?;
-        let mut load = LoadOptions::for_this_process(host_pid_ns);
+    /// Validated settings. Calls are counted, not timed: the table shows counts and rates
+    /// only, so the cheapest probe mode is enough.
+    pub fn into_options(self) -> crate::top::TopOptions {
+        let mut load = LoadOptions::for_this_process(host::INIT_PID_NS);
         load.count_host = !self.no_host;
         load.time = false;
         load.btf_path = self.btf;
-        Ok(crate::top::TopOptions {
+        crate::top::TopOptions {
             interval: self.interval,
             no_ui: self.no_ui,
             filter: crate::top::Filter::new(self.namespace, self.filter),
             limit: self.limit,
             proc_root: self.proc_root,
             load,
-        })
+        }
     }
 }
 
@@ -307,11 +306,13 @@ pub struct ServeArgs {
     pub trace_ring_bytes: u32,
     /// Directory on a BPF filesystem where the probes are pinned: they keep counting while the
     /// agent restarts, and the next agent with the same binary and options continues their
-    /// counters exactly.
-    #[arg(long, env = "SWOLL_PIN_PATH", default_value = pins::DEFAULT_PIN_PATH)]
-    pub pin_path: PathBuf,
-    /// Pin nothing: the probes are detached when the agent stops, and counters start from zero
-    /// with every agent. Pins other agents left at --pin-path are not touched.
+    /// counters exactly. No default: pinned probes cost every syscall on the host until
+    /// `swoll unpin`, so only an agent meant to be restarted (the DaemonSet's) should leave
+    /// them; without it everything is detached when the agent stops.
+    #[arg(long, env = "SWOLL_PIN_PATH")]
+    pub pin_path: Option<PathBuf>,
+    /// Pin nothing, even with --pin-path: the probes are detached when the agent stops, and
+    /// counters start from zero with every agent. Pins other agents left are not touched.
     #[arg(long, env = "SWOLL_NO_PIN")]
     pub no_pin: bool,
 }
@@ -329,10 +330,9 @@ fn own_namespace() -> String {
 }
 
 impl ServeArgs {
-    /// Validated settings; reads the host's pid namespace from procfs.
-    pub fn into_options(self) -> std::io::Result<ServeOptions> {
-        let host_pid_ns = host::host_pid_ns(&self.proc_root)?;
-        let mut load = LoadOptions::for_this_process(host_pid_ns);
+    /// Validated settings.
+    pub fn into_options(self) -> ServeOptions {
+        let mut load = LoadOptions::for_this_process(host::INIT_PID_NS);
         load.map_size = self.map_size;
         load.count_host = !self.no_host;
         load.count_self = self.count_self;
@@ -340,8 +340,8 @@ impl ServeArgs {
         load.histogram = self.histogram;
         load.btf_path = self.btf;
         load.self_tgid = host::own_tgid(&self.proc_root);
-        load.pin_path = (!self.no_pin).then_some(self.pin_path);
-        Ok(ServeOptions {
+        load.pin_path = self.pin_path.filter(|_| !self.no_pin);
+        ServeOptions {
             listen: self.listen,
             interval: self.interval,
             proc_root: self.proc_root,
@@ -368,7 +368,7 @@ impl ServeArgs {
                 }
             }),
             load,
-        })
+        }
     }
 }
 
@@ -418,8 +418,38 @@ mod tests {
         assert_eq!(args.interval, Duration::from_secs(5));
         assert_eq!(args.map_size, 65_536);
         assert!(!args.no_host && !args.no_time && !args.count_self && !args.histogram);
-        assert_eq!(args.pin_path, PathBuf::from("/sys/fs/bpf/swoll"));
+        assert_eq!(args.pin_path, None);
         assert!(!args.no_pin);
+        assert_eq!(args.into_options().load.pin_path, None);
+    }
+
+    #[test]
+    fn serve_pins_only_with_a_pin_path_and_without_no_pin() {
+        let pin_path = |argv: &[&str]| {
+            let cli = Cli::try_parse_from(["swoll", "serve"].iter().chain(argv)).expect("parses");
+            let Command::Serve(args) = cli.command else {
+                panic!("not serve")
+            };
+            args.into_options().load.pin_path
+        };
+        assert_eq!(
+            pin_path(&["--pin-path", "/sys/fs/bpf/swoll"]),
+            Some(PathBuf::from("/sys/fs/bpf/swoll"))
+        );
+        assert_eq!(
+            pin_path(&["--pin-path", "/sys/fs/bpf/swoll", "--no-pin"]),
+            None
+        );
+        assert_eq!(pin_path(&["--no-pin"]), None);
+    }
+
+    #[test]
+    fn unpin_defaults_to_the_daemonsets_pin_path() {
+        let cli = Cli::try_parse_from(["swoll", "unpin"]).expect("parses");
+        let Command::Unpin(args) = cli.command else {
+            panic!("not unpin")
+        };
+        assert_eq!(args.pin_path, PathBuf::from(pins::DEFAULT_PIN_PATH));
     }
 
     #[test]

@@ -1,28 +1,17 @@
-//! Facts about the host the agent runs on, read from procfs.
+//! Facts about the host the agent runs on: its initial pid namespace, procfs, capabilities.
 use std::{io, os::unix::fs::MetadataExt as _, path::Path};
+
+/// The inode number of the kernel's initial pid namespace, the host's: `PROC_PID_INIT_INO`
+/// (`include/linux/proc_ns.h`), fixed since Linux 3.8. A constant rather than a read of
+/// `/proc/1/ns/pid`, which in a pod without `hostPID` is the pod's own init, and needs ptrace
+/// access besides: taking that for the host would label every host process as the agent's pod.
+pub const INIT_PID_NS: u32 = 0xEFFF_FFFC;
 
 /// Inode number of the pid namespace a `/proc/PID/ns/pid` link points at.
 pub fn pid_ns_inode(link: &Path) -> io::Result<u32> {
     let ino = std::fs::metadata(link)?.ino();
     u32::try_from(ino)
         .map_err(|_| io::Error::other(format!("{}: inode {ino} is not 32-bit", link.display())))
-}
-
-/// The host's pid namespace: that of PID 1 under `proc_root`, or, where reading it is denied
-/// (some sandboxes refuse even root), the agent's own.
-pub fn host_pid_ns(proc_root: &Path) -> io::Result<u32> {
-    let init = proc_root.join("1/ns/pid");
-    match pid_ns_inode(&init) {
-        Ok(ns) => Ok(ns),
-        Err(err) => {
-            tracing::info!(
-                path = %init.display(),
-                error = %err,
-                "cannot read PID 1's pid namespace; treating the agent's own as the host's"
-            );
-            pid_ns_inode(Path::new("/proc/self/ns/pid"))
-        }
-    }
 }
 
 /// The agent's process id as the kernel's BPF helpers see it (the host's pid namespace): the
@@ -34,4 +23,60 @@ pub fn own_tgid(proc_root: &Path) -> u32 {
         .ok()
         .and_then(|target| target.to_str()?.parse().ok())
         .unwrap_or_else(std::process::id)
+}
+
+/// Capability numbers (`include/uapi/linux/capability.h`) of the ones swoll asks about.
+pub mod cap {
+    /// `CAP_SYS_PTRACE`.
+    pub const SYS_PTRACE: u32 = 19;
+    /// `CAP_SYS_ADMIN`.
+    pub const SYS_ADMIN: u32 = 21;
+    /// `CAP_SYS_RESOURCE`.
+    pub const SYS_RESOURCE: u32 = 24;
+    /// `CAP_PERFMON`.
+    pub const PERFMON: u32 = 38;
+    /// `CAP_BPF`.
+    pub const BPF: u32 = 39;
+}
+
+/// This process's effective capability set (`CapEff` of `/proc/self/status`), as a bit mask
+/// indexed by the numbers of [`cap`]; `None` where it cannot be read.
+pub fn effective_caps() -> Option<u64> {
+    parse_cap_eff(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+/// `CapEff` of a `/proc/PID/status` text.
+fn parse_cap_eff(status: &str) -> Option<u64> {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// Whether the capability set `caps` holds capability `cap`.
+pub fn has_cap(caps: u64, cap: u32) -> bool {
+    cap < 64 && caps & (1 << cap) != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_initial_pid_namespace_is_proc_pid_init_ino() {
+        assert_eq!(INIT_PID_NS, 4_026_531_836);
+    }
+
+    #[test]
+    fn cap_eff_is_parsed() {
+        let status = "Name:\tswoll\nCapInh:\t0000000000000000\nCapEff:\t000000c000080000\n";
+        let caps = parse_cap_eff(status).expect("parses");
+        assert!(has_cap(caps, cap::BPF) && has_cap(caps, cap::PERFMON));
+        assert!(has_cap(caps, cap::SYS_PTRACE));
+        assert!(!has_cap(caps, cap::SYS_ADMIN));
+        assert!(!has_cap(caps, 64));
+        assert_eq!(parse_cap_eff("Name:\tswoll\n"), None);
+        assert_eq!(parse_cap_eff("CapEff:\tnot hex\n"), None);
+    }
 }

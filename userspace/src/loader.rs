@@ -4,7 +4,8 @@
 //! from BTF, patches them and the agent's filter settings into the probes' config global, sizes
 //! the maps, and attaches the two raw tracepoints. With a pin path the metrics probes are pinned
 //! (see [`crate::pins`]) and outlive the agent; without one, dropping the returned [`Probes`]
-//! detaches everything.
+//! detaches everything. Nothing here looks a BPF object up by id (that needs `CAP_SYS_ADMIN`,
+//! which the DaemonSet does not grant): pinned objects are opened by path.
 use std::{
     os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
     path::{Path, PathBuf},
@@ -63,8 +64,8 @@ pub struct LoadOptions {
     pub btf_path: PathBuf,
     /// The directory on a BPF filesystem to pin the metrics probes under, so they keep counting
     /// when the agent stops and the next agent continues their counters (`swoll serve`'s
-    /// `--pin-path`); `None` pins nothing (`--no-pin`, and every other subcommand, which must
-    /// never touch an agent's pins).
+    /// `--pin-path`); `None` pins nothing (`swoll serve` without `--pin-path` or with
+    /// `--no-pin`, and every other subcommand, which must never touch an agent's pins).
     pub pin_path: Option<PathBuf>,
 }
 
@@ -250,16 +251,46 @@ fn pinned_maps(histogram: bool) -> Vec<&'static str> {
     maps
 }
 
-/// The metrics programs a load attaches, each with its link's pin file name, in the order they
-/// are attached: `sys_exit` first, since a call is counted as soon as `sys_exit` runs (it is
-/// only timed if both hooks see it). `sys_enter` only records start times, so without timing it
-/// is not attached at all: one program run per syscall instead of two.
-fn attached(time: bool) -> &'static [(&'static str, &'static str)] {
-    const ALL: [(&str, &str); 2] = [
-        (programs::SYS_EXIT, "link_sys_exit"),
-        (programs::SYS_ENTER, "link_sys_enter"),
+/// A metrics program a load attaches, with the names of its pin files. The program is pinned
+/// beside its link so the next agent can open it by path: the kernel finds a link's program
+/// only by id, and a lookup by id needs `CAP_SYS_ADMIN`.
+struct Hook {
+    /// The program's name in the object, which also names its tracepoint.
+    program: &'static str,
+    /// The program's pin file.
+    program_pin: &'static str,
+    /// The pin file of the link that attaches it.
+    link_pin: &'static str,
+}
+
+/// The metrics programs a load attaches, in the order they are attached: `sys_exit` first,
+/// since a call is counted as soon as `sys_exit` runs (it is only timed if both hooks see it).
+/// `sys_enter` only records start times, so without timing it is not attached at all: one
+/// program run per syscall instead of two.
+fn hooks(time: bool) -> &'static [Hook] {
+    const ALL: [Hook; 2] = [
+        Hook {
+            program: programs::SYS_EXIT,
+            program_pin: "prog_sys_exit",
+            link_pin: "link_sys_exit",
+        },
+        Hook {
+            program: programs::SYS_ENTER,
+            program_pin: "prog_sys_enter",
+            link_pin: "link_sys_enter",
+        },
     ];
     if time { &ALL } else { &ALL[..1] }
+}
+
+/// Every file of a complete pin set: a set lacking one (an older agent's, which pinned no
+/// programs, or one whose removal was cut short) is replaced, not taken over.
+fn set_files(histogram: bool, time: bool) -> Vec<&'static str> {
+    let mut files = pinned_maps(histogram);
+    for hook in hooks(time) {
+        files.extend([hook.program_pin, hook.link_pin]);
+    }
+    files
 }
 
 /// The fingerprint of a load: the probes' object, the ABI version, the patched config and the
@@ -284,18 +315,32 @@ fn fingerprint(config: &ProbeConfig, map_size: u32, histogram_entries: u32) -> F
         .with(&histogram_entries.to_le_bytes())
 }
 
+/// A load's settings once resolved against the running kernel.
+struct Plan<'a> {
+    /// What was asked for.
+    opts: &'a LoadOptions,
+    /// The probes' config global, patched into the object.
+    config: ProbeConfig,
+    /// Whether latency histograms are kept (only timed calls have a latency to place).
+    histogram: bool,
+    /// Entries of the histogram map: the least the kernel accepts when it is unused.
+    histogram_entries: u32,
+}
+
 /// Loads the probes with `opts` and attaches them to `raw_syscalls` `sys_enter`/`sys_exit`.
 ///
 /// With [`LoadOptions::pin_path`]: if the pin set of this load's fingerprint is complete there,
-/// it is taken over (nothing is loaded, the counters go on); otherwise every set there is
-/// removed (detaching the programs of earlier binaries or options) and the new load is pinned.
+/// it is taken over (nothing is loaded, the counters go on) and every other set is removed.
+/// Otherwise the new load is attached and pinned in a staging directory first; only once that
+/// succeeded are the other sets removed (detaching the programs of earlier binaries or options)
+/// and the new set renamed into place. If the kernel refuses the new load, nothing pinned is
+/// touched: the earlier agent's probes keep counting, and the error is returned.
 pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
     if opts.map_size == 0 || opts.map_size > 1 << 24 {
         return Err(LoadError::MapSize(opts.map_size));
     }
     raise_memlock_limit();
     let offsets = btf::kernel_offsets(&Btf::from_file(&opts.btf_path)?)?;
-    // Only timed calls have a latency to place.
     let histogram = opts.histogram && opts.time;
     let mut flags = 0;
     for (on, flag) in [
@@ -310,47 +355,98 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
             flags |= flag;
         }
     }
-    let start_slot_bits = start::slot_bits_for(pid_max());
-    let probe_config = ProbeConfig {
-        flags,
-        host_pid_ns: opts.host_pid_ns,
-        exit_nrs: exit_nrs(),
-        start_slot_bits,
-        offsets,
+    let plan = Plan {
+        opts,
+        config: ProbeConfig {
+            flags,
+            host_pid_ns: opts.host_pid_ns,
+            exit_nrs: exit_nrs(),
+            start_slot_bits: start::slot_bits_for(pid_max()),
+            offsets,
+        },
+        histogram,
+        histogram_entries: if histogram {
+            opts.map_size
+        } else {
+            unused_map_entries()
+        },
     };
-    let histogram_entries = if histogram {
-        opts.map_size
-    } else {
-        unused_map_entries()
-    };
-    let set = match &opts.pin_path {
-        None => None,
-        Some(pin_path) => {
-            pins::prepare(pin_path)?;
-            let set =
-                pin_path.join(fingerprint(&probe_config, opts.map_size, histogram_entries).name());
-            if let Some(probes) = take_over(&set, opts, histogram) {
-                pins::remove_sets_except(pin_path, Some(&set))?;
-                return Ok(probes);
-            }
-            for old in pins::remove_sets_except(pin_path, None)? {
-                tracing::info!(set = %old.display(), "removed the pinned probes of another binary or other options");
-            }
-            Some(set)
+    match &opts.pin_path {
+        None => load_new(&plan, None),
+        Some(pin_path) => load_pinned(&plan, pin_path),
+    }
+}
+
+/// [`load`] with a pin path: take over this load's set, or replace every set with a new one.
+fn load_pinned(plan: &Plan<'_>, pin_path: &Path) -> Result<Probes, LoadError> {
+    pins::prepare(pin_path)?;
+    let name = fingerprint(&plan.config, plan.opts.map_size, plan.histogram_entries).name();
+    let set = pin_path.join(name);
+    if let Some(probes) = take_over(&set, plan.opts, plan.histogram) {
+        for old in pins::remove_sets_except(pin_path, Some(&set))? {
+            log_removed(&old, &set);
         }
+        return Ok(probes);
+    }
+    let staging = pins::staging(&set);
+    // What a crash of an agent building this very set left.
+    pins::remove_set(&staging)?;
+    let replace = || {
+        let mut probes = load_new(plan, Some(&staging))?;
+        for old in pins::remove_sets_except(pin_path, Some(&staging))? {
+            log_removed(&old, &set);
+        }
+        pins::commit(&staging, &set)?;
+        probes.pin_set = Some(set.clone());
+        Ok(probes)
     };
+    replace().inspect_err(|_| {
+        // Half a set would only cost every syscall until the next agent removed it.
+        if let Err(err) = pins::remove_set(&staging) {
+            tracing::warn!(set = %staging.display(), error = %crate::error_chain(&err), "cannot remove the new probes' staging pins; the next agent or `swoll unpin` will");
+        }
+        // A set counts while its `sys_exit` link is pinned.
+        let kept: Vec<String> = pins::sets(pin_path)
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| hooks(false).iter().all(|h| s.join(h.link_pin).exists()))
+            .map(|s| s.display().to_string())
+            .collect();
+        if !kept.is_empty() {
+            tracing::warn!(
+                kept = kept.join(","),
+                "the new probes could not be loaded and pinned; nothing pinned was removed: \
+                 the earlier agent's pinned probes keep counting"
+            );
+        }
+    })
+}
+
+/// Logs the removal of `old`, a pin set or staging directory other than `set`'s.
+fn log_removed(old: &Path, set: &Path) {
+    let why = if old == set {
+        "replaced the pinned probes of this binary and options, which could not be taken over"
+    } else if pins::is_staging(old) {
+        "removed the half-built pinned probes of an agent that stopped while loading"
+    } else {
+        "removed the pinned probes of another binary or other options"
+    };
+    tracing::info!(set = %old.display(), "{why}");
+}
+
+/// Loads and attaches the probes of `plan`; with `staging`, pins them there (a new directory).
+/// The probes returned are not marked as pinned: the caller does that once the set is in place.
+fn load_new(plan: &Plan<'_>, staging: Option<&Path>) -> Result<Probes, LoadError> {
+    let opts = plan.opts;
+    let start_slots = 1 << plan.config.start_slot_bits;
     let mut ebpf = EbpfLoader::new()
-        .override_global(config::GLOBAL, &probe_config, true)
+        .override_global(config::GLOBAL, &plan.config, true)
         .map_max_entries(metrics::MAP, opts.map_size)
-        .map_max_entries(histogram::MAP, histogram_entries)
-        .map_max_entries(start::MAP, if opts.time { 1 << start_slot_bits } else { 1 })
+        .map_max_entries(histogram::MAP, plan.histogram_entries)
+        .map_max_entries(start::MAP, if opts.time { start_slots } else { 1 })
         .map_max_entries(
             pidns_cache::MAP,
-            if has_task_btf() {
-                1 << start_slot_bits
-            } else {
-                1
-            },
+            if has_task_btf() { start_slots } else { 1 },
         )
         // The trace maps belong to `load_trace`'s load: the least the kernel accepts here.
         .map_max_entries(trace::RULES_MAP, 1)
@@ -363,24 +459,21 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
     set_self(&mut ebpf, self_entry(opts))?;
     let mut programs = Vec::new();
     let mut links = Vec::new();
-    for &(name, _) in attached(opts.time) {
-        let (fd, link) = attach_owned(&mut ebpf, name)?;
-        programs.push((name, fd));
+    for hook in hooks(opts.time) {
+        let (fd, link) = attach_owned(&mut ebpf, hook.program)?;
+        programs.push((hook.program, fd));
         links.push(link);
     }
-    if let Some(set) = &set {
-        links = pin(&ebpf, set, histogram, attached(opts.time), links).inspect_err(|_| {
-            // Half a set would be taken for nothing by the next agent: none at all.
-            let _ = pins::remove_set(set);
-        })?;
+    if let Some(staging) = staging {
+        links = pin(&mut ebpf, staging, plan.histogram, hooks(opts.time), links)?;
     }
-    let maps = user_maps(histogram, opts.map_size, |name| {
+    let maps = user_maps(plan.histogram, opts.map_size, |name| {
         ebpf.take_map(name).ok_or(LoadError::MissingMap(name))
     })?;
     Ok(Probes {
         programs,
         _links: links,
-        pin_set: set,
+        pin_set: None,
         reused: false,
         maps,
     })
@@ -441,14 +534,13 @@ fn user_maps(
     ))
 }
 
-/// Pins the maps userspace reads and then `links` (those of `attached`, in its order) into `set`
-/// (a new directory): a set whose links are there is complete. Returns the links, still
-/// attached through their pins.
+/// Pins the maps userspace reads, the programs of `hooks` and then `links` (theirs, in their
+/// order) into `dir`, a new directory. Returns the links, still attached through their pins.
 fn pin(
-    ebpf: &Ebpf,
-    set: &Path,
+    ebpf: &mut Ebpf,
+    dir: &Path,
     histogram: bool,
-    attached: &[(&str, &str)],
+    hooks: &[Hook],
     links: Vec<FdLink>,
 ) -> Result<Vec<FdLink>, LoadError> {
     let failed = |path: &Path| {
@@ -459,17 +551,25 @@ fn pin(
             source,
         }
     };
-    std::fs::create_dir(set).map_err(|e| failed(set)(e.into()))?;
+    std::fs::create_dir(dir).map_err(|e| failed(dir)(e.into()))?;
     for name in pinned_maps(histogram) {
         let map = ebpf.map(name).ok_or(LoadError::MissingMap(name))?;
-        let path = set.join(name);
+        let path = dir.join(name);
         map.pin(&path).map_err(|e| failed(&path)(e.into()))?;
+    }
+    for hook in hooks {
+        let program = ebpf.program_mut(hook.program).ok_or(LoadError::Program {
+            name: hook.program,
+            source: aya::programs::ProgramError::UnexpectedProgramType,
+        })?;
+        let path = dir.join(hook.program_pin);
+        program.pin(&path).map_err(|e| failed(&path)(e.into()))?;
     }
     links
         .into_iter()
-        .zip(attached)
-        .map(|(link, (_, file))| {
-            let path = set.join(file);
+        .zip(hooks)
+        .map(|(link, hook)| {
+            let path = dir.join(hook.link_pin);
             link.pin(&path)
                 .map(FdLink::from)
                 .map_err(|e| failed(&path)(e.into()))
@@ -477,16 +577,19 @@ fn pin(
         .collect()
 }
 
-/// Takes over the complete pin set `set`, if there is one: opens its maps and links, writes this
-/// agent's tgid, and finds the programs behind the links. `None` (after logging why, if a set
-/// was there) means loading afresh.
+/// Takes over the complete pin set `set`, if there is one: opens its maps, programs and links
+/// and writes this agent's tgid. `None` (after logging why, if a set was there) means loading
+/// afresh.
 fn take_over(set: &Path, opts: &LoadOptions, histogram: bool) -> Option<Probes> {
-    let files: Vec<PathBuf> = pinned_maps(histogram)
+    if !set.exists() {
+        return None;
+    }
+    let missing: Vec<&str> = set_files(histogram, opts.time)
         .into_iter()
-        .chain(attached(opts.time).iter().map(|(_, file)| *file))
-        .map(|name| set.join(name))
+        .filter(|name| !set.join(name).exists())
         .collect();
-    if !files.iter().all(|f| f.exists()) {
+    if !missing.is_empty() {
+        tracing::warn!(set = %set.display(), missing = missing.join(","), "the pinned probes are incomplete (an older agent's, or a removal cut short); loading them afresh");
         return None;
     }
     match open_set(set, opts, histogram) {
@@ -498,24 +601,42 @@ fn take_over(set: &Path, opts: &LoadOptions, histogram: bool) -> Option<Probes> 
     }
 }
 
-/// Opens the pinned link `file` of `set` and the program behind it.
-fn open_link(set: &Path, file: &str) -> Result<(ProgramFd, FdLink), LoadError> {
-    let path = set.join(file);
-    let failed = |source: Box<dyn std::error::Error + Send + Sync>| LoadError::Pin {
-        what: "opening the pinned",
-        path: path.clone(),
-        source,
+/// Opens the pinned program and link of `hook` in `set`, by path only, and checks that the
+/// link attaches that program.
+fn open_hook(set: &Path, hook: &Hook) -> Result<(ProgramFd, FdLink), LoadError> {
+    let failed = |path: &Path| {
+        let path = path.to_owned();
+        move |source: Box<dyn std::error::Error + Send + Sync>| LoadError::Pin {
+            what: "opening the pinned",
+            path,
+            source,
+        }
     };
-    let link = FdLink::from(PinnedLink::from_pin(&path).map_err(|e| failed(e.into()))?);
-    let id = link.info().map_err(|e| failed(e.into()))?.program_id();
-    // The kernel has no lookup of a program by link but by id: walk the loaded programs once.
-    let prog = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .find(|p| p.id() == id)
-        .ok_or_else(|| failed(format!("program {id} of the link is not loaded").into()))?
+    let prog_path = set.join(hook.program_pin);
+    let prog = RawTracePoint::from_pin(&prog_path).map_err(|e| failed(&prog_path)(e.into()))?;
+    let prog_id = prog.info().map_err(|e| failed(&prog_path)(e.into()))?.id();
+    let fd = prog
         .fd()
-        .map_err(|e| failed(e.into()))?;
-    Ok((prog, link))
+        .map_err(|e| failed(&prog_path)(e.into()))?
+        .try_clone()
+        .map_err(|e| failed(&prog_path)(e.into()))?;
+    let link_path = set.join(hook.link_pin);
+    let link =
+        FdLink::from(PinnedLink::from_pin(&link_path).map_err(|e| failed(&link_path)(e.into()))?);
+    let linked = link
+        .info()
+        .map_err(|e| failed(&link_path)(e.into()))?
+        .program_id();
+    if linked != prog_id {
+        return Err(failed(&link_path)(
+            format!(
+                "the link attaches program {linked}, not {} (program {prog_id})",
+                hook.program_pin
+            )
+            .into(),
+        ));
+    }
+    Ok((fd, link))
 }
 
 /// Opens the pin set `set` (see [`take_over`]).
@@ -534,9 +655,9 @@ fn open_set(set: &Path, opts: &LoadOptions, histogram: bool) -> Result<Probes, L
     let maps = user_maps(histogram, opts.map_size, open_map)?;
     let mut programs = Vec::new();
     let mut links = Vec::new();
-    for &(name, file) in attached(opts.time) {
-        let (fd, link) = open_link(set, file)?;
-        programs.push((name, fd));
+    for hook in hooks(opts.time) {
+        let (fd, link) = open_hook(set, hook)?;
+        programs.push((hook.program, fd));
         links.push(link);
     }
     Ok(Probes {

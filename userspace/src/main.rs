@@ -36,10 +36,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             println!("swoll can run here");
         }
-        Command::Top(args) => swoll::top::run(
-            args.into_options()
-                .context("reading the host's pid namespace")?,
-        )?,
+        Command::Top(args) => swoll::top::run(args.into_options())?,
         Command::Trace(args) => swoll::trace::command::run(args.into_options()?)?,
         Command::Unpin(args) => {
             let removed = swoll::pins::unpin_all(&args.pin_path)
@@ -56,10 +53,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")?;
-            let opts = args
-                .into_options()
-                .context("reading the host's pid namespace")?;
-            runtime.block_on(swoll::serve::run(opts))?;
+            runtime.block_on(swoll::serve::run(args.into_options()))?;
         }
     }
     Ok(())

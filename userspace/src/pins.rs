@@ -1,21 +1,28 @@
 //! Where the metrics probes are pinned, so that counting goes on while no agent runs.
 //!
 //! A *pin set* is one directory `<pin path>/<fingerprint>/` on a BPF filesystem holding the maps
-//! userspace reads and the links that attach `sys_enter`/`sys_exit`. A pinned link keeps its
-//! program attached after the agent that made it exits (a crash, `kill -9`, a rolling update);
-//! the next agent with the same fingerprint opens the set instead of loading anything, so the
-//! counters it exports continue exactly. The fingerprint covers everything that shapes the
-//! programs or their maps (the probes' object, the ABI version, the load-time config and the
-//! map sizes), so a changed binary or option gets a set of its own and the old one is removed.
+//! userspace reads, the `sys_enter`/`sys_exit` programs and the links that attach them. A pinned
+//! link keeps its program attached after the agent that made it exits (a crash, `kill -9`, a
+//! rolling update); the next agent with the same fingerprint opens the set instead of loading
+//! anything, so the counters it exports continue exactly. Every file is opened by path
+//! (`BPF_OBJ_GET`, which checks only file permissions), never by id: looking an object up by id
+//! needs `CAP_SYS_ADMIN`, which the agent does not have. The fingerprint covers everything that
+//! shapes the programs or their maps (the probes' object, the ABI version, the load-time config
+//! and the map sizes), so a changed binary or option gets a set of its own.
 //!
-//! Only directories named like a fingerprint (16 hex digits) are ever removed, so a pin path
-//! shared with other tools loses nothing of theirs.
+//! A new set is built in a *staging* directory `<fingerprint>-new` and renamed into place only
+//! once complete, after the sets it replaces are removed: if the kernel refuses the new load,
+//! the old set keeps counting. A staging directory a crash left behind is removed by the next
+//! agent's start (and by `swoll unpin`), so nothing stays attached forever.
+//!
+//! Only directories named like a fingerprint (16 hex digits) or its staging directory are ever
+//! removed, so a pin path shared with other tools loses nothing of theirs.
 use std::{
     io,
     path::{Path, PathBuf},
 };
 
-/// The default `--pin-path`.
+/// The pin path the DaemonSet gives `swoll serve`, and so the default of `swoll unpin`.
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/swoll";
 
 /// `BPF_FS_MAGIC` from `include/uapi/linux/magic.h`: `statfs` of a bpffs.
@@ -27,7 +34,7 @@ pub enum PinPathError {
     /// Neither the pin path nor its parent is on a BPF filesystem.
     #[error(
         "{} is not on a BPF filesystem: mount one (`mount -t bpf bpf /sys/fs/bpf`; in Kubernetes, \
-         mount the host's /sys/fs/bpf) or run with --no-pin",
+         mount the host's /sys/fs/bpf) or run without --pin-path",
         path.display()
     )]
     NotBpffs {
@@ -72,12 +79,35 @@ impl Fingerprint {
     }
 }
 
-/// Whether `name` is a pin set's directory name (and so ours to remove).
+/// The suffix of a staging directory's name. Not `.new`: bpffs refuses every name with a dot
+/// in it (`EPERM`; dots are reserved for the kernel's own files).
+const STAGING_SUFFIX: &str = "-new";
+
+/// Whether `name` is a pin set's directory name.
 fn is_set_name(name: &str) -> bool {
     name.len() == 16
         && name
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether `name` is a pin set's or a staging directory's name (and so ours to remove).
+fn is_ours(name: &str) -> bool {
+    is_set_name(name) || name.strip_suffix(STAGING_SUFFIX).is_some_and(is_set_name)
+}
+
+/// Whether `dir` is a staging directory, not a pin set.
+pub fn is_staging(dir: &Path) -> bool {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| !is_set_name(n) && is_ours(n))
+}
+
+/// The staging directory a new pin set is built in before it is renamed to `set`.
+pub fn staging(set: &Path) -> PathBuf {
+    let mut name = set.as_os_str().to_owned();
+    name.push(STAGING_SUFFIX);
+    PathBuf::from(name)
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PinPathError + '_ {
@@ -128,8 +158,8 @@ pub fn prepare(pin_path: &Path) -> Result<(), PinPathError> {
     Ok(())
 }
 
-/// The pin sets under `pin_path`, by directory name.
-fn sets(pin_path: &Path) -> Result<Vec<PathBuf>, PinPathError> {
+/// The pin sets and staging directories under `pin_path`, by directory name.
+fn ours(pin_path: &Path) -> Result<Vec<PathBuf>, PinPathError> {
     let entries = match std::fs::read_dir(pin_path) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -138,7 +168,7 @@ fn sets(pin_path: &Path) -> Result<Vec<PathBuf>, PinPathError> {
     let mut found = Vec::new();
     for entry in entries {
         let entry = entry.map_err(io_err(pin_path))?;
-        if entry.file_name().to_str().is_some_and(is_set_name) {
+        if entry.file_name().to_str().is_some_and(is_ours) {
             found.push(entry.path());
         }
     }
@@ -146,14 +176,25 @@ fn sets(pin_path: &Path) -> Result<Vec<PathBuf>, PinPathError> {
     Ok(found)
 }
 
-/// Removes every pin set under `pin_path` but `keep`: their links are unpinned, which detaches
-/// their programs once no process holds them. Returns the sets removed.
+/// The complete pin sets under `pin_path` (staging directories left out), by directory name.
+pub fn sets(pin_path: &Path) -> Result<Vec<PathBuf>, PinPathError> {
+    let mut sets = ours(pin_path)?;
+    sets.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(is_set_name)
+    });
+    Ok(sets)
+}
+
+/// Removes every pin set and staging directory under `pin_path` but `keep`: their links are
+/// unpinned, which detaches their programs once no process holds them. Returns those removed.
 pub fn remove_sets_except(
     pin_path: &Path,
     keep: Option<&Path>,
 ) -> Result<Vec<PathBuf>, PinPathError> {
     let mut removed = Vec::new();
-    for set in sets(pin_path)? {
+    for set in ours(pin_path)? {
         if Some(set.as_path()) != keep {
             remove_set(&set)?;
             removed.push(set);
@@ -170,8 +211,14 @@ pub fn remove_set(set: &Path) -> Result<(), PinPathError> {
     }
 }
 
-/// `swoll unpin`: removes every pin set under `pin_path`, then `pin_path` itself if that left
-/// it empty. Programs no running agent holds are detached at once. Returns the sets removed.
+/// Moves the complete staging directory `staging` to its set's name `set` (which must not
+/// exist): one rename, so no agent ever sees a set half built under its final name.
+pub fn commit(staging: &Path, set: &Path) -> Result<(), PinPathError> {
+    std::fs::rename(staging, set).map_err(io_err(set))
+}
+
+/// `swoll unpin`: removes every pin set (and staging directory) under `pin_path`, then
+/// `pin_path` itself if that left it empty. Programs no running agent holds are detached at once. Returns the sets removed.
 pub fn unpin_all(pin_path: &Path) -> Result<Vec<PathBuf>, PinPathError> {
     let removed = remove_sets_except(pin_path, None)?;
     if std::fs::read_dir(pin_path).is_ok_and(|mut d| d.next().is_none()) {
@@ -205,6 +252,23 @@ mod tests {
         assert!(!is_set_name("0123456789ABCDEF"));
         assert!(!is_set_name("0123456789abcde"));
         assert!(!is_set_name("cilium"));
+        assert!(!is_set_name("0123456789abcdef-new"));
+        assert!(is_ours("0123456789abcdef"));
+        assert!(is_ours("0123456789abcdef-new"));
+        assert!(!is_ours("0123456789abcde-new"));
+        assert!(!is_ours("cilium-new"));
+        assert!(!is_ours("0123456789abcdef-old"));
+    }
+
+    #[test]
+    fn a_sets_staging_directory_is_its_sibling() {
+        assert_eq!(
+            staging(Path::new("/sys/fs/bpf/swoll/0123456789abcdef")),
+            PathBuf::from("/sys/fs/bpf/swoll/0123456789abcdef-new")
+        );
+        assert!(is_staging(Path::new("/x/0123456789abcdef-new")));
+        assert!(!is_staging(Path::new("/x/0123456789abcdef")));
+        assert!(!is_staging(Path::new("/x/cilium-new")));
     }
 
     #[test]
@@ -212,7 +276,7 @@ mod tests {
         let err = prepare(Path::new("/proc/swoll-pins")).expect_err("procfs is not bpffs");
         let msg = err.to_string();
         assert!(
-            msg.contains("mount -t bpf") && msg.contains("--no-pin"),
+            msg.contains("mount -t bpf") && msg.contains("without --pin-path"),
             "{msg}"
         );
     }

@@ -1,8 +1,9 @@
 //! `swoll selftest`: can swoll run here, and if not, what is missing and how to fix it.
 //!
 //! It checks what the agent needs one by one, then does the real thing once: loads and attaches
-//! the probes, makes a known number of `getppid` calls from a child in a fresh pid namespace and
-//! verifies the kernel counted exactly that many. Exit status 0 only when swoll can run.
+//! the probes, makes a known number of `getppid` calls from a child in a fresh pid namespace
+//! (its own, without `CAP_SYS_ADMIN`) and verifies the kernel counted exactly that many. Exit
+//! status 0 only when swoll can run.
 use std::{fmt, path::Path};
 
 use crate::{
@@ -228,24 +229,16 @@ fn kernel_btf(path: &Path) -> Check {
     }
 }
 
-/// Capability bits from `/proc/self/status`.
-fn effective_caps() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))?
-        .trim();
-    u64::from_str_radix(hex, 16).ok()
-}
-
+/// The capabilities swoll needs, and what each one it lacks costs: only `CAP_BPF` and
+/// `CAP_PERFMON` (or `CAP_SYS_ADMIN`, which implies both) are required; the DaemonSet adds
+/// `CAP_SYS_PTRACE` and `CAP_SYS_RESOURCE`, and `CAP_SYS_ADMIN` only with `--bpf-stats`.
 fn privileges() -> Check {
-    const CAP_SYS_ADMIN: u32 = 21;
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
+    use host::cap;
     let fix = Some(
-        "run as root, or grant CAP_BPF, CAP_PERFMON (and CAP_SYS_PTRACE, CAP_SYS_RESOURCE in a container)",
+        "run as root, or grant CAP_BPF, CAP_PERFMON (and CAP_SYS_PTRACE, CAP_SYS_RESOURCE in a \
+         container; CAP_SYS_ADMIN only for --bpf-stats)",
     );
-    let Some(caps) = effective_caps() else {
+    let Some(caps) = host::effective_caps() else {
         return check(
             "privileges",
             Outcome::Warn,
@@ -253,23 +246,57 @@ fn privileges() -> Check {
             fix,
         );
     };
-    let has = |cap: u32| caps & (1 << cap) != 0;
-    if has(CAP_BPF) && has(CAP_PERFMON) {
-        check(
-            "privileges",
-            Outcome::Pass,
-            "CAP_BPF and CAP_PERFMON".into(),
-            None,
-        )
-    } else if has(CAP_SYS_ADMIN) {
-        check("privileges", Outcome::Pass, "CAP_SYS_ADMIN".into(), None)
+    let has = |c: u32| host::has_cap(caps, c);
+    let held = if has(cap::BPF) && has(cap::PERFMON) {
+        "CAP_BPF and CAP_PERFMON"
+    } else if has(cap::SYS_ADMIN) {
+        "CAP_SYS_ADMIN"
     } else {
-        check(
+        return check(
             "privileges",
             Outcome::Fail,
-            format!("effective capabilities {caps:#x} lack CAP_BPF/CAP_PERFMON"),
+            format!(
+                "effective capabilities {caps:#x} lack CAP_BPF/CAP_PERFMON: the probes cannot be \
+                 loaded"
+            ),
             fix,
-        )
+        );
+    };
+    let before_5_11 = parse_release(&release()).is_some_and(|v| v < (5, 11));
+    // (capability, its name, what lacking it costs, whether that costs swoll anything here)
+    let optional = [
+        (
+            cap::SYS_PTRACE,
+            "CAP_SYS_PTRACE",
+            "needed to read other users' processes' pid namespaces: their containers stay unresolved",
+            true,
+        ),
+        (
+            cap::SYS_RESOURCE,
+            "CAP_SYS_RESOURCE",
+            "needed only before Linux 5.11, which charges maps to the memlock limit",
+            before_5_11,
+        ),
+        (
+            cap::SYS_ADMIN,
+            "CAP_SYS_ADMIN",
+            "needed only by --bpf-stats",
+            false,
+        ),
+    ];
+    let lacking: Vec<_> = optional.iter().filter(|(c, ..)| !has(*c)).collect();
+    let mut detail = held.to_owned();
+    if !lacking.is_empty() {
+        let lacks: Vec<String> = lacking
+            .iter()
+            .map(|(_, name, cost, _)| format!("{name} ({cost})"))
+            .collect();
+        detail.push_str(&format!("; lacks {}", lacks.join(", ")));
+    }
+    if lacking.iter().any(|(.., matters)| *matters) {
+        check("privileges", Outcome::Warn, detail, fix)
+    } else {
+        check("privileges", Outcome::Pass, detail, None)
     }
 }
 
@@ -287,8 +314,8 @@ fn bpffs() -> Check {
         None => check(
             "bpffs",
             Outcome::Warn,
-            "no bpf filesystem mounted: `swoll serve` cannot pin its probes, so it needs \
-             --no-pin and its counters restart from zero with every agent restart"
+            "no bpf filesystem mounted: `swoll serve --pin-path` cannot pin its probes; without \
+             --pin-path its counters restart from zero with every agent restart"
                 .into(),
             Some("mount -t bpf bpf /sys/fs/bpf"),
         ),
@@ -317,18 +344,7 @@ fn cgroups(proc_root: &Path) -> Check {
 
 fn probes(opts: &SelftestOptions) -> Check {
     let fix = Some("see the errors above; the source chain names the kernel's refusal");
-    let host_pid_ns = match host::host_pid_ns(&opts.proc_root) {
-        Ok(ns) => ns,
-        Err(err) => {
-            return check(
-                "probes",
-                Outcome::Fail,
-                format!("reading the host pid namespace: {err}"),
-                fix,
-            );
-        }
-    };
-    let mut load = LoadOptions::for_this_process(host_pid_ns);
+    let mut load = LoadOptions::for_this_process(host::INIT_PID_NS);
     load.btf_path = opts.btf.clone();
     load.map_size = 1024;
     // `for_this_process` pins nothing: the check never touches the pins of a running agent.
@@ -336,7 +352,11 @@ fn probes(opts: &SelftestOptions) -> Check {
         Ok(p) => p,
         Err(err) => return check("probes", Outcome::Fail, crate::error_chain(&err), fix),
     };
-    let (pid_ns, counted) = match count_in_child(&probes, opts.calls) {
+    let Counted {
+        pid_ns,
+        counted,
+        own_ns,
+    } = match count_calls(&probes, opts.calls) {
         Ok(v) => v,
         Err(err) => return check("probes", Outcome::Fail, err, fix),
     };
@@ -344,12 +364,19 @@ fn probes(opts: &SelftestOptions) -> Check {
         "raw_tracepoint sys_enter/sys_exit, start times in a per-thread array, {}",
         loader::task_read_path()
     );
+    let child = if own_ns {
+        format!(
+            "a child in pid-ns {pid_ns} (in its own pid namespace: a new one needs CAP_SYS_ADMIN)"
+        )
+    } else {
+        format!("a child in pid-ns {pid_ns}")
+    };
     if counted == opts.calls {
         check(
             "probes",
             Outcome::Pass,
             format!(
-                "{path}: a child in pid-ns {pid_ns} made {} getppid, {counted} counted",
+                "{path}: {child} made {} getppid, {counted} counted",
                 opts.calls
             ),
             None,
@@ -359,27 +386,103 @@ fn probes(opts: &SelftestOptions) -> Check {
             "probes",
             Outcome::Fail,
             format!(
-                "{path}: a child in pid-ns {pid_ns} made {} getppid but {counted} were counted",
+                "{path}: {child} made {} getppid but {counted} were counted",
                 opts.calls
             ),
-            Some("report this: the kernel's struct layout may not match its BTF"),
+            Some(if own_ns && counted > opts.calls {
+                "another process of this pid namespace called getppid meanwhile: run the check again"
+            } else {
+                "report this: the kernel's struct layout may not match its BTF"
+            }),
         )
     }
 }
 
-/// Forks a child into a fresh pid namespace that makes `calls` raw `getppid` calls; returns the
-/// namespace and what the probes counted for it.
-fn count_in_child(probes: &loader::Probes, calls: u64) -> Result<(u32, u64), String> {
-    // Two pipes: the child says "done" on one and waits for "go" on the other, so it is alive
-    // (and its namespace readable) while we look.
-    let (done_r, done_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
-    let (go_r, go_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
-    // SAFETY: clone with CLONE_NEWPID and no CLONE_VM works like fork: the child gets a copy of
-    // the address space and runs only raw syscalls (no allocation, no locks) before _exit.
+/// What the probe check's child made the probes count.
+struct Counted {
+    /// The child's pid namespace.
+    pid_ns: u32,
+    /// The `getppid` calls counted for it.
+    counted: u64,
+    /// Whether the child ran in this process's own pid namespace rather than a fresh one.
+    own_ns: bool,
+}
+
+/// Has a child make `calls` raw `getppid` calls and returns what the probes counted of them.
+/// The child runs in a fresh pid namespace, where it alone is counted. Creating one needs
+/// `CAP_SYS_ADMIN`, which the DaemonSet's container lacks; there the child runs in this
+/// process's own pid namespace (the probes leave this process out, not its child), and its
+/// calls are the count's growth. Another process of the namespace calling `getppid`
+/// meanwhile would be counted too: a few attempts ride that out.
+fn count_calls(probes: &loader::Probes, calls: u64) -> Result<Counted, String> {
+    let count = |pid_ns| {
+        let nr = u32::try_from(libc::SYS_getppid).unwrap_or(u32::MAX);
+        let key = swoll_maps_schema::metrics::MetricKey {
+            pid_ns,
+            nr,
+            errno: 0,
+        };
+        probes.maps.get(&key).map_or(0, |v| v.count)
+    };
+    let fresh = in_child(calls, libc::CLONE_NEWPID, |child| {
+        host::pid_ns_inode(Path::new(&format!("/proc/{child}/ns/pid")))
+            .map_err(|e| format!("reading the child's pid namespace: {e}"))
+            .map(|pid_ns| Counted {
+                pid_ns,
+                counted: count(pid_ns),
+                own_ns: false,
+            })
+    });
+    match fresh {
+        Err(ChildError::Clone(err)) if err.raw_os_error() == Some(libc::EPERM) => {}
+        Err(err) => return Err(crate::error_chain(&err)),
+        Ok(counted) => return counted,
+    }
+    let pid_ns = host::pid_ns_inode(Path::new("/proc/self/ns/pid"))
+        .map_err(|e| format!("reading this process's pid namespace: {e}"))?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let before = count(pid_ns);
+        let counted = in_child(calls, 0, |_| count(pid_ns).saturating_sub(before))
+            .map_err(|e| crate::error_chain(&e))?;
+        if counted <= calls || attempt == 3 {
+            return Ok(Counted {
+                pid_ns,
+                counted,
+                own_ns: true,
+            });
+        }
+    }
+}
+
+/// Why a child could not be run.
+#[derive(Debug, thiserror::Error)]
+enum ChildError {
+    /// A pipe to talk to it could not be made.
+    #[error("pipe for the child")]
+    Pipe(#[source] std::io::Error),
+    /// `clone` failed: `EPERM` for a new pid namespace without `CAP_SYS_ADMIN`.
+    #[error("cloning the child")]
+    Clone(#[source] std::io::Error),
+    /// It never said it was done.
+    #[error("the child did not report back")]
+    Silent,
+}
+
+/// Clones a child with `flags` (`CLONE_NEWPID`, or none: a plain fork) that makes `calls` raw
+/// `getppid` calls, then runs `look` with its pid while it is still alive (and its namespace
+/// readable), its calls made.
+fn in_child<T>(calls: u64, flags: i32, look: impl FnOnce(i64) -> T) -> Result<T, ChildError> {
+    // Two pipes: the child says "done" on one and waits for "go" on the other.
+    let (done_r, done_w) = pipe().map_err(ChildError::Pipe)?;
+    let (go_r, go_w) = pipe().map_err(ChildError::Pipe)?;
+    // SAFETY: clone without CLONE_VM works like fork: the child gets a copy of the address
+    // space and runs only raw syscalls (no allocation, no locks) before _exit.
     let child = unsafe {
         libc::syscall(
             libc::SYS_clone,
-            libc::CLONE_NEWPID | libc::SIGCHLD,
+            flags | libc::SIGCHLD,
             std::ptr::null_mut::<libc::c_void>(),
         )
     };
@@ -396,31 +499,26 @@ fn count_in_child(probes: &loader::Probes, calls: u64) -> Result<(u32, u64), Str
             libc::_exit(0);
         }
     }
-    let result = if child < 0 {
-        Err(format!(
-            "clone(CLONE_NEWPID): {}",
-            std::io::Error::last_os_error()
-        ))
+    // Read before the closes below can overwrite errno.
+    let clone_error = (child < 0).then(std::io::Error::last_os_error);
+    // SAFETY: closes the child's ends, which are its own copies now (or, if the clone failed,
+    // nobody's): a child that dies early then ends the read below instead of blocking it.
+    unsafe {
+        libc::close(done_w);
+        libc::close(go_r);
+    }
+    let result = if let Some(err) = clone_error {
+        Err(ChildError::Clone(err))
     } else {
         let mut byte = 0u8;
         // SAFETY: reads one byte from our pipe into a local.
         if unsafe { libc::read(done_r, (&raw mut byte).cast(), 1) } == 1 {
-            host::pid_ns_inode(Path::new(&format!("/proc/{child}/ns/pid")))
-                .map_err(|e| format!("reading the child's pid namespace: {e}"))
-                .map(|pid_ns| {
-                    let nr = u32::try_from(libc::SYS_getppid).unwrap_or(u32::MAX);
-                    let key = swoll_maps_schema::metrics::MetricKey {
-                        pid_ns,
-                        nr,
-                        errno: 0,
-                    };
-                    (pid_ns, probes.maps.get(&key).map_or(0, |v| v.count))
-                })
+            Ok(look(child))
         } else {
-            Err("the child did not report back".to_owned())
+            Err(ChildError::Silent)
         }
     };
-    // SAFETY: releases the child, reaps it, and closes the four pipe ends we own.
+    // SAFETY: releases the child, reaps it, and closes our two pipe ends.
     unsafe {
         let byte = 1u8;
         libc::write(go_w, (&raw const byte).cast(), 1);
@@ -430,13 +528,11 @@ fn count_in_child(probes: &loader::Probes, calls: u64) -> Result<(u32, u64), Str
             let mut status = 0;
             libc::waitpid(pid, &mut status, 0);
         }
-        for fd in [done_r, done_w, go_r, go_w] {
-            libc::close(fd);
-        }
+        libc::close(done_r);
+        libc::close(go_w);
     }
     result
 }
-
 fn pipe() -> std::io::Result<(i32, i32)> {
     let mut fds = [0; 2];
     // SAFETY: pipe writes two fds into the array we pass.

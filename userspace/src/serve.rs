@@ -10,6 +10,7 @@ use std::{
 use foldhash::HashSet;
 
 use crate::{
+    host,
     http::{self, Exposition},
     loader::{self, LoadError, LoadOptions, Probes},
     maps::Ledger,
@@ -81,6 +82,12 @@ pub enum ServeError {
     /// No Kubernetes client configuration (KUBECONFIG or in-cluster) could be found.
     #[error("configuring the Kubernetes client for --node-name (set KUBECONFIG or run in a pod)")]
     Kube(#[source] kube::Error),
+    /// `--bpf-stats` without `CAP_SYS_ADMIN`, which `BPF_ENABLE_STATS` requires.
+    #[error(
+        "--bpf-stats needs CAP_SYS_ADMIN (BPF_ENABLE_STATS), which this process lacks: grant it \
+         (the Helm chart does with bpfStats: true) or run without --bpf-stats"
+    )]
+    RunStatsNeedSysAdmin,
     /// `--bpf-stats`: the kernel refused to turn on BPF run statistics.
     #[error("enabling BPF run statistics (--bpf-stats)")]
     RunStats(#[source] std::io::Error),
@@ -89,15 +96,17 @@ pub enum ServeError {
     Http(#[source] std::io::Error),
 }
 
-/// Runs until SIGINT or SIGTERM, then returns: pinned probes stay attached and counting for the
-/// next agent, unpinned ones (`--no-pin`) are detached. SIGHUP re-reads what can be re-read.
+/// Runs until SIGINT or SIGTERM, then returns: pinned probes (`--pin-path`) stay attached and
+/// counting for the next agent, unpinned ones are detached. SIGHUP re-reads what can be re-read.
 pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
-    let probes = loader::load(&opts.load)?;
+    // Before the load: an agent that cannot have what it was asked for must not replace the
+    // pinned probes of the agent before it.
     let _run_stats = if opts.bpf_stats {
-        Some(loader::enable_run_stats().map_err(ServeError::RunStats)?)
+        Some(enable_run_stats()?)
     } else {
         None
     };
+    let probes = loader::load(&opts.load)?;
     let pin_set = probes.pin_set().map(|p| p.display().to_string());
     tracing::info!(
         map_size = opts.load.map_size,
@@ -187,9 +196,22 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
             pinned = set,
             "probes left pinned and counting for the next agent (`swoll unpin` removes them); bye"
         ),
-        None => tracing::info!("probes detached; bye"),
+        None => tracing::info!(
+            "probes detached: nothing stays attached (--pin-path would keep them counting across \
+             restarts); bye"
+        ),
     }
     served
+}
+
+/// Turns on the kernel's BPF run statistics for as long as the returned fd lives. Refused up
+/// front, naming the capability, when the effective set lacks `CAP_SYS_ADMIN` (the DaemonSet
+/// grants it only with `bpfStats`): the kernel's bare `EPERM` would not say what is missing.
+fn enable_run_stats() -> Result<std::os::fd::OwnedFd, ServeError> {
+    if host::effective_caps().is_some_and(|caps| !host::has_cap(caps, host::cap::SYS_ADMIN)) {
+        return Err(ServeError::RunStatsNeedSysAdmin);
+    }
+    loader::enable_run_stats().map_err(ServeError::RunStats)
 }
 
 /// The trace ConfigMap's watch, restartable: a restart lists the ConfigMap again.

@@ -488,10 +488,13 @@ fn daemonset_args_agree_with_the_pod() {
             .expect("a host mount")
     };
     assert_eq!(serve.proc_root, mount_of("/proc"));
-    // Pins on the host's bpffs, so they outlive the pod.
+    // Pins on the host's bpffs, so they outlive the pod: `swoll serve` pins only when told.
     assert!(!serve.no_pin);
     assert!(
-        serve.pin_path.starts_with(mount_of("/sys/fs/bpf")),
+        serve
+            .pin_path
+            .as_deref()
+            .is_some_and(|p| p.starts_with(mount_of("/sys/fs/bpf"))),
         "{:?}",
         serve.pin_path
     );
