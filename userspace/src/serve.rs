@@ -124,8 +124,13 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     );
     let exposition = Arc::new(Exposition::new(SelfMetrics::new()?));
     let mut traces = None;
+    let (pods_listed, first_list) = mpsc::channel::<()>();
     let pods: Option<Box<dyn PodIndex>> = match &opts.node_name {
-        None => None,
+        None => {
+            // No pods to wait for: the reader starts at once.
+            drop(pods_listed);
+            None
+        }
         Some(node) => {
             let client = kube_client().await?;
             let errors = exposition.self_metrics.resolver_errors("apiserver");
@@ -134,6 +139,12 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
                 tracing::warn!(error = %err, "watching pods failed; retrying with backoff");
             });
             tokio::spawn(drive);
+            let listed = index.clone();
+            tokio::spawn(async move {
+                if listed.listed().await {
+                    let _ = pods_listed.send(());
+                }
+            });
             tracing::info!(node, "watching this node's pods");
             if let Some(settings) = &opts.traces {
                 traces = Some(start_traces(
@@ -164,6 +175,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         thread::Builder::new()
             .name("swoll-map-reader".into())
             .spawn(move || {
+                wait_for_pods(&first_list);
                 read_loop(
                     probes,
                     resolver,
@@ -365,6 +377,24 @@ fn start_traces(
         http,
         specs,
     })
+}
+
+/// How long the first map read waits for the first list of the node's pods. Namespaces read
+/// before it arrives are labelled by container id alone, so each would show up as a series
+/// that ends once its pod is known (after every restart of the agent): waiting a moment avoids
+/// that. Bounded, so that an API server that does not answer only delays the metrics (they then
+/// carry the container id until the list comes), well within the liveness probe's first 10 s.
+const FIRST_LIST_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits up to [`FIRST_LIST_WAIT`] for the pod watch's first list (`listed` is sent, or
+/// dropped in local mode).
+fn wait_for_pods(listed: &mpsc::Receiver<()>) {
+    if let Err(mpsc::RecvTimeoutError::Timeout) = listed.recv_timeout(FIRST_LIST_WAIT) {
+        tracing::warn!(
+            wait = ?FIRST_LIST_WAIT,
+            "no list of this node's pods yet: containers are labelled by id until it comes"
+        );
+    }
 }
 
 /// How often new pid namespaces are looked for between map reads: a container is resolved

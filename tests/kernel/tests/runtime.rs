@@ -42,7 +42,8 @@ fn pod_uid(seed: u64) -> String {
 /// grant), in a pid namespace of its own.
 fn assert_deployed_privileges(agent: &AgentContainer) {
     let pid = agent.container.pid().to_string();
-    let (grantable, _) = swoll_kernel_tests::caps::grantable();
+    let (grantable, _) =
+        swoll_kernel_tests::caps::grantable(swoll_kernel_tests::manifest::daemonset());
     let want = grantable
         .iter()
         .fold(0_u64, |mask, c| mask | (1 << capability_bit(c)));
@@ -231,31 +232,26 @@ fn the_agents_container_killed_and_run_again_on_its_pins_continues_the_counts_ex
         "the new agent did not take over the pinned probes (a new set or a new map):\n{}",
         second.container.logs()
     );
-    // Never backwards, and exact in the end (within the sys_exit runs the kernel skipped, on
-    // kernels that skip them: see `expect_counted`).
+    // Labelled from its first read on (a ready agent has waited for its first list of the
+    // pods), never backwards, and exact in the end (within the sys_exit runs the kernel
+    // skipped, on kernels that skip them: see `expect_counted`).
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut unlabelled = (0, String::new());
     loop {
         let (_, body) = http_get(second.addr, "/metrics").expect("GET /metrics");
+        let kns = format!("kns=\"{ns}\"");
         let Some(now) = sample(&body, &series) else {
-            // Not rendered yet, or not under the pod's labels yet (the new agent serves its
-            // first reads before its first list of the pods): say which.
-            let kns = format!("kns=\"{ns}\"");
-            unlabelled.0 += 1;
-            unlabelled.1 = body
-                .lines()
-                .find(|l| l.contains("\"sys_openat\",err=\"ENOENT\"") && l.contains(&kns))
-                .unwrap_or("no series")
-                .to_owned();
-            assert!(Instant::now() < deadline, "no {series} in\n{body}");
-            std::thread::sleep(Duration::from_millis(100));
-            continue;
+            panic!(
+                "the ready agent serves the namespace without its pod's labels: {}",
+                body.lines()
+                    .find(|l| l.contains("\"sys_openat\",err=\"ENOENT\"") && l.contains(&kns))
+                    .unwrap_or("no series")
+            );
         };
         assert!(
             now >= last,
             "{series} went back from {last} to {now}:\n{}\n{}",
             body.lines()
-                .filter(|l| l.contains(&format!("kns=\"{ns}\"")))
+                .filter(|l| l.contains(&kns))
                 .collect::<Vec<_>>()
                 .join("\n"),
             second.container.logs()
@@ -266,12 +262,6 @@ fn the_agents_container_killed_and_run_again_on_its_pins_continues_the_counts_ex
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
-    if unlabelled.0 > 0 {
-        eprintln!(
-            "{} reads of the new agent had the namespace without its pod's labels, the last: {}",
-            unlabelled.0, unlabelled.1
-        );
     }
     eprintln!("exact across the restart after {:?}", started.elapsed());
 }

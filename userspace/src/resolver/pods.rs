@@ -77,6 +77,12 @@ fn slim(pod: &mut Pod) {
 }
 
 impl KubePods {
+    /// Resolves once the watch has delivered its first complete list (false if the watch ended
+    /// before that).
+    pub async fn listed(&self) -> bool {
+        self.store.wait_until_ready().await.is_ok()
+    }
+
     /// The pod that runs container `id`, if the cache has it.
     pub fn pod_of_container(&self, id: &str) -> Option<std::sync::Arc<Pod>> {
         self.store
