@@ -8,6 +8,10 @@
 #                                             Prometheus operator's CRDs, hence its own folder)
 #
 # Usage: deploy/render.sh [--install] [DIR]     (DIR defaults to deploy/kubernetes)
+#        deploy/render.sh [--install] --set KEY=VALUE... DIR
+#            the chart with these values (booleans and strings) into DIR, without the
+#            monitoring folder: what a user's `helm install --set` gives, e.g. for the kernel
+#            tests, which run the agent as the rendered DaemonSet says (tests/kernel)
 #
 # Helm's own template engine renders, through the first of:
 #   1. a `helm` binary on PATH;
@@ -24,14 +28,25 @@ namespace=swoll
 
 install=0
 out=""
-for arg in "$@"; do
-	case "$arg" in
+sets=()
+while (($#)); do
+	case "$1" in
 	--install) install=1 ;;
+	--set)
+		(($# > 1)) || { echo "render.sh: --set takes KEY=VALUE" >&2; exit 2; }
+		sets+=("$2")
+		shift
+		;;
 	-h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-	-*) echo "render.sh: unknown option $arg" >&2; exit 2 ;;
-	*) out=$arg ;;
+	-*) echo "render.sh: unknown option $1" >&2; exit 2 ;;
+	*) out=$1 ;;
 	esac
+	shift
 done
+if ((${#sets[@]})) && [[ -z $out ]]; then
+	echo "render.sh: --set needs a DIR (deploy/kubernetes holds the default rendering only)" >&2
+	exit 2
+fi
 
 here=$(cd "$(dirname "$0")" && pwd)
 chart=$here/chart
@@ -118,6 +133,13 @@ split() {
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+if ((${#sets[@]})); then
+	render "$tmp/values.yaml" "${sets[@]}"
+	mkdir -p "$out"
+	HEADER="# Rendered by deploy/render.sh from deploy/chart/templates/TEMPLATE with --set ${sets[*]}" \
+		split "$tmp/values.yaml" "$out"
+	exit 0
+fi
 render "$tmp/default.yaml"
 render "$tmp/monitoring.yaml" serviceMonitor.enabled=true
 

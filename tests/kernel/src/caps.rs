@@ -1,6 +1,6 @@
 //! Linux capabilities by name, and the DaemonSet's that this machine can grant: shared by the
 //! deployed runs (`crate::deployed`) and the real-runtime tests (`crate::runtime`).
-use crate::manifest;
+use crate::manifest::Deployment;
 
 /// Capability numbers by name (`include/uapi/linux/capability.h`), lower case without `cap_`.
 const CAPABILITIES: [&str; 41] = [
@@ -69,17 +69,16 @@ pub fn capability_mask(pid: &str, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
-/// The DaemonSet's capabilities this machine lets a container have, and those it does not.
+/// The capabilities of DaemonSet `d` this machine lets a container have, and those it does not.
 ///
 /// A runtime (or [`crate::deployed`]) can only give a container capabilities in its own
 /// bounding set. On a node that is every one; this sandbox's root lacks some
 /// (`CAP_SYS_RESOURCE`), and podman (runc) would leave them out silently. The tests ask for
 /// exactly the ones they can have and say which they left out: `CAP_SYS_RESOURCE` only lifts the memlock limit that kernels before 5.11 charge
 /// BPF maps to, which these kernels do not.
-pub fn grantable() -> (Vec<String>, Vec<String>) {
+pub fn grantable(d: &Deployment) -> (Vec<String>, Vec<String>) {
     let bounding = capability_mask("self", "CapBnd");
-    manifest::daemonset()
-        .capabilities()
+    d.capabilities()
         .into_iter()
         .partition(|c| bounding & (1 << capability_bit(c)) != 0)
 }

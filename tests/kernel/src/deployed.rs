@@ -12,6 +12,9 @@
 //! container runtime gives root exactly its added capabilities: bounding, permitted and
 //! effective sets alike) and `no_new_privs`.
 //!
+//! The run joins a memory cgroup limited as the manifest limits the pod ([`MemoryCgroup`]): the
+//! kernel charges the agent's BPF maps there too.
+//!
 //! Two things differ from a pod, on purpose:
 //! - the network: the agent shares the test's, so tests reach it on loopback (a pod's network
 //!   namespace is no privilege the agent uses);
@@ -28,7 +31,7 @@ use std::{
     process::Command,
 };
 
-use crate::manifest;
+use crate::manifest::Deployment;
 
 /// Settings of one deployed run besides the manifest's.
 #[derive(Debug, Default)]
@@ -40,6 +43,81 @@ pub struct Run {
     pub shared: Vec<PathBuf>,
     /// Environment variables (the agent's environment holds only these and `PATH`).
     pub env: Vec<(String, OsString)>,
+    /// The memory cgroup the run joins (the pod's, with the manifest's memory limit).
+    pub memory: Option<PathBuf>,
+}
+
+/// A memory cgroup limited as the manifest limits the pod (`resources.limits.memory`), which
+/// the kernel charges the agent's memory and, since Linux 5.11, its BPF maps to; removed when
+/// dropped (after the processes in it have exited).
+#[derive(Debug)]
+pub struct MemoryCgroup {
+    dir: PathBuf,
+}
+
+impl MemoryCgroup {
+    /// A new cgroup limited to `limit` bytes under the cgroup v2 hierarchy if it has the memory
+    /// controller, else under cgroup v1's memory hierarchy; `None` (after printing why) where
+    /// neither is mounted.
+    pub fn create(limit: u64) -> Option<MemoryCgroup> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "swoll-pod-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let points = |fstype: &str, option: Option<&str>| -> Vec<PathBuf> {
+            mounts
+                .lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                .filter(|f| {
+                    f.len() > 3
+                        && f[2] == fstype
+                        && option.is_none_or(|o| f[3].split(',').any(|x| x == o))
+                })
+                .map(|f| PathBuf::from(f[1]))
+                .collect()
+        };
+        let v2 = points("cgroup2", None).into_iter().find(|root| {
+            std::fs::read_to_string(root.join("cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|x| x == "memory"))
+        });
+        let (dir, limit_file) = if let Some(root) = v2 {
+            let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory");
+            (root.join(name), "memory.max")
+        } else if let Some(root) = points("cgroup", Some("memory")).into_iter().next() {
+            (root.join(name), "memory.limit_in_bytes")
+        } else {
+            eprintln!(
+                "deployed: no memory cgroup controller mounted: the pod's memory limit is not applied"
+            );
+            return None;
+        };
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let cgroup = MemoryCgroup { dir };
+        std::fs::write(cgroup.dir.join(limit_file), limit.to_string())
+            .unwrap_or_else(|e| panic!("{limit_file} of {}: {e}", cgroup.dir.display()));
+        Some(cgroup)
+    }
+
+    /// Its directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // The processes may still be dying (SIGKILL is asynchronous): retry for a while.
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        eprintln!("deployed: could not remove {}", self.dir.display());
+    }
 }
 
 /// Whether this machine can build a deployed run (`unshare`, `setpriv`, `chroot`, `findmnt`).
@@ -64,13 +142,12 @@ fn path_str(p: &Path) -> String {
     quote(&p.to_string_lossy())
 }
 
-/// A command that runs `bin` with `args` as the DaemonSet runs the agent. `root` is an empty
+/// A command that runs `bin` with `args` as DaemonSet `d` runs the agent. `root` is an empty
 /// directory the run mounts its root filesystem on (inside its own mount namespace: nothing is
 /// mounted where the test can see it). The returned command's process is `unshare`, whose only
 /// child is `bin` (pid 1 of the new pid namespace): killing `unshare` kills it.
-pub fn command(bin: &Path, args: &[OsString], root: &Path, run: &Run) -> Command {
-    let d = manifest::daemonset();
-    let (caps, missing) = crate::caps::grantable();
+pub fn command(d: &Deployment, bin: &Path, args: &[OsString], root: &Path, run: &Run) -> Command {
+    let (caps, missing) = crate::caps::grantable(d);
     if !missing.is_empty() {
         eprintln!(
             "deployed: this process cannot grant {missing:?} (not in its bounding set); the agent \
@@ -78,10 +155,18 @@ pub fn command(bin: &Path, args: &[OsString], root: &Path, run: &Run) -> Command
         );
     }
     let r = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
-    let mut sh = vec![
-        "set -eu".to_owned(),
-        format!("mount -t tmpfs -o mode=755 swoll-pod {}", path_str(root)),
-    ];
+    let mut sh = vec!["set -eu".to_owned()];
+    if let Some(memory) = &run.memory {
+        // `0`: the writer itself, the shell that becomes the program.
+        sh.push(format!(
+            "echo 0 > {}",
+            path_str(&memory.join("cgroup.procs"))
+        ));
+    }
+    sh.push(format!(
+        "mount -t tmpfs -o mode=755 swoll-pod {}",
+        path_str(root)
+    ));
     let mkdir = |p: &Path| format!("mkdir -p {}", path_str(p));
     // A read-only bind mount of `from` at `to` (recursively read-only: each submount too).
     let bind_ro = |from: &Path, to: &Path, dir: bool| {
@@ -248,13 +333,4 @@ pub fn child_of(pid: u32) -> Option<u32> {
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-}
-
-/// The path the manifest mounts host path `host` at, if any (e.g. `/sys/fs/bpf`).
-pub fn mount_path_of(host: &Path) -> Option<PathBuf> {
-    manifest::daemonset()
-        .mounts
-        .iter()
-        .find(|m| m.host_path == host)
-        .map(|m| m.mount_path.clone())
 }

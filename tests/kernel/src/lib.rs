@@ -185,21 +185,37 @@ pub struct Agent {
     pub addr: std::net::SocketAddr,
     /// Its bpffs, unless the test chose a pin path (or `--no-pin`): dropped after the agent.
     _bpffs: Option<BpfFs>,
-    /// The mount point of its root filesystem.
+    /// Its root's mount point and memory cgroup.
+    pod: Pod,
+}
+
+/// What a deployed run holds on the host: the mount point of its root and its memory cgroup,
+/// removed when dropped (after its process has exited).
+pub struct Pod {
+    // Declared first, dropped first: the cgroup goes while the root is still there, no matter.
+    memory: Option<deployed::MemoryCgroup>,
     _root: TempDir,
+}
+
+impl Pod {
+    /// The memory cgroup the run is in, if one could be made here.
+    pub fn memory_cgroup(&self) -> Option<&Path> {
+        self.memory.as_ref().map(deployed::MemoryCgroup::dir)
+    }
 }
 
 /// A `swoll` command (`serve`, `trace`, `selftest`, `top`) run as the DaemonSet runs the agent:
 /// the manifest's capabilities, mounts and namespaces (see [`deployed`]), its `--proc-root`
 /// given through `SWOLL_PROC_ROOT` as the image does. `env` values are paths the program reads
 /// (a kubeconfig), mounted read-only at their own paths; `host_paths` replace the manifest's
-/// host paths (a bpffs of the test's own for `/sys/fs/bpf`). Keep the returned root until the
-/// process has exited. `None` (after printing why) where that may skip.
+/// host paths (a bpffs of the test's own for `/sys/fs/bpf`). Keep the returned [`Pod`] until
+/// the process has exited. `None` (after printing why) where that may skip.
 pub fn deployed_swoll(
+    d: &manifest::Deployment,
     args: &[std::ffi::OsString],
     env: &[(&str, &Path)],
     host_paths: Vec<(PathBuf, PathBuf)>,
-) -> Option<(Command, TempDir)> {
+) -> Option<(Command, Pod)> {
     if !is_root() && skip("needs root") {
         return None;
     }
@@ -220,7 +236,7 @@ pub fn deployed_swoll(
         host_paths,
         ..deployed::Run::default()
     };
-    if let Some(proc_root) = manifest::daemonset().arg("proc-root") {
+    if let Some(proc_root) = d.arg("proc-root") {
         run.env.push(("SWOLL_PROC_ROOT".into(), proc_root.into()));
     }
     for (k, v) in env {
@@ -229,14 +245,22 @@ pub fn deployed_swoll(
             run.shared.push(v.to_path_buf());
         }
     }
-    let cmd = deployed::command(&bin, args, &root.0, &run);
-    Some((cmd, root))
+    let memory = d.memory_limit.and_then(deployed::MemoryCgroup::create);
+    run.memory = memory.as_ref().map(|m| m.dir().to_owned());
+    let cmd = deployed::command(d, &bin, args, &root.0, &run);
+    Some((
+        cmd,
+        Pod {
+            memory,
+            _root: root,
+        },
+    ))
 }
 
 /// As [`deployed_swoll`], with plain string arguments.
-pub fn deployed_command(args: &[&str], env: &[(&str, &Path)]) -> Option<(Command, TempDir)> {
+pub fn deployed_command(args: &[&str], env: &[(&str, &Path)]) -> Option<(Command, Pod)> {
     let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
-    deployed_swoll(&args, env, Vec::new())
+    deployed_swoll(manifest::daemonset(), &args, env, Vec::new())
 }
 
 /// Sends `signal` to the program a [`deployed_command`] runs (`child` is its `unshare`, which
@@ -247,6 +271,65 @@ pub fn signal_deployed(child: &std::process::Child, signal: i32) {
     // SAFETY: signals a process this test started.
     let sent = unsafe { libc::kill(pid, signal) };
     assert_eq!(sent, 0, "kill({pid}, {signal})");
+}
+
+/// `swoll serve` on a free loopback port with `extra` flags, as DaemonSet `d` runs it (see
+/// [`Agent::start_with_env`] for the pin path): the command, its pod, the bpffs made for it and
+/// the address it will listen on.
+fn serve_command(
+    d: &manifest::Deployment,
+    extra: &[&str],
+    env: &[(&str, &Path)],
+) -> Option<(Command, Pod, Option<BpfFs>, std::net::SocketAddr)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["serve".into(), "--listen".into(), addr.to_string().into()];
+    // Trace streams on a port of their own unless the test picks one: agents of tests
+    // that run side by side must not compete for the default.
+    if !extra.contains(&"--traces-listen") {
+        args.extend(["--traces-listen".into(), "127.0.0.1:0".into()]);
+    }
+    let manifest_pins = d
+        .arg("pin-path")
+        .map(PathBuf::from)
+        .expect("the DaemonSet passes --pin-path");
+    // The manifest's bpffs volume: the host path mounted at the pin path's parent.
+    let bpffs_mount = manifest_pins
+        .parent()
+        .expect("a pin path has a parent")
+        .to_owned();
+    let bpffs_host = d
+        .mounts
+        .iter()
+        .find(|m| m.mount_path == bpffs_mount)
+        .map(|m| m.host_path.clone())
+        .expect("the DaemonSet mounts a bpffs at its pin path's parent");
+    let mut host_paths = Vec::new();
+    let bpffs = if extra.contains(&"--pin-path") || extra.contains(&"--no-pin") {
+        None
+    } else {
+        let fs = BpfFs::mount()?;
+        host_paths.push((bpffs_host.clone(), fs.dir.0.clone()));
+        args.extend(["--pin-path".into(), manifest_pins.clone().into()]);
+        Some(fs)
+    };
+    let mut extra_args = extra.iter();
+    while let Some(&arg) = extra_args.next() {
+        args.push(arg.into());
+        if arg == "--pin-path" {
+            let pin = Path::new(extra_args.next().expect("--pin-path takes a path"));
+            let dir = pin.parent().expect("a pin path has a parent");
+            host_paths.push((bpffs_host.clone(), dir.to_owned()));
+            let name = pin.file_name().expect("a pin path has a name");
+            args.push(bpffs_mount.join(name).into());
+        }
+    }
+    let (cmd, pod) = deployed_swoll(d, &args, env, host_paths)?;
+    Some((cmd, pod, bpffs, addr))
 }
 
 impl Agent {
@@ -262,54 +345,17 @@ impl Agent {
     /// `--pin-path` the test gives is a directory in a bpffs the test mounted: that bpffs is
     /// mounted in the agent's place of the host's, and the path translated.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &Path)]) -> Option<Agent> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-        let mut args: Vec<std::ffi::OsString> =
-            vec!["serve".into(), "--listen".into(), addr.to_string().into()];
-        // Trace streams on a port of their own unless the test picks one: agents of tests
-        // that run side by side must not compete for the default.
-        if !extra.contains(&"--traces-listen") {
-            args.extend(["--traces-listen".into(), "127.0.0.1:0".into()]);
-        }
-        let manifest_pins = manifest::daemonset()
-            .arg("pin-path")
-            .map(PathBuf::from)
-            .expect("the DaemonSet passes --pin-path");
-        // The manifest's bpffs volume: the host path mounted at the pin path's parent.
-        let bpffs_mount = manifest_pins
-            .parent()
-            .expect("a pin path has a parent")
-            .to_owned();
-        let bpffs_host = manifest::daemonset()
-            .mounts
-            .iter()
-            .find(|m| m.mount_path == bpffs_mount)
-            .map(|m| m.host_path.clone())
-            .expect("the DaemonSet mounts a bpffs at its pin path's parent");
-        let mut host_paths = Vec::new();
-        let bpffs = if extra.contains(&"--pin-path") || extra.contains(&"--no-pin") {
-            None
-        } else {
-            let fs = BpfFs::mount()?;
-            host_paths.push((bpffs_host.clone(), fs.dir.0.clone()));
-            args.extend(["--pin-path".into(), manifest_pins.clone().into()]);
-            Some(fs)
-        };
-        let mut extra_args = extra.iter();
-        while let Some(&arg) = extra_args.next() {
-            args.push(arg.into());
-            if arg == "--pin-path" {
-                let pin = Path::new(extra_args.next().expect("--pin-path takes a path"));
-                let dir = pin.parent().expect("a pin path has a parent");
-                host_paths.push((bpffs_host.clone(), dir.to_owned()));
-                let name = pin.file_name().expect("a pin path has a name");
-                args.push(bpffs_mount.join(name).into());
-            }
-        }
-        let (mut cmd, root) = deployed_swoll(&args, env, host_paths)?;
+        Agent::start_as(manifest::daemonset(), extra, env)
+    }
+
+    /// As [`Agent::start_with_env`], run as DaemonSet `d` says (e.g. the chart rendered with
+    /// other values: [`manifest::rendered_with`]).
+    pub fn start_as(
+        d: &manifest::Deployment,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Option<Agent> {
+        let (mut cmd, pod, bpffs, addr) = serve_command(d, extra, env)?;
         // stdout (trace events) is piped: a test reads it with `Agent::stdout`, and no agent
         // of a test without traces writes to it.
         let child = cmd
@@ -322,7 +368,7 @@ impl Agent {
             pid,
             addr,
             _bpffs: bpffs,
-            _root: root,
+            pod,
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
@@ -339,6 +385,30 @@ impl Agent {
             );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+    }
+
+    /// Runs `swoll serve` with `extra` flags as [`Agent::start`] would, for a start that must
+    /// fail: waits for it to exit (panicking if it becomes ready instead) and returns its output.
+    pub fn run_to_exit(extra: &[&str]) -> Option<std::process::Output> {
+        let (mut cmd, _pod, _bpffs, addr) = serve_command(manifest::daemonset(), extra, &[])?;
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawning swoll serve");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while child.try_wait().expect("waiting for swoll serve").is_none() {
+            if http_get(addr, "/readyz").is_ok_and(|(code, _)| code == 200) {
+                let _ = child.kill();
+                panic!("swoll serve {extra:?} started, but should have refused to");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "swoll serve {extra:?} neither exited nor got ready in 120 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Some(child.wait_with_output().expect("swoll serve's output"))
     }
 
     /// The agent's stdout (trace events, one JSON object per line), as lines sent to a channel
@@ -359,6 +429,11 @@ impl Agent {
             }
         });
         rx
+    }
+
+    /// Its pod: the memory cgroup it runs in.
+    pub fn pod(&self) -> &Pod {
+        &self.pod
     }
 
     /// Its process id (in the test's pid namespace; in its own it is 1).

@@ -30,6 +30,9 @@ pub struct Deployment {
     pub mounts: Vec<Mount>,
     /// The container's `args`, `$(VAR)` references left as written.
     pub args: Vec<String>,
+    /// `resources.limits.memory` in bytes: the pod's memory cgroup limit, which the kernel
+    /// also charges BPF maps to (Linux 5.11+).
+    pub memory_limit: Option<u64>,
 }
 
 /// One `volumeMount` of a `hostPath` volume.
@@ -92,12 +95,39 @@ pub fn repo_root() -> PathBuf {
 /// The shipped DaemonSet, parsed once.
 pub fn daemonset() -> &'static Deployment {
     static PARSED: std::sync::OnceLock<Deployment> = std::sync::OnceLock::new();
-    PARSED.get_or_init(|| {
-        let path = repo_root().join("deploy/kubernetes/daemonset.yaml");
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-        parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    })
+    PARSED.get_or_init(|| parse_file(&repo_root().join("deploy/kubernetes/daemonset.yaml")))
+}
+
+/// The DaemonSet as the chart renders it with `sets` (`key=value`, as `helm install --set`
+/// takes them), through `deploy/render.sh`: for a test of an option that changes the manifest
+/// (e.g. `bpfStats=true`, which adds a capability). `Err` says why it cannot be rendered here
+/// (no Helm).
+pub fn rendered_with(sets: &[&str]) -> Result<Deployment, String> {
+    let dir = crate::TempDir::new("swoll-render");
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(repo_root().join("deploy/render.sh"));
+    for set in sets {
+        cmd.args(["--set", set]);
+    }
+    let out = cmd
+        .arg(&dir.0)
+        .output()
+        .map_err(|e| format!("running deploy/render.sh: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "deploy/render.sh --set {sets:?}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(parse_file(&dir.0.join("daemonset.yaml")))
+}
+
+/// Parses the DaemonSet manifest at `path`, panicking with the path on failure.
+fn parse_file(path: &Path) -> Deployment {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Parses a DaemonSet manifest (the first document that is one) for its first container.
@@ -164,7 +194,34 @@ pub fn parse(text: &str) -> Result<Deployment, String> {
         host_network: pod["hostNetwork"].as_bool() == Some(true),
         mounts,
         args: strings(&container["args"]),
+        memory_limit: match &container["resources"]["limits"]["memory"] {
+            Value::Null => None,
+            v => Some(quantity(v).ok_or_else(|| format!("memory limit {v:?}"))?),
+        },
     })
+}
+
+/// A Kubernetes memory quantity in bytes (`256Mi`, `1G`, `1048576`): the suffixes a memory
+/// limit is written with.
+fn quantity(v: &yaml_serde::Value) -> Option<u64> {
+    if let Some(n) = v.as_u64() {
+        return Some(n);
+    }
+    let s = v.as_str()?;
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let scale: u64 = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(scale)
 }
 
 #[cfg(test)]
@@ -172,10 +229,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn memory_quantities() {
+        let q = |s: &str| quantity(&yaml_serde::Value::String(s.into()));
+        assert_eq!(q("256Mi"), Some(256 << 20));
+        assert_eq!(q("1G"), Some(1_000_000_000));
+        assert_eq!(q("4096"), Some(4096));
+        assert_eq!(q("1.5Gi"), None);
+    }
+
+    #[test]
     fn the_shipped_daemonset_parses() {
         let d = daemonset();
         assert!(d.capabilities().contains(&"bpf".to_owned()), "{d:?}");
         assert!(d.mount("/host/proc").is_some_and(|m| m.read_only), "{d:?}");
         assert!(d.arg("pin-path").is_some(), "{d:?}");
+        assert!(d.memory_limit.is_some(), "{d:?}");
     }
 }

@@ -620,7 +620,7 @@ impl AgentContainer {
             format!("--user={}:0", deployment.run_as_user),
             "--cap-drop=all".into(),
         ];
-        let (grantable, missing) = crate::caps::grantable();
+        let (grantable, missing) = crate::caps::grantable(manifest::daemonset());
         if !missing.is_empty() {
             eprintln!(
                 "this machine's bounding set lacks {missing:?}: the agent's container gets \

@@ -53,7 +53,25 @@ fn bpf_stats_export_the_probes_cost_per_syscall() {
     if !is_root() && skip("needs root") {
         return;
     }
-    let Some(agent) = Agent::start(&["--interval", "200ms", "--bpf-stats"]) else {
+    // The chart's bpfStats value passes --bpf-stats and adds the capability it needs
+    // (CAP_SYS_ADMIN, for BPF_ENABLE_STATS): the agent runs as that rendering says.
+    let rendered = match swoll_kernel_tests::manifest::rendered_with(&["bpfStats=true"]) {
+        Ok(d) => d,
+        Err(why) => {
+            skip(&why);
+            return;
+        }
+    };
+    assert!(
+        rendered.args.iter().any(|a| a == "--bpf-stats"),
+        "{rendered:?}"
+    );
+    assert!(
+        rendered.capabilities().contains(&"sys_admin".to_owned()),
+        "{rendered:?}"
+    );
+    let Some(agent) = Agent::start_as(&rendered, &["--interval", "200ms", "--bpf-stats"], &[])
+    else {
         return;
     };
     workload(WORKLOAD, &["--new-pidns", "getppid", "20000"]);
@@ -74,4 +92,31 @@ fn bpf_stats_export_the_probes_cost_per_syscall() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(agent.stop().success());
+}
+
+/// With the DaemonSet's default privileges (no CAP_SYS_ADMIN), `--bpf-stats` is refused at
+/// start, before anything is loaded, with an error that names the capability.
+#[test]
+fn bpf_stats_without_cap_sys_admin_is_refused_naming_it() {
+    let _serial = swoll_kernel_tests::exclusive();
+    let Some((mut cmd, _root)) = swoll_kernel_tests::deployed_command(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-traces",
+            "--bpf-stats",
+        ],
+        &[],
+    ) else {
+        return;
+    };
+    let out = cmd.output().expect("running swoll serve --bpf-stats");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--bpf-stats needs CAP_SYS_ADMIN"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("probes attached"), "{stderr}");
 }

@@ -281,6 +281,93 @@ fn sigterm_keeps_the_pins_counting_and_no_pin_makes_none() {
     let _ = work.wait();
 }
 
+/// An upgrade the kernel rejects leaves the old probes counting. The new `--map-size` needs
+/// more memory than the pod may have: the DaemonSet's memory limit, which the kernel charges BPF
+/// maps to since Linux 5.11, so creating the map fails with ENOMEM (4,000,000 entries take
+/// over 300 MiB on one CPU: a per-CPU value of 16 bytes and an element of about 64). The old
+/// pin set stays whole, its programs count on, the log names it, and an agent with the old
+/// options takes it over.
+#[test]
+fn an_upgrade_the_kernel_rejects_leaves_the_old_probes_counting() {
+    let _serial = swoll_kernel_tests::exclusive();
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    if swoll::selftest::parse_release(release.trim()) < Some((5, 11)) {
+        // Before 5.11 maps are charged to RLIMIT_MEMLOCK, which the DaemonSet's CAP_SYS_RESOURCE
+        // lifts: no pod limit applies, and the big map would simply be made.
+        eprintln!(
+            "not applicable on {}: maps are not charged to memory cgroups",
+            release.trim()
+        );
+        return;
+    }
+    let limit = swoll_kernel_tests::manifest::daemonset()
+        .memory_limit
+        .expect("the DaemonSet limits the pod's memory");
+    assert!(
+        limit < 300 << 20,
+        "raise the map size below with the limit ({limit} bytes)"
+    );
+    let Some(fs) = BpfFs::mount() else { return };
+    let Some(first) = start(&fs, &["--map-size", "4096"]) else {
+        return;
+    };
+    if first.pod().memory_cgroup().is_none() && skip("no memory cgroup controller here") {
+        return;
+    }
+    let set = only_set(&fs);
+    first.kill();
+
+    let pin = fs.pin_path();
+    let pin = pin.to_str().expect("a UTF-8 path");
+    let Some(out) = Agent::run_to_exit(&[
+        "--interval",
+        "200ms",
+        "--pin-path",
+        pin,
+        "--map-size",
+        "4000000",
+    ]) else {
+        return;
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("Cannot allocate memory"), "{stderr}");
+    let name = set.file_name().expect("a set name").to_string_lossy();
+    assert!(
+        stderr.contains("keep counting") && stderr.contains(&*name),
+        "the log names the set that keeps counting:\n{stderr}"
+    );
+    assert_eq!(only_set(&fs), set, "the old set stays, and nothing else");
+
+    // The old programs count on.
+    let (mut work, ns) = spawn_workload(
+        WORKLOAD,
+        &["--new-pidns", "--hold", "60000", "getppid", "100"],
+    );
+    let pinned = pinned_metrics(&set);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(&pinned, ns, libc::SYS_getppid) != 100 {
+        assert!(
+            Instant::now() < deadline,
+            "the old set counted {} of 100",
+            count(&pinned, ns, libc::SYS_getppid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(pinned);
+    let Some(again) = start(&fs, &["--map-size", "4096"]) else {
+        return;
+    };
+    assert_eq!(only_set(&fs), set, "the old options take the old set over");
+    expect_counted(again.addr, &getppid(ns), 100, 20);
+    let _ = work.kill();
+    let _ = work.wait();
+    assert!(again.stop().success());
+}
+
 /// The ids of the metrics programs (`sys_enter`, `sys_exit`) loaded in the kernel now.
 fn metrics_programs() -> Vec<u32> {
     aya::programs::loaded_programs()

@@ -234,8 +234,11 @@ fn ui_shows_filters_and_quits_in_tmux() {
     }
     let (child, ns) = spawn_workload(WORKLOAD, &STEADY);
     let _workload = Workload(child);
+    // The shell stays a while after printing the mark: a pane whose process has exited may be
+    // marked dead before tmux has drawn its last output (seen once: the table still on screen,
+    // neither the restored screen nor the mark), and the server is killed at the end anyway.
     let tmux = Tmux::start(&format!(
-        "{} top --interval 1s; echo {EXIT_MARK}$?",
+        "{} top --interval 1s; echo {EXIT_MARK}$?; sleep 60",
         bin.display()
     ));
 
