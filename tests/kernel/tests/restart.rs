@@ -56,6 +56,32 @@ fn only_set(fs: &BpfFs) -> std::path::PathBuf {
     fs.pin_path().join(&sets[0])
 }
 
+/// Runs a workload of `calls` getppid in a fresh pid namespace, kept alive afterwards, and
+/// waits until the programs pinned in `set` counted exactly that many (no agent needed).
+fn getppid_counted_by_pins(set: &Path, calls: u64) -> (std::process::Child, u32) {
+    let (work, ns) = spawn_workload(
+        WORKLOAD,
+        &[
+            "--new-pidns",
+            "--hold",
+            "60000",
+            "getppid",
+            &calls.to_string(),
+        ],
+    );
+    let pinned = pinned_metrics(set);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(&pinned, ns, libc::SYS_getppid) != calls {
+        assert!(
+            Instant::now() < deadline,
+            "the pinned set counted {} of {calls}",
+            count(&pinned, ns, libc::SYS_getppid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (work, ns)
+}
+
 fn start(fs: &BpfFs, extra: &[&str]) -> Option<Agent> {
     let pin = fs.pin_path();
     let mut args = vec!["--interval", "200ms", "--pin-path"];
@@ -216,21 +242,7 @@ fn sigterm_keeps_the_pins_counting_and_no_pin_makes_none() {
     assert_eq!(only_set(&fs), set, "SIGTERM keeps the pins");
 
     // No agent runs: the pinned programs count on their own.
-    let (mut work, ns) = spawn_workload(
-        WORKLOAD,
-        &["--new-pidns", "--hold", "60000", "getppid", "77"],
-    );
-    let pinned = pinned_metrics(&set);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while count(&pinned, ns, libc::SYS_getppid) != 77 {
-        assert!(
-            Instant::now() < deadline,
-            "pinned count {}, not 77",
-            count(&pinned, ns, libc::SYS_getppid)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    drop(pinned);
+    let (mut work, ns) = getppid_counted_by_pins(&set, 77);
     let Some(second) = start(&fs, &[]) else {
         return;
     };
@@ -343,21 +355,7 @@ fn an_upgrade_the_kernel_rejects_leaves_the_old_probes_counting() {
     assert_eq!(only_set(&fs), set, "the old set stays, and nothing else");
 
     // The old programs count on.
-    let (mut work, ns) = spawn_workload(
-        WORKLOAD,
-        &["--new-pidns", "--hold", "60000", "getppid", "100"],
-    );
-    let pinned = pinned_metrics(&set);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while count(&pinned, ns, libc::SYS_getppid) != 100 {
-        assert!(
-            Instant::now() < deadline,
-            "the old set counted {} of 100",
-            count(&pinned, ns, libc::SYS_getppid)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    drop(pinned);
+    let (mut work, ns) = getppid_counted_by_pins(&set, 100);
     let Some(again) = start(&fs, &["--map-size", "4096"]) else {
         return;
     };

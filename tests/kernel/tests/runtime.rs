@@ -64,21 +64,54 @@ fn assert_deployed_privileges(agent: &AgentContainer) {
     );
 }
 
+/// What both tests start from: podman with both images built, a bpffs for the agent's pins and
+/// a fake API server with a kubeconfig for it.
+struct Stage {
+    podman: &'static runtime::Podman,
+    bpffs: BpfFs,
+    api: FakeApiServer,
+    kubeconfig: std::path::PathBuf,
+    started: Instant,
+    _dir: TempDir,
+}
+
+impl Stage {
+    fn set() -> Option<Stage> {
+        let podman = runtime::podman()?;
+        let started = Instant::now();
+        // Built before any agent runs, so their time is not in the waits of the tests.
+        podman.workload_image();
+        podman.agent_image();
+        let bpffs = BpfFs::mount()?;
+        let api = FakeApiServer::start();
+        let dir = TempDir::new("swoll-runtime");
+        let kubeconfig = api.kubeconfig(&dir.0);
+        Some(Stage {
+            podman,
+            bpffs,
+            api,
+            kubeconfig,
+            started,
+            _dir: dir,
+        })
+    }
+}
+
 #[test]
 fn containers_in_kubelet_pod_cgroups_are_counted_exactly_under_their_pods_by_a_containerized_agent()
 {
     let _serial = swoll_kernel_tests::exclusive();
-    let Some(podman) = runtime::podman() else {
+    let Some(Stage {
+        podman,
+        bpffs,
+        api,
+        kubeconfig,
+        started,
+        _dir,
+    }) = Stage::set()
+    else {
         return;
     };
-    let started = Instant::now();
-    // Built before any agent runs, so their time is not in the waits below.
-    podman.workload_image();
-    podman.agent_image();
-    let Some(bpffs) = BpfFs::mount() else { return };
-    let api = FakeApiServer::start();
-    let dir = TempDir::new("swoll-runtime");
-    let kubeconfig = api.kubeconfig(&dir.0);
     // Pod cgroups first: dropped after the containers in them.
     let (web_uid, report_uid) = (pod_uid(1), pod_uid(2));
     let web = PodParent::new(Driver::Cgroupfs, "burstable", &web_uid);
@@ -163,16 +196,17 @@ fn pinned_map_id(set: &Path) -> u32 {
 #[test]
 fn the_agents_container_killed_and_run_again_on_its_pins_continues_the_counts_exactly() {
     let _serial = swoll_kernel_tests::exclusive();
-    let Some(podman) = runtime::podman() else {
+    let Some(Stage {
+        podman,
+        bpffs,
+        api,
+        kubeconfig,
+        started,
+        _dir,
+    }) = Stage::set()
+    else {
         return;
     };
-    let started = Instant::now();
-    podman.workload_image();
-    podman.agent_image();
-    let Some(bpffs) = BpfFs::mount() else { return };
-    let api = FakeApiServer::start();
-    let dir = TempDir::new("swoll-runtime");
-    let kubeconfig = api.kubeconfig(&dir.0);
     let uid = pod_uid(3);
     let parent = PodParent::new(Driver::Cgroupfs, "burstable", &uid);
     let first = AgentContainer::start(podman, &bpffs, &kubeconfig, NODE);
