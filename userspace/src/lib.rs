@@ -13,6 +13,7 @@ pub mod loader;
 pub mod maps;
 pub mod metrics;
 pub mod pins;
+pub mod process;
 pub mod resolver;
 pub mod selftest;
 pub mod serve;

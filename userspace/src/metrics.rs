@@ -779,7 +779,8 @@ pub fn escape_label_value(value: &str, out: &mut String) {
     }
 }
 
-/// The agent's own metrics: what it read, what it could not, and what the probes lost.
+/// The agent's own metrics: what it read, what it could not, what the probes lost, and what the
+/// agent itself costs (the `process_*` series of [`crate::process`]).
 pub struct SelfMetrics {
     registry: Registry,
     map_entries: IntGaugeVec,
@@ -889,6 +890,7 @@ impl SelfMetrics {
         registry.register(Box::new(resolver_errors.clone()))?;
         registry.register(Box::new(run_time.clone()))?;
         registry.register(Box::new(recursion_misses.clone()))?;
+        registry.register(Box::new(crate::process::ProcessCollector::for_self()?))?;
         Ok(Self {
             registry,
             map_entries,

@@ -47,6 +47,73 @@ fn metrics_carry_exact_counts_with_swolls_labels() {
     );
 }
 
+/// The agent's own footprint, as the `process_*` series of the Prometheus client libraries,
+/// read by the agent in its pod's `/proc` (its own pid namespace): the values must be the
+/// agent's, not another process's.
+#[test]
+fn metrics_carry_the_agents_process_footprint() {
+    let _serial = swoll_kernel_tests::exclusive();
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after the epoch")
+            .as_secs_f64()
+    };
+    let before = now();
+    let Some(agent) = Agent::start(&["--interval", "200ms"]) else {
+        return;
+    };
+    let (code, body) = http_get(agent.addr, "/metrics").expect("GET /metrics");
+    assert_eq!(code, 200);
+    let value = |name: &str| {
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no {name} in\n{body}"))
+    };
+    for (name, kind) in [
+        ("process_cpu_seconds_total", "counter"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_virtual_memory_bytes", "gauge"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+    ] {
+        assert!(
+            body.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name} {kind} in\n{body}"
+        );
+    }
+    let rss = value("process_resident_memory_bytes");
+    assert!(rss > 1_048_576.0, "rss {rss}");
+    // The agent's own VmRSS, read from outside: the same process, give or take a scrape.
+    let vm_rss = agent.rss_kib() as f64 * 1024.0;
+    assert!(
+        rss > vm_rss / 2.0 && rss < vm_rss * 2.0,
+        "rss {rss}, VmRSS {vm_rss}"
+    );
+    assert!(value("process_virtual_memory_bytes") >= rss);
+    assert!(value("process_cpu_seconds_total") >= 0.0);
+    let open = value("process_open_fds");
+    assert!(open > 3.0, "open fds {open}");
+    assert!(value("process_max_fds") >= open);
+    // Started by this test (the boot time has whole seconds, the start 1/CLK_TCK).
+    let started = value("process_start_time_seconds");
+    assert!(
+        started > before - 2.0 && started <= now() && started > now() - 3600.0,
+        "started {started}, test began {before}"
+    );
+    assert!(agent.stop().success());
+}
+
 #[test]
 fn bpf_stats_export_the_probes_cost_per_syscall() {
     let _serial = swoll_kernel_tests::exclusive();

@@ -42,13 +42,25 @@ compile_error!(
      and a variant of syscalls::Arch"
 );
 
+/// The number the probes record for a `sys_exit` that has no syscall number: the kernel's "no
+/// syscall" (-1, `NO_SYSCALL` on arm64) in the probes' unsigned 32 bits.
+///
+/// `rt_sigreturn` ends this way on both architectures: it restores the registers the signal
+/// interrupted, and then sets the syscall number to -1 so that the kernel does not take the
+/// restored context for a syscall to restart. Its `sys_exit` tracepoint, which reads the number
+/// back from the registers, so reports -1 rather than the number it entered with.
+/// [`describe`] names it after that syscall. (A call a ptrace tracer cancels, by setting its
+/// number to -1 at entry, ends the same way: rare, and indistinguishable here.)
+pub const NO_SYSCALL: u32 = u32::MAX;
+
 /// Everything metrics and traces say about one syscall number.
 ///
 /// `name`, `class` and `group` become Prometheus labels rendered on every scrape, so for known
 /// syscalls all three borrow static strings: only unknown numbers allocate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyscallInfo {
-    /// The syscall number on the architecture it was described for.
+    /// The number described, as given: a syscall number on the architecture it was described
+    /// for, or [`NO_SYSCALL`].
     pub nr: u32,
     /// The name with swoll's `sys_` prefix (`sys_openat`), or `sys_unknown_<nr>`.
     pub name: Cow<'static, str>,
@@ -136,15 +148,36 @@ fn dense_table(arch: Arch) -> &'static [Option<Row>] {
     }
 }
 
-/// Describes syscall `nr` of `arch`: `sys_openat`, `FileSystem`, `Files`.
+/// The syscall whose exit `arch`'s kernel reports as [`NO_SYSCALL`], by its number on `arch`;
+/// `None` for an architecture whose kernel keeps every syscall's number to its exit.
+///
+/// Both set the number to -1 in `rt_sigreturn` once the interrupted registers are restored:
+/// x86_64 in `restore_sigcontext` (`regs->orig_ax = -1`, arch/x86/kernel/signal_64.c), arm64 in
+/// `restore_sigframe` (`forget_syscall(regs)`, which stores `NO_SYSCALL`,
+/// arch/arm64/kernel/signal.c). Both read the `sys_exit` tracepoint's number back from those
+/// registers (`syscall_get_nr`: `orig_ax`, `syscallno`).
+fn exits_as_no_syscall(arch: Arch) -> Option<u32> {
+    match arch {
+        Arch::X86_64 => Some(15),
+        Arch::Aarch64 => Some(139),
+    }
+}
+
+/// Describes syscall `nr` of `arch`: `sys_openat`, `FileSystem`, `Files`. [`NO_SYSCALL`] is
+/// described as the syscall whose exit the kernel reports that way (`sys_rt_sigreturn`).
 ///
 /// Never fails, whatever the number: a syscall newer than the tables (or a garbage number) becomes
 /// `sys_unknown_<nr>` with class and group `Unknown`, so it is still counted and visible rather
 /// than dropped or fatal (the original swoll crashed on them). O(1), and allocation-free for
 /// known numbers.
 pub fn describe(arch: Arch, nr: u32) -> SyscallInfo {
-    let row = usize::try_from(nr)
-        .ok()
+    let index = if nr == NO_SYSCALL {
+        exits_as_no_syscall(arch)
+    } else {
+        Some(nr)
+    };
+    let row = index
+        .and_then(|nr| usize::try_from(nr).ok())
         .and_then(|i| dense_table(arch).get(i))
         .copied()
         .flatten();
@@ -260,6 +293,31 @@ mod tests {
                 assert!(info.name.starts_with("sys_"));
             }
         }
+    }
+
+    #[test]
+    fn syscalls_no_syscall_is_rt_sigreturn_on_both_architectures() {
+        for arch in [X86_64, Aarch64] {
+            check(arch, NO_SYSCALL, "sys_rt_sigreturn", "Signals/RealTime");
+            let entered = number(arch, "rt_sigreturn").expect("rt_sigreturn");
+            assert_eq!(exits_as_no_syscall(arch), Some(entered), "{arch:?}");
+            let (exit, enter) = (describe(arch, NO_SYSCALL), describe(arch, entered));
+            assert_eq!(
+                (exit.name, exit.class, exit.group),
+                (enter.name, enter.class, enter.group),
+                "{arch:?}"
+            );
+            assert!(matches!(describe(arch, NO_SYSCALL).name, Cow::Borrowed(_)));
+            // Only -1 is the kernel's "no syscall": its neighbours stay unknown.
+            check(
+                arch,
+                NO_SYSCALL - 1,
+                &format!("sys_unknown_{}", NO_SYSCALL - 1),
+                "Unknown/Unknown",
+            );
+        }
+        assert_eq!(number(X86_64, "rt_sigreturn"), Some(15));
+        assert_eq!(number(Aarch64, "rt_sigreturn"), Some(139));
     }
 
     #[test]

@@ -4,9 +4,12 @@
 //! ```text
 //! swoll-workload [--new-pidns] [--threads T] [--repeat-for SECONDS] [--hold MS] [--cgroup DIR]
 //!                [--rounds R] [--pause MS] [--spawn-pidns COUNT] OP N [OP N ...]
-//!   OP: openat-missing | getppid | nanosleep-5ms | enosys
+//!   OP: openat-missing | getppid | nanosleep-5ms | enosys | sigusr1
 //!       | create PATH | connect PORT | exec PATH ARG[,ARG…]
 //! ```
+//! `sigusr1 N` installs a SIGUSR1 handler (one `rt_sigaction`) and sends the thread SIGUSR1 N
+//! times with `tgkill` (and a `getpid` and a `gettid` each): N signals handled, so N returns
+//! from the handler through `rt_sigreturn`.
 //! `enosys N` makes one call of each of N syscall numbers no kernel has (1000 and up), each
 //! failing with ENOSYS: N distinct keys in the namespace, to fill the agent's map.
 //! `create` makes one `openat(AT_FDCWD, PATH, O_CREAT|O_WRONLY, 0644)` (and a `close`);
@@ -34,6 +37,7 @@ enum Op {
     Getppid,
     Nanosleep5ms,
     Enosys,
+    Sigusr1,
     Create(std::ffi::CString),
     Connect(u16),
     Exec(std::ffi::CString, Vec<std::ffi::CString>),
@@ -143,6 +147,7 @@ fn parse(args: Vec<String>) -> Result<Plan, String> {
                     "getppid" => Op::Getppid,
                     "nanosleep-5ms" => Op::Nanosleep5ms,
                     "enosys" => Op::Enosys,
+                    "sigusr1" => Op::Sigusr1,
                     other => return Err(format!("unknown op {other}")),
                 };
                 let n = it
@@ -316,11 +321,36 @@ fn work(plan: &Plan) -> ExitCode {
     }
 }
 
+thread_local! {
+    /// SIGUSR1s the handler ran for on this thread, so that `sigusr1` can check each of its
+    /// signals was handled (per thread: with `--threads` each thread signals itself). A const
+    /// initializer and no destructor: a plain thread-local word, safe to touch in a handler.
+    static SIGUSR1_HANDLED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+extern "C" fn on_sigusr1(_: libc::c_int) {
+    SIGUSR1_HANDLED.with(|n| n.set(n.get() + 1));
+}
+
+/// Installs [`on_sigusr1`] for SIGUSR1 (libc's `sigaction` adds the `rt_sigreturn` restorer).
+fn handle_sigusr1() -> bool {
+    // SAFETY: a zeroed sigaction is valid (an empty mask, no flags); the handler is an
+    // async-signal-safe function that only adds to a thread-local word, and lives for the whole program.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigusr1 as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()) == 0
+    }
+}
+
 /// Makes `n` calls of `op`, checking each returns what it must.
 fn make(op: &Op, n: u64) -> bool {
     const MISSING: &[u8] = b"/swoll-workload/does/not/exist\0";
     /// The first syscall number of `enosys`: above every table of every architecture.
     const NO_SUCH_SYSCALL: libc::c_long = 1000;
+    if matches!(op, Op::Sigusr1) && !handle_sigusr1() {
+        return false;
+    }
     for i in 0..n {
         // SAFETY: raw syscalls with valid arguments: a NUL-terminated path, a timespec on our
         // stack; none retains a pointer.
@@ -339,6 +369,17 @@ fn make(op: &Op, n: u64) -> bool {
                 Op::Enosys => {
                     let nr = NO_SUCH_SYSCALL + libc::c_long::try_from(i).unwrap_or(0);
                     libc::syscall(nr) == -1 && *libc::__errno_location() == libc::ENOSYS
+                }
+                Op::Sigusr1 => {
+                    // The signal is for this thread, so it is handled before tgkill returns.
+                    let handled = SIGUSR1_HANDLED.with(std::cell::Cell::get);
+                    libc::syscall(
+                        libc::SYS_tgkill,
+                        libc::syscall(libc::SYS_getpid),
+                        libc::syscall(libc::SYS_gettid),
+                        libc::SIGUSR1,
+                    ) == 0
+                        && SIGUSR1_HANDLED.with(std::cell::Cell::get) == handled + 1
                 }
                 Op::Nanosleep5ms => {
                     let ts = libc::timespec {
