@@ -82,3 +82,26 @@ pub fn grantable(d: &Deployment) -> (Vec<String>, Vec<String>) {
         .into_iter()
         .partition(|c| bounding & (1 << capability_bit(c)) != 0)
 }
+
+/// Asserts that process `pid` holds exactly the capabilities of `d` that this machine can grant
+/// (effective, permitted and bounding sets alike, as a runtime gives root) and runs with
+/// `no_new_privs` if `d` asks for it.
+pub fn assert_deployed(pid: &str, d: &Deployment) {
+    let (granted, _) = grantable(d);
+    let want = granted
+        .iter()
+        .fold(0_u64, |mask, c| mask | (1 << capability_bit(c)));
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(
+            capability_mask(pid, set),
+            want,
+            "{set} of process {pid}, want {granted:?}"
+        );
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    assert_eq!(
+        status.contains("NoNewPrivs:\t1"),
+        d.no_new_privs,
+        "NoNewPrivs of {pid}:\n{status}"
+    );
+}

@@ -4,13 +4,13 @@
 //!
 //! The agent's view is built in a fresh mount namespace: a tmpfs root holding the system's
 //! `/usr` and `/etc/ssl` read-only (the image's libraries and CA certificates), the `swoll`
-//! binary at its host path, a procfs of
-//! its own pid namespace at `/proc`, sysfs read-only at `/sys`, a few device nodes, and every
-//! `hostPath` volume of the manifest at its `mountPath`, read-only where the manifest says so.
-//! The root is then made read-only when the manifest asks for it, and the agent is started
-//! through `chroot` and `setpriv` with the manifest's capabilities as its only ones (a
-//! container runtime gives root exactly its added capabilities: bounding, permitted and
-//! effective sets alike) and `no_new_privs`.
+//! binary at its host path, a procfs of its own pid namespace at `/proc`, sysfs read-only at
+//! `/sys`, a few device nodes, and every `hostPath` volume of the manifest at its `mountPath`,
+//! read-only where the manifest says so. The root is then made read-only when the manifest asks
+//! for it, and the agent is started through `unshare` (its pid namespace, `--root`) and
+//! `setpriv` with the manifest's capabilities as its only ones (a container runtime gives root
+//! exactly its added capabilities: bounding, permitted and effective sets alike) and
+//! `no_new_privs`.
 //!
 //! The run joins a memory cgroup limited as the manifest limits the pod ([`MemoryCgroup`]): the
 //! kernel charges the agent's BPF maps there too.
@@ -26,7 +26,8 @@
 //! Capabilities the test process itself lacks cannot be granted: they are left out and printed
 //! (this machine's sandbox has no `CAP_SYS_RESOURCE`; kernels since 5.11 do not need it).
 use std::{
-    ffi::OsString,
+    ffi::{CString, OsString},
+    os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::Command,
 };
@@ -120,32 +121,200 @@ impl Drop for MemoryCgroup {
     }
 }
 
-/// Whether this machine can build a deployed run (`unshare`, `setpriv`, `chroot`, `findmnt`).
+/// Whether this machine can build a deployed run (`unshare` and `setpriv` of util-linux).
 pub fn available() -> Result<(), String> {
-    for tool in ["unshare", "setpriv", "chroot", "findmnt", "mount"] {
-        let found = ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
-            .iter()
-            .any(|d| Path::new(d).join(tool).exists());
-        if !found {
-            return Err(format!("{tool} is not installed (util-linux, coreutils)"));
+    for tool in ["/usr/bin/unshare", "/usr/bin/setpriv"] {
+        if !Path::new(tool).exists() {
+            return Err(format!("{tool} is not installed (util-linux)"));
         }
     }
     Ok(())
 }
 
-/// Quotes `s` for `sh`.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
+/// One step of building the pod's view, run in the forked child before it execs `unshare`.
+/// Everything a step needs is made before the fork: after it only system calls run (the test
+/// process has threads, so the child must not allocate).
+enum Step {
+    Mkdir(CString),
+    /// An empty file to bind a file onto.
+    Touch(CString),
+    Symlink {
+        target: CString,
+        link: CString,
+    },
+    Mount {
+        source: Option<CString>,
+        target: CString,
+        fstype: Option<CString>,
+        flags: libc::c_ulong,
+        data: Option<CString>,
+    },
+    /// Joins the cgroup whose `cgroup.procs` this is.
+    Join(CString),
 }
 
-fn path_str(p: &Path) -> String {
-    quote(&p.to_string_lossy())
+/// A step and what it does, for the message if it fails.
+struct Planned {
+    step: Step,
+    what: Vec<u8>,
+}
+
+fn cstr(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("a path without NUL")
+}
+
+/// The steps that build the pod's view.
+#[derive(Default)]
+struct Plan(Vec<Planned>);
+
+impl Plan {
+    fn push(&mut self, step: Step, what: String) {
+        let mut what = format!("deployed: {what} failed: ").into_bytes();
+        what.shrink_to_fit();
+        self.0.push(Planned { step, what });
+    }
+
+    fn mkdir(&mut self, dir: &Path) {
+        // Each missing ancestor too (`mkdir -p`); EEXIST is fine.
+        let mut at = PathBuf::new();
+        for part in dir.components() {
+            at.push(part);
+            self.push(Step::Mkdir(cstr(&at)), format!("mkdir {}", at.display()));
+        }
+    }
+
+    fn mount(
+        &mut self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: libc::c_ulong,
+        data: Option<&str>,
+    ) {
+        self.push(
+            Step::Mount {
+                source: source.map(cstr),
+                target: cstr(target),
+                fstype: fstype.map(|f| CString::new(f).expect("no NUL")),
+                flags,
+                data: data.map(|d| CString::new(d).expect("no NUL")),
+            },
+            format!(
+                "mount {} on {} ({fstype:?}, flags {flags:#x})",
+                source.map_or("-".into(), |s| s.display().to_string()),
+                target.display()
+            ),
+        );
+    }
+
+    /// A bind mount of `from` at `to` (recursively: submounts too), each mount read-only
+    /// where `read_only`.
+    fn bind(&mut self, from: &Path, to: &Path, read_only: bool) {
+        if from.is_dir() {
+            self.mkdir(to);
+        } else {
+            self.mkdir(to.parent().unwrap_or(to));
+            self.push(Step::Touch(cstr(to)), format!("touch {}", to.display()));
+        }
+        self.mount(Some(from), to, None, libc::MS_BIND | libc::MS_REC, None);
+        if read_only {
+            let remount = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
+            self.mount(None, to, None, remount, None);
+            for sub in mounts_under(from).iter().filter(|m| *m != from) {
+                let at = to.join(sub.strip_prefix(from).unwrap_or(Path::new("")));
+                self.mount(None, &at, None, remount, None);
+            }
+        }
+    }
+
+    /// Runs the steps; on failure writes which one to stderr and returns the error.
+    ///
+    /// # Safety
+    /// Runs in a forked child of a multi-threaded process: only system calls, no allocation.
+    unsafe fn run(&self) -> std::io::Result<()> {
+        for planned in &self.0 {
+            // SAFETY: each call reads the NUL-terminated strings the plan owns, which outlive
+            // the call; none allocates or takes a lock.
+            let ok = unsafe {
+                match &planned.step {
+                    Step::Mkdir(dir) => {
+                        libc::mkdir(dir.as_ptr(), 0o755) == 0
+                            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST)
+                    }
+                    Step::Touch(file) => {
+                        let fd = libc::open(
+                            file.as_ptr(),
+                            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                            0o644,
+                        );
+                        fd >= 0 && libc::close(fd) == 0
+                    }
+                    Step::Symlink { target, link } => {
+                        libc::symlink(target.as_ptr(), link.as_ptr()) == 0
+                    }
+                    Step::Mount {
+                        source,
+                        target,
+                        fstype,
+                        flags,
+                        data,
+                    } => {
+                        let ptr = |c: &Option<CString>| {
+                            c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())
+                        };
+                        libc::mount(
+                            ptr(source),
+                            target.as_ptr(),
+                            ptr(fstype),
+                            *flags,
+                            ptr(data).cast(),
+                        ) == 0
+                    }
+                    Step::Join(procs) => {
+                        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                        // `0`: the writer itself.
+                        let written = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                        if fd >= 0 {
+                            libc::close(fd);
+                        }
+                        written
+                    }
+                }
+            };
+            if !ok {
+                let err = std::io::Error::last_os_error();
+                // SAFETY: writes bytes the plan owns to stderr.
+                unsafe {
+                    libc::write(2, planned.what.as_ptr().cast(), planned.what.len());
+                    libc::write(2, b"see the error that follows\n".as_ptr().cast(), 27);
+                }
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The mount points at or below `dir`, from `/proc/self/mountinfo`, in mount order.
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|m| m.starts_with(dir))
+        .collect()
 }
 
 /// A command that runs `bin` with `args` as DaemonSet `d` runs the agent. `root` is an empty
-/// directory the run mounts its root filesystem on (inside its own mount namespace: nothing is
+/// directory the run mounts its root filesystem on, in a mount namespace of its own (nothing is
 /// mounted where the test can see it). The returned command's process is `unshare`, whose only
 /// child is `bin` (pid 1 of the new pid namespace): killing `unshare` kills it.
+///
+/// The pod's view is built by the forked child itself, with system calls, before it execs
+/// `unshare`: no shell and no process per mount, which under the VMs' emulation would cost
+/// seconds per agent. `unshare` then makes the pid namespace, chroots into `root` and mounts
+/// that namespace's procfs at `/proc`; `setpriv` drops to the manifest's capabilities.
 pub fn command(d: &Deployment, bin: &Path, args: &[OsString], root: &Path, run: &Run) -> Command {
     let (caps, missing) = crate::caps::grantable(d);
     if !missing.is_empty() {
@@ -154,123 +323,6 @@ pub fn command(d: &Deployment, bin: &Path, args: &[OsString], root: &Path, run: 
              runs with {caps:?}"
         );
     }
-    let r = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
-    let mut sh = vec!["set -eu".to_owned()];
-    if let Some(memory) = &run.memory {
-        // `0`: the writer itself, the shell that becomes the program.
-        sh.push(format!(
-            "echo 0 > {}",
-            path_str(&memory.join("cgroup.procs"))
-        ));
-    }
-    sh.push(format!(
-        "mount -t tmpfs -o mode=755 swoll-pod {}",
-        path_str(root)
-    ));
-    let mkdir = |p: &Path| format!("mkdir -p {}", path_str(p));
-    // A read-only bind mount of `from` at `to` (recursively read-only: each submount too).
-    let bind_ro = |from: &Path, to: &Path, dir: bool| {
-        let make = if dir {
-            format!("mkdir -p {}", path_str(to))
-        } else {
-            format!(
-                "mkdir -p {} && touch {}",
-                path_str(to.parent().unwrap_or(to)),
-                path_str(to)
-            )
-        };
-        format!(
-            "{make}\nmount --rbind {f} {t}\nfindmnt -R -n -r -o TARGET {t} | while read -r m; do \
-             mount -o remount,bind,ro \"$m\"; done",
-            f = path_str(from),
-            t = path_str(to)
-        )
-    };
-    // The image: the system's /usr (merged-/usr symlinks beside it) and the binary.
-    sh.push(bind_ro(Path::new("/usr"), &r(Path::new("/usr")), true));
-    for link in ["bin", "lib", "lib64", "sbin"] {
-        if Path::new("/").join(link).exists() {
-            sh.push(format!(
-                "ln -s usr/{link} {}",
-                path_str(&r(Path::new(link)))
-            ));
-        }
-    }
-    sh.push(bind_ro(bin, &r(bin), false));
-    // The image's CA certificates (distroless/cc ships them): the Kubernetes client loads the
-    // system's roots even when the kubeconfig names its own CA.
-    sh.push(bind_ro(
-        Path::new("/etc/ssl"),
-        &r(Path::new("/etc/ssl")),
-        true,
-    ));
-    // What every container gets: its own procfs, sysfs read-only, a few devices.
-    sh.push(mkdir(&r(Path::new("/proc"))));
-    sh.push(format!(
-        "mount -t proc proc {}",
-        path_str(&r(Path::new("/proc")))
-    ));
-    sh.push(mkdir(&r(Path::new("/sys"))));
-    sh.push(format!(
-        "mount -t sysfs -o ro sysfs {}",
-        path_str(&r(Path::new("/sys")))
-    ));
-    sh.push(mkdir(&r(Path::new("/dev"))));
-    sh.push(format!(
-        "mount -t tmpfs -o mode=755 dev {}",
-        path_str(&r(Path::new("/dev")))
-    ));
-    for dev in ["null", "zero", "full", "random", "urandom"] {
-        let to = r(&Path::new("/dev").join(dev));
-        sh.push(format!(
-            "touch {t} && mount --bind /dev/{dev} {t}",
-            t = path_str(&to)
-        ));
-    }
-    // The manifest's volumes.
-    for m in &d.mounts {
-        let host = run
-            .host_paths
-            .iter()
-            .find(|(from, _)| *from == m.host_path)
-            .map_or(m.host_path.as_path(), |(_, to)| to.as_path());
-        let to = r(&m.mount_path);
-        if m.read_only {
-            sh.push(bind_ro(host, &to, true));
-        } else {
-            sh.push(format!(
-                "{}\nmount --rbind {} {}",
-                mkdir(&to),
-                path_str(host),
-                path_str(&to)
-            ));
-        }
-    }
-    for file in &run.shared {
-        sh.push(bind_ro(file, &r(file), file.is_dir()));
-    }
-    if d.read_only_root {
-        sh.push(format!("mount -o remount,ro {}", path_str(root)));
-    }
-    let mut setpriv = vec!["/usr/bin/setpriv".to_owned()];
-    if d.no_new_privs {
-        setpriv.push("--no-new-privs".to_owned());
-    }
-    let listed = |prefix: &str| {
-        let mut v = vec![format!("{prefix}all")];
-        v.extend(caps.iter().map(|c| format!("+{c}")));
-        v.join(",")
-    };
-    setpriv.extend([
-        format!("--reuid={}", d.run_as_user),
-        format!("--regid={}", d.run_as_user),
-        "--clear-groups".to_owned(),
-        "--bounding-set".to_owned(),
-        listed("-"),
-        "--inh-caps".to_owned(),
-        "-all".to_owned(),
-        "--".to_owned(),
-    ]);
     // The profiles the manifest sets are the ones a test can reproduce by applying none; another
     // profile must be applied here before the tests may claim to run as deployed.
     assert_eq!(
@@ -281,27 +333,104 @@ pub fn command(d: &Deployment, bin: &Path, args: &[OsString], root: &Path, run: 
         d.apparmor.as_deref().is_none_or(|p| p == "Unconfined") || !apparmor_enabled(),
         "the DaemonSet's AppArmor profile changed: teach tests/kernel/src/deployed.rs to apply it"
     );
-    let exec = setpriv
-        .iter()
-        .map(|s| quote(s))
-        .chain(std::iter::once(path_str(bin)))
-        .chain(args.iter().map(|a| quote(&a.to_string_lossy())))
-        .collect::<Vec<_>>()
-        .join(" ");
-    sh.push(format!("exec chroot {} {exec}", path_str(root)));
-    let mut cmd = Command::new("unshare");
+    let r = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+    let mut plan = Plan::default();
+    if let Some(memory) = &run.memory {
+        plan.push(
+            Step::Join(cstr(&memory.join("cgroup.procs"))),
+            format!("joining {}", memory.display()),
+        );
+    }
+    plan.mount(
+        Some(Path::new("swoll-pod")),
+        root,
+        Some("tmpfs"),
+        0,
+        Some("mode=755"),
+    );
+    // The image: the system's /usr (merged-/usr symlinks beside it), its CA certificates
+    // (distroless/cc ships them; the Kubernetes client loads the system's roots even when the
+    // kubeconfig names its own CA) and the binary.
+    plan.bind(Path::new("/usr"), &r(Path::new("/usr")), true);
+    for link in ["bin", "lib", "lib64", "sbin"] {
+        if Path::new("/").join(link).exists() {
+            plan.push(
+                Step::Symlink {
+                    target: cstr(&Path::new("usr").join(link)),
+                    link: cstr(&r(Path::new(link))),
+                },
+                format!("symlink /{link}"),
+            );
+        }
+    }
+    plan.bind(Path::new("/etc/ssl"), &r(Path::new("/etc/ssl")), true);
+    plan.bind(bin, &r(bin), true);
+    // What every container gets besides its own procfs (unshare mounts it): sysfs read-only, a
+    // few devices.
+    let ro_flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    plan.mkdir(&r(Path::new("/proc")));
+    plan.mkdir(&r(Path::new("/sys")));
+    plan.mount(
+        Some(Path::new("sysfs")),
+        &r(Path::new("/sys")),
+        Some("sysfs"),
+        ro_flags,
+        None,
+    );
+    plan.mkdir(&r(Path::new("/dev")));
+    plan.mount(
+        Some(Path::new("dev")),
+        &r(Path::new("/dev")),
+        Some("tmpfs"),
+        libc::MS_NOSUID,
+        Some("mode=755"),
+    );
+    for dev in ["null", "zero", "full", "random", "urandom"] {
+        let dev = Path::new("/dev").join(dev);
+        plan.bind(&dev, &r(&dev), false);
+    }
+    // The manifest's volumes.
+    for m in &d.mounts {
+        let host = run
+            .host_paths
+            .iter()
+            .find(|(from, _)| *from == m.host_path)
+            .map_or(m.host_path.as_path(), |(_, to)| to.as_path());
+        plan.bind(host, &r(&m.mount_path), m.read_only);
+    }
+    for file in &run.shared {
+        plan.bind(file, &r(file), true);
+    }
+    if d.read_only_root {
+        plan.mount(None, root, None, libc::MS_REMOUNT | libc::MS_RDONLY, None);
+    }
+    let mut cmd = Command::new("/usr/bin/unshare");
     cmd.args([
-        "--mount",
         "--pid",
         "--fork",
         "--kill-child=SIGKILL",
-        "--propagation",
-        "private",
-        "--",
-        "/bin/sh",
-        "-c",
+        "--mount-proc=/proc",
     ])
-    .arg(sh.join("\n"))
+    .arg(format!("--root={}", root.display()))
+    .arg("/usr/bin/setpriv");
+    if d.no_new_privs {
+        cmd.arg("--no-new-privs");
+    }
+    let listed: Vec<String> = std::iter::once("-all".to_owned())
+        .chain(caps.iter().map(|c| format!("+{c}")))
+        .collect();
+    cmd.args([
+        format!("--reuid={}", d.run_as_user),
+        format!("--regid={}", d.run_as_user),
+        "--clear-groups".to_owned(),
+        "--bounding-set".to_owned(),
+        listed.join(","),
+        "--inh-caps".to_owned(),
+        "-all".to_owned(),
+        "--".to_owned(),
+    ])
+    .arg(bin)
+    .args(args)
     .env_clear()
     .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
     .envs(run.env.iter().map(|(k, v)| (k, v)));
@@ -309,6 +438,24 @@ pub fn command(d: &Deployment, bin: &Path, args: &[OsString], root: &Path, run: 
         if let Some(v) = std::env::var_os(var) {
             cmd.env(var, v);
         }
+    }
+    // SAFETY: the closure runs between fork and exec; it makes only system calls on data
+    // prepared above (`Plan::run`'s contract).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            plan.run()
+        });
     }
     cmd
 }

@@ -187,3 +187,41 @@ fn bpf_stats_without_cap_sys_admin_is_refused_naming_it() {
     );
     assert!(!stderr.contains("probes attached"), "{stderr}");
 }
+
+/// The harness itself: a started agent holds exactly the manifest's capabilities (those this
+/// machine can grant), runs with `no_new_privs` in a pid namespace of its own, on a read-only
+/// root, with each volume mounted where and how the manifest says.
+#[test]
+fn the_agent_runs_with_the_manifests_privileges_and_mounts() {
+    let _serial = swoll_kernel_tests::exclusive();
+    let Some(agent) = Agent::start(&["--interval", "200ms"]) else {
+        return;
+    };
+    let d = swoll_kernel_tests::manifest::daemonset();
+    let pid = agent.pid().to_string();
+    swoll_kernel_tests::caps::assert_deployed(&pid, d);
+    let ns =
+        |p: &str| swoll::host::pid_ns_inode(std::path::Path::new(&format!("/proc/{p}/ns/pid")));
+    assert_ne!(ns(&pid).ok(), ns("self").ok(), "a pid namespace of its own");
+    // Mount points and their options as the agent sees them (`/proc/<pid>/mountinfo` shows
+    // them relative to its root).
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+    let options = |point: &str| -> Option<String> {
+        mountinfo.lines().rev().find_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.get(4) == Some(&point)).then(|| f[5].to_owned())
+        })
+    };
+    let read_only = |point: &str| {
+        options(point)
+            .unwrap_or_else(|| panic!("{point} is not mounted:\n{mountinfo}"))
+            .split(',')
+            .any(|o| o == "ro")
+    };
+    assert_eq!(read_only("/"), d.read_only_root, "/ in\n{mountinfo}");
+    for m in &d.mounts {
+        let point = m.mount_path.to_str().expect("a UTF-8 path");
+        assert_eq!(read_only(point), m.read_only, "{point} in\n{mountinfo}");
+    }
+    assert!(agent.stop().success());
+}
