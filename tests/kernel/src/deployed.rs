@@ -166,15 +166,25 @@ fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).expect("a path without NUL")
 }
 
-/// The steps that build the pod's view.
-#[derive(Default)]
-struct Plan(Vec<Planned>);
+/// The steps that build the pod's view, and the host's mount points (read once) for the
+/// read-only bind mounts' submounts.
+struct Plan {
+    steps: Vec<Planned>,
+    mounts: Vec<PathBuf>,
+}
 
 impl Plan {
+    fn new() -> Plan {
+        Plan {
+            steps: Vec::new(),
+            mounts: mount_points(),
+        }
+    }
+
     fn push(&mut self, step: Step, what: String) {
         let mut what = format!("deployed: {what} failed: ").into_bytes();
         what.shrink_to_fit();
-        self.0.push(Planned { step, what });
+        self.steps.push(Planned { step, what });
     }
 
     fn mkdir(&mut self, dir: &Path) {
@@ -194,18 +204,6 @@ impl Plan {
         flags: libc::c_ulong,
         data: Option<&str>,
     ) {
-        self.mount_step(source, target, fstype, flags, data, false);
-    }
-
-    fn mount_step(
-        &mut self,
-        source: Option<&Path>,
-        target: &Path,
-        fstype: Option<&str>,
-        flags: libc::c_ulong,
-        data: Option<&str>,
-        if_mounted: bool,
-    ) {
         self.push(
             Step::Mount {
                 source: source.map(cstr),
@@ -213,13 +211,30 @@ impl Plan {
                 fstype: fstype.map(|f| CString::new(f).expect("no NUL")),
                 flags,
                 data: data.map(|d| CString::new(d).expect("no NUL")),
-                if_mounted,
+                if_mounted: false,
             },
             format!(
                 "mount {} on {} ({fstype:?}, flags {flags:#x})",
                 source.map_or("-".into(), |s| s.display().to_string()),
                 target.display()
             ),
+        );
+    }
+
+    /// Makes the mount at `at` read-only; with `if_mounted`, a path that is no mount point
+    /// (see [`Step::Mount`]) is no failure.
+    fn remount_read_only(&mut self, at: &Path, if_mounted: bool) {
+        let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
+        self.push(
+            Step::Mount {
+                source: None,
+                target: cstr(at),
+                fstype: None,
+                flags,
+                data: None,
+                if_mounted,
+            },
+            format!("remount {} read-only", at.display()),
         );
     }
 
@@ -234,11 +249,15 @@ impl Plan {
         }
         self.mount(Some(from), to, None, libc::MS_BIND | libc::MS_REC, None);
         if read_only {
-            let remount = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
-            self.mount(None, to, None, remount, None);
-            for sub in mounts_under(from).iter().filter(|m| *m != from) {
-                let at = to.join(sub.strip_prefix(from).unwrap_or(Path::new("")));
-                self.mount_step(None, &at, None, remount, None, true);
+            self.remount_read_only(to, false);
+            let subs: Vec<PathBuf> = self
+                .mounts
+                .iter()
+                .filter_map(|m| Some(to.join(m.strip_prefix(from).ok()?)))
+                .filter(|at| at != to)
+                .collect();
+            for at in subs {
+                self.remount_read_only(&at, true);
             }
         }
     }
@@ -248,7 +267,7 @@ impl Plan {
     /// # Safety
     /// Runs in a forked child of a multi-threaded process: only system calls, no allocation.
     unsafe fn run(&self) -> std::io::Result<()> {
-        for planned in &self.0 {
+        for planned in &self.steps {
             // SAFETY: each call reads the NUL-terminated strings the plan owns, which outlive
             // the call; none allocates or takes a lock.
             let ok = unsafe {
@@ -315,14 +334,13 @@ impl Plan {
     }
 }
 
-/// The mount points at or below `dir`, from `/proc/self/mountinfo`, in mount order.
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+/// The host's mount points, from `/proc/self/mountinfo`, in mount order.
+fn mount_points() -> Vec<PathBuf> {
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .map(PathBuf::from)
-        .filter(|m| m.starts_with(dir))
         .collect()
 }
 
@@ -354,7 +372,7 @@ pub fn command(d: &Deployment, bin: &Path, args: &[OsString], root: &Path, run: 
         "the DaemonSet's AppArmor profile changed: teach tests/kernel/src/deployed.rs to apply it"
     );
     let r = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
-    let mut plan = Plan::default();
+    let mut plan = Plan::new();
     if let Some(memory) = &run.memory {
         plan.push(
             Step::Join(cstr(&memory.join("cgroup.procs"))),
