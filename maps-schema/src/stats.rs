@@ -30,11 +30,15 @@ pub enum Stat {
     /// A new key could not be inserted into the latency histogram map (`SWOLL_HISTOGRAM`): the
     /// call is counted and timed, but missing from `swoll_node_metrics_syscall_duration_seconds`.
     HistogramUpdateFailed = 6,
+    /// The syscall number could not be read at `sys_exit` (from the task's saved registers):
+    /// the call is lost. Apart from [`Stat::PidNsReadFailed`] so that a broken register offset
+    /// is told from a broken namespace read.
+    SyscallNrReadFailed = 7,
 }
 
 impl Stat {
     /// Every slot, in index order.
-    pub const ALL: [Stat; 7] = [
+    pub const ALL: [Stat; 8] = [
         Stat::MetricsUpdateFailed,
         Stat::StartDisplaced,
         Stat::PidNsReadFailed,
@@ -42,16 +46,18 @@ impl Stat {
         Stat::PidNsUpdateFailed,
         Stat::PidNsRecorded,
         Stat::HistogramUpdateFailed,
+        Stat::SyscallNrReadFailed,
     ];
 
     /// The slots that count losses or errors, exported as `swoll_probe_errors_total`.
-    pub const ERRORS: [Stat; 6] = [
+    pub const ERRORS: [Stat; 7] = [
         Stat::MetricsUpdateFailed,
         Stat::StartDisplaced,
         Stat::PidNsReadFailed,
         Stat::StartMissing,
         Stat::PidNsUpdateFailed,
         Stat::HistogramUpdateFailed,
+        Stat::SyscallNrReadFailed,
     ];
 
     /// A short label for metrics (`swoll_probe_errors_total{kind="…"}`).
@@ -64,6 +70,7 @@ impl Stat {
             Stat::PidNsUpdateFailed => "pid_ns_update_failed",
             Stat::PidNsRecorded => "pid_ns_recorded",
             Stat::HistogramUpdateFailed => "histogram_update_failed",
+            Stat::SyscallNrReadFailed => "syscall_nr_read_failed",
         }
     }
 }

@@ -51,7 +51,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) {
     }
     let regs: *const u8 = ctx.arg(0);
     let Ok(nr) = task::syscall_nr(regs, &off, task, flags & FLAG_TASK_REGS != 0) else {
-        return maps::count(Stat::PidNsReadFailed);
+        return maps::count(Stat::SyscallNrReadFailed);
     };
     let ret: i64 = ctx.arg(1);
     let key = MetricKey {
