@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Builds swoll's fuzz targets (fuzz/, cargo-fuzz on nightly with AddressSanitizer, debug
 # assertions and overflow checks) and runs each for a bounded time: the parsers of what swoll
-# does not control (ring-buffer events, trace specs from the ConfigMap, /proc/<pid>/cgroup).
+# does not control (ring-buffer events, trace specs from the ConfigMap, /proc/<pid>/cgroup, the
+# running kernel's BTF).
 # Exits non-zero if any target crashes, hangs or runs out of memory, and prints the input that
 # did it with the command that replays it. Needs what `scripts/setup.sh --test` installs
 # (nightly, cargo-fuzz, echarts for swoll's build).
 #
-#   scripts/fuzz.sh                           every target, 30 s each (about 1.5 minutes of runs
+#   scripts/fuzz.sh                           every target, 30 s each (about 2 minutes of runs
 #                                             after a build of 2-9 minutes)
 #   SWOLL_FUZZ_SECONDS=600 scripts/fuzz.sh    longer runs
 #   scripts/fuzz.sh cgroup_path trace_spec    only these targets
@@ -22,7 +23,7 @@ log() { printf 'fuzz: %s\n' "$*" >&2; }
 seconds=${SWOLL_FUZZ_SECONDS:-30}
 [[ $seconds =~ ^[1-9][0-9]*$ ]] || { log "SWOLL_FUZZ_SECONDS=$seconds is not a whole number of seconds"; exit 2; }
 targets=("$@")
-((${#targets[@]})) || targets=(decode_event trace_spec cgroup_path)
+((${#targets[@]})) || targets=(decode_event trace_spec cgroup_path btf)
 
 cargo +nightly fuzz --version >/dev/null 2>&1 || { log "cargo-fuzz is missing: run scripts/setup.sh --test"; exit 1; }
 

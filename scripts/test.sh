@@ -28,7 +28,7 @@ cargo clippy --locked --release --workspace --exclude swoll-probes --all-targets
 step "clippy (probes, for bpfel-unknown-none)"
 (cd probes && cargo +nightly clippy --locked --release --target bpfel-unknown-none -Z build-std=core -- -D warnings)
 
-step "fuzz (decode_event, trace_spec, cgroup_path: ${SWOLL_FUZZ_SECONDS:=20}s each)"
+step "fuzz (decode_event, trace_spec, cgroup_path, btf: ${SWOLL_FUZZ_SECONDS:=20}s each)"
 SWOLL_FUZZ_SECONDS=$SWOLL_FUZZ_SECONDS scripts/fuzz.sh
 
 step "build"

@@ -1201,32 +1201,6 @@ mod tests {
         assert_eq!(btf.member_offset("ns_common", "inum").unwrap(), 24);
     }
 
-    /// Every prefix and many corruptions of a valid blob give a value or an error, never a panic.
-    #[test]
-    fn btf_never_panics() {
-        let blob = kernel_like().build();
-        for n in 0..blob.len() {
-            if let Ok(btf) = Btf::parse(&blob[..n]) {
-                let _ = kernel_offsets(&btf);
-            }
-        }
-        let mut seed = 0x2545_f491_u32;
-        for _ in 0..20_000 {
-            let mut v = blob.clone();
-            for _ in 0..3 {
-                seed ^= seed << 13;
-                seed ^= seed >> 17;
-                seed ^= seed << 5;
-                let i = seed as usize % v.len();
-                v[i] = (seed >> 24) as u8;
-            }
-            if let Ok(btf) = Btf::parse(&v) {
-                let _ = kernel_offsets(&btf);
-                let _ = btf.struct_size("upid");
-            }
-        }
-    }
-
     #[test]
     fn btf_missing_vmlinux_names_the_kernel_option() {
         let err = Btf::from_file(Path::new("/nonexistent/btf")).unwrap_err();
@@ -1282,8 +1256,12 @@ mod tests {
 
     #[test]
     fn btf_host_vmlinux() {
+        // CI's machines have BTF and bpftool (scripts/setup.sh --test): there a missing one is a
+        // failure, not a skip.
+        let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
         let path = Path::new(VMLINUX);
         if !path.exists() {
+            assert!(!in_ci, "{VMLINUX} is absent under CI=true");
             eprintln!("skipped: {VMLINUX} is absent (kernel without CONFIG_DEBUG_INFO_BTF)");
             return;
         }
@@ -1304,6 +1282,10 @@ mod tests {
             assert_ne!(v, 0, "{off:?}");
         }
         let Some(raw) = bpftool_layout(VMLINUX) else {
+            assert!(
+                !in_ci,
+                "bpftool failed under CI=true: no independent comparison"
+            );
             eprintln!("bpftool unavailable: independent comparison skipped");
             return;
         };
