@@ -201,6 +201,11 @@ pub struct TopArgs {
     /// Leave processes in the host's pid namespace out: count containers only.
     #[arg(long, env = "SWOLL_NO_HOST")]
     pub no_host: bool,
+    /// This Kubernetes node's name: label rows with the pods running here (watched through
+    /// KUBECONFIG or the in-cluster config), as `swoll serve` does. Without it no API call is
+    /// made and containers show by short id.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
     /// The host's procfs (`/host/proc` in a container).
     #[arg(long, env = "SWOLL_PROC_ROOT", default_value = "/proc")]
     pub proc_root: PathBuf,
@@ -223,6 +228,7 @@ impl TopArgs {
             filter: crate::top::Filter::new(self.namespace, self.filter),
             limit: self.limit,
             proc_root: self.proc_root,
+            node_name: self.node_name.filter(|n| !n.is_empty()),
             load,
         }
     }

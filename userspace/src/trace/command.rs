@@ -26,7 +26,11 @@ use super::{
 };
 use crate::{
     loader::{self, TraceMaps},
-    resolver::{PodIndex, pods::KubePods, procfs::Procfs},
+    resolver::{
+        PodIndex,
+        pods::{self, KubePods},
+        procfs::Procfs,
+    },
     syscalls::{self, Arch},
 };
 
@@ -236,7 +240,13 @@ impl Scope {
     fn new(opts: &TraceOptions) -> anyhow::Result<Scope> {
         let pods = match &opts.pods {
             None => None,
-            Some(selector) => Some((watch_pods(opts.node_name.as_deref())?, selector.clone())),
+            Some(selector) => {
+                let query = selector.query(opts.node_name.as_deref());
+                let pods = pods::watch_from_thread(&query, crate::serve::FIRST_LIST_WAIT).context(
+                    "selecting pods needs a Kubernetes cluster (KUBECONFIG or in-cluster)",
+                )?;
+                Some((pods, selector.clone()))
+            }
         };
         Ok(Scope {
             procfs: Procfs::new(&opts.proc_root),
@@ -292,25 +302,6 @@ impl Scope {
         self.traced = wanted;
         Ok(())
     }
-}
-
-/// Watches pods (of `node`, or all) from a background thread with its own runtime.
-fn watch_pods(node: Option<&str>) -> anyhow::Result<KubePods> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    let client = runtime
-        .block_on(crate::serve::kube_client())
-        .context("selecting pods needs a Kubernetes cluster (KUBECONFIG or in-cluster)")?;
-    let (pods, drive) = crate::resolver::pods::watch(client, node, |err| {
-        tracing::warn!(error = %err, "watching pods failed; retrying with backoff");
-    });
-    std::thread::Builder::new()
-        .name("swoll-trace-pods".into())
-        .spawn(move || runtime.block_on(drive))
-        .context("starting the pod watch")?;
-    Ok(pods)
 }
 
 /// Pid namespaces whose container is remembered.
