@@ -180,7 +180,7 @@ impl KubePods {
         self.store
             .state()
             .into_iter()
-            .find(|pod| statuses(pod).any(|c| same_container(c, id)))
+            .find(|pod| container_status(pod, id).is_some())
     }
 
     /// Every pod in the cache.
@@ -192,7 +192,7 @@ impl KubePods {
 impl PodIndex for KubePods {
     fn container(&self, id: &str) -> Option<Workload> {
         self.store.state().iter().find_map(|pod| {
-            let found = statuses(pod).find(|c| same_container(c, id))?;
+            let found = container_status(pod, id)?;
             Some(Workload {
                 namespace: pod.namespace().unwrap_or_default(),
                 pod: pod.name_any(),
@@ -226,6 +226,11 @@ fn statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
         .flatten()
         .flatten()
     })
+}
+
+/// The status of container `id` (without the runtime prefix) in `pod`, if it runs there.
+pub fn container_status<'a>(pod: &'a Pod, id: &str) -> Option<&'a ContainerStatus> {
+    statuses(pod).find(|c| same_container(c, id))
 }
 
 /// The ids of `pod`'s containers, without the runtime prefix (`containerd://`): what their

@@ -27,7 +27,6 @@ use super::{
 use crate::{
     loader::{self, TraceMaps},
     resolver::{
-        PodIndex,
         pods::{self, KubePods},
         procfs::Procfs,
     },
@@ -273,20 +272,14 @@ impl Scope {
             let Some(container) = self.procfs.container_of(pid) else {
                 continue;
             };
-            if let Some((pods, selector)) = &self.pods {
-                let selected = pods
-                    .pod_of_container(&container.id)
-                    .is_some_and(|pod| selector.matches(&pod));
-                if !selected {
-                    continue;
-                }
-            }
-            let workload = self
-                .pods
-                .as_ref()
-                .and_then(|(pods, _)| pods.container(&container.id))
-                .unwrap_or_default();
-            containers.remember(ns, Some(Container::new(&container.id, workload)));
+            let described = match &self.pods {
+                None => Container::new(&container.id),
+                Some((pods, selector)) => match pods.pod_of_container(&container.id) {
+                    Some(pod) if selector.matches(&pod) => Container::in_pod(&container.id, &pod),
+                    _ => continue,
+                },
+            };
+            containers.remember(ns, Some(described));
             wanted.insert(ns);
         }
         for &ns in wanted.difference(&self.traced) {
@@ -334,7 +327,7 @@ impl Containers {
             .procfs
             .container_of(ev.pid())
             .or_else(|| self.procfs.container_of_cgroup(ev.cgroup_id))
-            .map(|c| Container::new(&c.id, crate::metrics::Workload::default()));
+            .map(|c| Container::new(&c.id));
         self.by_pid_ns.put(ev.pid_ns, container.clone());
         container
     }
