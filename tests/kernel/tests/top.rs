@@ -92,10 +92,17 @@ fn no_ui_prints_the_workload_with_its_rate() {
     assert!(count >= 2000 && rate > 0.0, "{row:?}\n{stdout}");
 }
 
-/// Runs `swoll top --no-ui` with `args` and `env`; returns its stdout, asserting success.
+/// Runs `swoll top --no-ui` with `args` and `env` (one read after `--interval`, 1 s unless
+/// `args` says); returns its stdout, asserting success.
 fn top_once(bin: &Path, args: &[&str], env: &[(&str, &Path)]) -> String {
+    let interval = if args.contains(&"--interval") {
+        &[][..]
+    } else {
+        &["--interval", "1s"][..]
+    };
     let out = Command::new(bin)
-        .args(["top", "--no-ui", "--interval", "1s", "--limit", "0"])
+        .args(["top", "--no-ui", "--limit", "0"])
+        .args(interval)
         .args(args)
         .envs(env.iter().copied())
         .output()
@@ -199,6 +206,52 @@ fn no_ui_labels_the_nodes_pods_and_filters_by_namespace() {
     assert_eq!(row[2..5], ["-", "-", &container_id[..12]], "{local}");
     assert_eq!(api.requests(), requests, "local mode made API calls");
     assert!(table_row(&top_once(&bin, &["-n", "shop"], &env), "sys_getppid", ns).is_none());
+}
+
+#[test]
+fn no_ui_without_kubernetes_gives_a_shared_pid_namespace_no_container() {
+    let _serial = swoll_kernel_tests::exclusive();
+    let Some(bin) = swoll_kernel_tests::runnable_swoll() else {
+        return;
+    };
+    // Two containers of one pod in one pid namespace, as with `shareProcessNamespace: true`;
+    // no API server: only the cgroups say that both are the pod's.
+    let (app_id, sidecar_id) = (fake_container_id(33), fake_container_id(34));
+    let uid = fake_pod_uid(&app_id);
+    let app = PodCgroup::create(&uid, &app_id);
+    let sidecar = PodCgroup::create(&uid, &sidecar_id);
+    let app_dir = app.dir.to_string_lossy().into_owned();
+    let mut first = vec!["--cgroup", &app_dir];
+    first.extend(STEADY);
+    let (child, ns) = spawn_workload(WORKLOAD, &first);
+    let first = Workload(child);
+    let join = format!("/proc/{}/ns/pid_for_children", first.0.id());
+    let sidecar_dir = sidecar.dir.to_string_lossy().into_owned();
+    let top = std::thread::spawn(move || top_once(&bin, &["--interval", "3s"], &[]));
+    // While top counts (the app container's process calls every 100 ms, so its record comes
+    // first): the sidecar's process joins the namespace and makes a call that is new there, so
+    // the probes' record of the namespace moves to the sidecar's cgroup.
+    std::thread::sleep(Duration::from_millis(1500));
+    let joined = swoll_kernel_tests::workload(
+        WORKLOAD,
+        &[
+            "--join-pidns",
+            &join,
+            "--cgroup",
+            &sidecar_dir,
+            "openat-missing",
+            "3",
+        ],
+    );
+    assert_eq!(joined, ns, "joined another namespace");
+    let text = top.join().expect("swoll top");
+    let row = table_row(&text, "sys_getppid", ns)
+        .unwrap_or_else(|| panic!("no sys_getppid OK row of pid-ns {ns}:\n{text}"));
+    // Neither container's id: the namespace is both containers'.
+    assert_eq!(row[2..5], ["-", "-", "-"], "{text}");
+    drop(first);
+    drop(sidecar);
+    drop(app);
 }
 
 /// A tmux server of its own (its own socket, so no user's server or options are touched),

@@ -202,15 +202,36 @@ impl PodIndex for KubePods {
     }
 
     fn pod(&self, uid: &str) -> Option<Workload> {
+        self.pod_with_uid(uid).map(|pod| pod_workload(&pod))
+    }
+
+    fn shared_pid_namespace(&self, uid: &str) -> Option<Workload> {
+        self.pod_with_uid(uid)
+            .filter(|pod| {
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.share_process_namespace)
+                    .unwrap_or(false)
+            })
+            .map(|pod| pod_workload(&pod))
+    }
+}
+
+impl KubePods {
+    fn pod_with_uid(&self, uid: &str) -> Option<std::sync::Arc<Pod>> {
         self.store
             .state()
-            .iter()
+            .into_iter()
             .find(|pod| pod.metadata.uid.as_deref() == Some(uid))
-            .map(|pod| Workload {
-                namespace: pod.namespace().unwrap_or_default(),
-                pod: pod.name_any(),
-                container: String::new(),
-            })
+    }
+}
+
+/// A pod's namespace and name, container left empty.
+fn pod_workload(pod: &Pod) -> Workload {
+    Workload {
+        namespace: pod.namespace().unwrap_or_default(),
+        pod: pod.name_any(),
+        container: String::new(),
     }
 }
 
