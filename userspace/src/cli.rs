@@ -33,8 +33,8 @@ pub enum Command {
     /// the total and error rates. Loads its own probes: needs root, not a running agent.
     Top(TopArgs),
     /// Stream every call of the given syscalls, decoded, until Ctrl-C: of containers (by
-    /// default), of selected pods (`-n`, `-l`, with Kubernetes), or of every process
-    /// (`--no-containers`). Loads its own probes: needs root.
+    /// default), of selected pods (`-n`, `-l`, `-f`, `label=value`, with Kubernetes), or of every
+    /// process (`--no-containers`). Loads its own probes: needs root.
     Trace(TraceArgs),
     /// Remove the probes `swoll serve` left pinned (e.g. after uninstalling the agent): their
     /// programs stop counting once no agent holds them.
@@ -92,7 +92,7 @@ pub struct TraceArgs {
     /// Size of the ring buffer in bytes (a power of two): larger rides out longer bursts.
     #[arg(long, default_value_t = swoll_maps_schema::trace::DEFAULT_RING_BYTES)]
     pub ring_bytes: u32,
-    /// Only pods of this node (with `-n`/`-l`); default: any node.
+    /// Only pods of this node (with `-n`, `-l`, `-f` or `label=value`); default: any node.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
     /// The host's procfs (`/host/proc` in a container).
@@ -213,7 +213,7 @@ pub struct TopArgs {
     /// Wait one interval, print the table once as plain text and exit (no terminal needed).
     #[arg(long)]
     pub no_ui: bool,
-    /// Only rows of this Kubernetes namespace.
+    /// Only rows of this Kubernetes namespace (pods are known with `--node-name`).
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
     /// Only rows where some label (syscall, errno, class, group, namespace, pod, container or
