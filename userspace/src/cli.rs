@@ -33,8 +33,8 @@ pub enum Command {
     /// the total and error rates. Loads its own probes: needs root, not a running agent.
     Top(TopArgs),
     /// Stream every call of the given syscalls, decoded, until Ctrl-C: of containers (by
-    /// default), of selected pods (`-n`, `-l`, with Kubernetes), or of every process
-    /// (`--no-containers`). Loads its own probes: needs root.
+    /// default), of selected pods (`-n`, `-l`, `-f`, `label=value`, with Kubernetes), or of every
+    /// process (`--no-containers`). Loads its own probes: needs root.
     Trace(TraceArgs),
     /// Remove the probes `swoll serve` left pinned (e.g. after uninstalling the agent): their
     /// programs stop counting once no agent holds them.
@@ -57,7 +57,7 @@ pub struct TraceArgs {
     #[arg(short = 's', long, value_delimiter = ',', required = true)]
     pub syscalls: Vec<String>,
     /// Trace every process, the host's included, not only containers.
-    #[arg(long, conflicts_with_all = ["namespace", "labels"])]
+    #[arg(long, conflicts_with_all = ["namespace", "labels", "field_selector", "selectors"])]
     pub no_containers: bool,
     /// Only containers of pods in this Kubernetes namespace (needs KUBECONFIG or in-cluster
     /// config).
@@ -66,6 +66,14 @@ pub struct TraceArgs {
     /// Only containers of pods with these labels, `key=value[,key=value…]` (needs Kubernetes).
     #[arg(short = 'l', long)]
     pub labels: Option<String>,
+    /// Only containers of pods these fields select, as `kubectl --field-selector` takes them
+    /// (`status.phase=Running,spec.nodeName!=node-3`; needs Kubernetes).
+    #[arg(short = 'f', long)]
+    pub field_selector: Option<String>,
+    /// Only containers of pods with these labels, as swoll's `trace [label=value,…]` took them:
+    /// the same as `-l` (both may be given; every label must match).
+    #[arg(value_name = "LABEL=VALUE[,…]")]
+    pub selectors: Vec<String>,
     /// `cli`: one readable line per event; `json`: one JSON object per line.
     #[arg(short = 'o', long, value_enum, default_value = "cli")]
     pub output: crate::trace::command::Output,
@@ -84,7 +92,7 @@ pub struct TraceArgs {
     /// Size of the ring buffer in bytes (a power of two): larger rides out longer bursts.
     #[arg(long, default_value_t = swoll_maps_schema::trace::DEFAULT_RING_BYTES)]
     pub ring_bytes: u32,
-    /// Only pods of this node (with `-n`/`-l`); default: any node.
+    /// Only pods of this node (with `-n`, `-l`, `-f` or `label=value`); default: any node.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
     /// The host's procfs (`/host/proc` in a container).
@@ -99,14 +107,22 @@ impl TraceArgs {
     /// Validated settings: syscall names resolved, the pod selector built.
     pub fn into_options(self) -> anyhow::Result<crate::trace::command::TraceOptions> {
         let syscalls = crate::trace::command::syscall_numbers(&self.syscalls)?;
-        let pods = if self.namespace.is_some() || self.labels.is_some() {
-            Some(cli_selector(
-                self.namespace.as_deref(),
-                self.labels.as_deref(),
-            )?)
-        } else {
-            None
-        };
+        let labels: Vec<&str> = self
+            .labels
+            .iter()
+            .chain(&self.selectors)
+            .map(String::as_str)
+            .collect();
+        let pods =
+            if self.namespace.is_some() || !labels.is_empty() || self.field_selector.is_some() {
+                Some(cli_selector(
+                    self.namespace.as_deref(),
+                    &labels,
+                    self.field_selector.as_deref(),
+                )?)
+            } else {
+                None
+            };
         Ok(crate::trace::command::TraceOptions {
             syscalls,
             no_containers: self.no_containers,
@@ -125,25 +141,37 @@ impl TraceArgs {
     }
 }
 
-/// The pod selector of `-n` and `-l`, built through the trace-spec parser so both validate
-/// the same way.
+/// The pod selector of `-n`, `-l`, the positional `label=value` selectors and `-f`, built
+/// through the trace-spec parser so that they validate as a ConfigMap's specs do.
 fn cli_selector(
     namespace: Option<&str>,
-    labels: Option<&str>,
+    labels: &[&str],
+    fields: Option<&str>,
 ) -> anyhow::Result<crate::trace::selector::Selector> {
     let mut spec = serde_json::json!({ "syscalls": ["*"] });
     if let Some(ns) = namespace {
         spec["namespace"] = ns.into();
     }
-    if let Some(labels) = labels {
-        let mut match_labels = serde_json::Map::new();
-        for pair in labels.split(',').filter(|p| !p.is_empty()) {
-            let (k, v) = pair
-                .split_once('=')
-                .ok_or_else(|| anyhow::anyhow!("-l {pair:?}: expected key=value"))?;
-            match_labels.insert(k.trim().to_owned(), v.trim().into());
+    let mut match_labels = serde_json::Map::new();
+    for pair in labels
+        .iter()
+        .flat_map(|l| l.split(','))
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("label selector {pair:?}: expected key=value"))?;
+        let (k, v) = (k.trim(), v.trim());
+        if let Some(other) = match_labels.get(k).filter(|other| *other != v) {
+            anyhow::bail!("label {k} selected as both {other} and {v}: no pod has both");
         }
+        match_labels.insert(k.to_owned(), v.into());
+    }
+    if !match_labels.is_empty() {
         spec["labelSelector"] = serde_json::json!({ "matchLabels": match_labels });
+    }
+    if let Some(fields) = fields {
+        spec["fieldSelector"] = fields.into();
     }
     // JSON is YAML: the spec parser reads it as it reads a ConfigMap key.
     let trace = crate::trace::spec::parse("cli", &spec.to_string())?;
@@ -185,7 +213,7 @@ pub struct TopArgs {
     /// Wait one interval, print the table once as plain text and exit (no terminal needed).
     #[arg(long)]
     pub no_ui: bool,
-    /// Only rows of this Kubernetes namespace.
+    /// Only rows of this Kubernetes namespace (pods are known with `--node-name`).
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
     /// Only rows where some label (syscall, errno, class, group, namespace, pod, container or
@@ -201,6 +229,11 @@ pub struct TopArgs {
     /// Leave processes in the host's pid namespace out: count containers only.
     #[arg(long, env = "SWOLL_NO_HOST")]
     pub no_host: bool,
+    /// This Kubernetes node's name: label rows with the pods running here (watched through
+    /// KUBECONFIG or the in-cluster config), as `swoll serve` does. Without it no API call is
+    /// made and containers show by short id.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
     /// The host's procfs (`/host/proc` in a container).
     #[arg(long, env = "SWOLL_PROC_ROOT", default_value = "/proc")]
     pub proc_root: PathBuf,
@@ -223,6 +256,7 @@ impl TopArgs {
             filter: crate::top::Filter::new(self.namespace, self.filter),
             limit: self.limit,
             proc_root: self.proc_root,
+            node_name: self.node_name.filter(|n| !n.is_empty()),
             load,
         }
     }
@@ -456,6 +490,45 @@ mod tests {
     fn histograms_need_timing() {
         assert!(Cli::try_parse_from(["swoll", "serve", "--histogram"]).is_ok());
         assert!(Cli::try_parse_from(["swoll", "serve", "--histogram", "--no-time"]).is_err());
+    }
+
+    #[test]
+    fn trace_selects_pods_by_labels_fields_and_positional_selectors() {
+        let selector = |argv: &[&str]| {
+            let cli = Cli::try_parse_from(["swoll", "trace", "-s", "getppid"].iter().chain(argv))
+                .expect("parses");
+            let Command::Trace(args) = cli.command else {
+                panic!("not trace")
+            };
+            args.into_options()
+                .map(|o| o.pods.map(|p| p.query(None)))
+                .map_err(|e| e.to_string())
+        };
+        let query = selector(&[
+            "-f",
+            "status.phase=Running",
+            "app=web,tier=front",
+            "-l",
+            "team=a",
+        ])
+        .expect("valid")
+        .expect("pods selected");
+        assert_eq!(query.labels.as_deref(), Some("app=web,team=a,tier=front"));
+        assert_eq!(query.fields.as_deref(), Some("status.phase=Running"));
+        assert_eq!(selector(&[]), Ok(None), "no selector: every container");
+        assert!(selector(&["app"]).is_err(), "not key=value");
+        assert!(
+            selector(&["app=a", "app=b"]).is_err(),
+            "contradicting labels"
+        );
+        assert!(
+            selector(&["-f", "spec.unknown=x"]).is_err(),
+            "unsupported field"
+        );
+        assert!(
+            Cli::try_parse_from(["swoll", "trace", "-s", "read", "--no-containers", "a=b"])
+                .is_err()
+        );
     }
 
     #[test]

@@ -134,10 +134,11 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         Some(node) => {
             let client = kube_client().await?;
             let errors = exposition.self_metrics.resolver_errors("apiserver");
-            let (index, drive) = pods::watch(client.clone(), Some(node), move |err| {
-                errors.inc();
-                tracing::warn!(error = %err, "watching pods failed; retrying with backoff");
-            });
+            let (index, drive) =
+                pods::watch(client.clone(), &pods::PodQuery::node(node), move |err| {
+                    errors.inc();
+                    tracing::warn!(error = %err, "watching pods failed; retrying with backoff");
+                });
             tokio::spawn(drive);
             let listed = index.clone();
             tokio::spawn(async move {
@@ -384,7 +385,7 @@ fn start_traces(
 /// that ends once its pod is known (after every restart of the agent): waiting a moment avoids
 /// that. Bounded, so that an API server that does not answer only delays the metrics (they then
 /// carry the container id until the list comes), well within the liveness probe's first 10 s.
-const FIRST_LIST_WAIT: Duration = Duration::from_secs(5);
+pub const FIRST_LIST_WAIT: Duration = Duration::from_secs(5);
 
 /// Waits up to [`FIRST_LIST_WAIT`] for the pod watch's first list (`listed` is sent, or
 /// dropped in local mode).

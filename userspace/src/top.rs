@@ -1,9 +1,13 @@
 //! `swoll top`: a live terminal table of every syscall by rate, read from the in-kernel counters.
 //!
-//! Like the original swoll's `top`, it loads its own probes (root needed; no running agent and
-//! no Kubernetes), reads the maps every `--interval`, and shows one row per (syscall, errno,
+//! Like the original swoll's `top`, it loads its own probes (root needed; no running agent),
+//! reads the maps every `--interval`, and shows one row per (syscall, errno,
 //! pid namespace) with its count and its rate over the last interval, sorted by rate, under
 //! sparklines of the total and error rates. `--no-ui` prints the same table once as text.
+//! With `--node-name` (and KUBECONFIG or the in-cluster config) it watches that node's pods
+//! with `swoll serve`'s pod watch ([`crate::resolver::pods`]) and labels rows with their
+//! namespace, pod and container, so `-n` selects a Kubernetes namespace; without it, rows carry
+//! the container's short id only and no API call is made.
 //!
 //! Rates: each read is compared with the previous one. The probes' maps are created empty when
 //! `top` loads them, so a key absent from the previous read made all its calls since then (the
@@ -36,7 +40,7 @@ use ratatui::{
 use crate::{
     loader::{self, LoadOptions, Probes},
     metrics::{self, Row},
-    resolver::{Resolver, procfs::Procfs},
+    resolver::{PodIndex, Resolver, pods, procfs::Procfs},
 };
 
 /// Settings of `swoll top`, validated (built by [`crate::cli::TopArgs::into_options`]).
@@ -52,6 +56,8 @@ pub struct TopOptions {
     pub limit: Option<usize>,
     /// The host's procfs, where pid namespaces are resolved to containers.
     pub proc_root: PathBuf,
+    /// The Kubernetes node whose pods label the rows; `None`: no API calls, container ids only.
+    pub node_name: Option<String>,
     /// How the probes are loaded.
     pub load: LoadOptions,
 }
@@ -621,24 +627,49 @@ impl Source {
     }
 }
 
-/// Runs `swoll top`: loads the probes, then either prints the table once (`--no-ui`) or runs
-/// the terminal UI until `q` or Ctrl-C. Dropping the probes on return detaches them.
+/// Runs `swoll top`: watches the node's pods (with `--node-name`), loads the probes, then
+/// either prints the table once (`--no-ui`) or runs the terminal UI until `q` or Ctrl-C.
+/// Dropping the probes on return detaches them.
 pub fn run(opts: TopOptions) -> anyhow::Result<()> {
     if !opts.no_ui && !std::io::stdout().is_terminal() {
         anyhow::bail!("swoll top needs a terminal on stdout; use --no-ui for plain text");
     }
+    // Before the pod watch starts: its warnings (API server unreachable) must not scribble
+    // over the UI's screen.
+    let logs = LogLines::default();
+    let log_guard = (!opts.no_ui).then(|| tracing::subscriber::set_default(logs.subscriber()));
+    let result = watch_and_run(opts, &logs);
+    drop(log_guard);
+    let mut stderr = std::io::stderr().lock();
+    for line in logs.take() {
+        let _ = writeln!(stderr, "{line}");
+    }
+    result
+}
+
+/// [`run`] once logging is set up: the pod watch first, so the first read waits for no list.
+fn watch_and_run(opts: TopOptions, logs: &LogLines) -> anyhow::Result<()> {
+    let pods: Option<Box<dyn PodIndex>> = match opts.node_name.as_deref() {
+        None => None,
+        Some(node) => {
+            let query = pods::PodQuery::node(node);
+            let pods = pods::watch_from_thread(&query, crate::serve::FIRST_LIST_WAIT)
+                .context("--node-name: labelling pods needs KUBECONFIG or the in-cluster config")?;
+            Some(Box::new(pods))
+        }
+    };
     let probes = loader::load(&opts.load)?;
     let loaded = Instant::now();
     let mut source = Source {
         probes,
-        resolver: Resolver::new(Procfs::new(&opts.proc_root), opts.load.host_pid_ns, None),
+        resolver: Resolver::new(Procfs::new(&opts.proc_root), opts.load.host_pid_ns, pods),
         records: None,
         rates: Rates::new(loaded),
     };
     if opts.no_ui {
         print_once(&mut source, &opts, loaded)
     } else {
-        ui(&mut source, opts, loaded)
+        ui(&mut source, opts, loaded, logs)
     }
 }
 
@@ -680,6 +711,17 @@ struct LogLines(Arc<Mutex<VecDeque<String>>>);
 
 impl LogLines {
     const KEEP: usize = 20;
+
+    /// A subscriber of warnings that stores them here.
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + use<> {
+        tracing_subscriber::fmt()
+            .with_writer(self.clone())
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish()
+    }
 
     fn last(&self) -> Option<String> {
         let lines = self.0.lock().unwrap_or_else(PoisonError::into_inner);
@@ -734,32 +776,19 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogLines {
     }
 }
 
-/// The terminal UI: reads every interval, redraws on every read, key and resize.
-fn ui(source: &mut Source, opts: TopOptions, loaded: Instant) -> anyhow::Result<()> {
-    let logs = LogLines::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .without_time()
-        .with_target(false)
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    // Everything runs on this thread, so a thread-local subscriber catches every event.
-    let log_guard = tracing::subscriber::set_default(subscriber);
-
+/// The terminal UI: reads every interval, redraws on every read, key and resize; the last of
+/// `logs` shows in the footer.
+fn ui(
+    source: &mut Source,
+    opts: TopOptions,
+    loaded: Instant,
+    logs: &LogLines,
+) -> anyhow::Result<()> {
     let mut app = App::new(opts.filter, opts.limit, opts.interval, hostname());
-    let result = {
-        let _restore = RestoreTerminal;
-        ratatui::try_init()
-            .context("setting up the terminal")
-            .and_then(|mut terminal| ui_loop(&mut terminal, source, &mut app, &logs, loaded))
-    };
-    drop(log_guard);
-    let mut stderr = std::io::stderr().lock();
-    for line in logs.take() {
-        let _ = writeln!(stderr, "{line}");
-    }
-    result
+    let _restore = RestoreTerminal;
+    ratatui::try_init()
+        .context("setting up the terminal")
+        .and_then(|mut terminal| ui_loop(&mut terminal, source, &mut app, logs, loaded))
 }
 
 /// Reads on schedule, looks for new pid namespaces and waits for keys in between, redrawing

@@ -278,3 +278,213 @@ fn seed_readme_queries_verbatim_against_prometheus() {
         prometheus.wait_for(&promql, 60, |r| !r.is_empty());
     }
 }
+
+/// The `(namespace, pod, container)` labels of every `syscall_count` series of pid-ns `kns` in
+/// a `/metrics` body.
+fn workloads_of(body: &str, kns: u32) -> std::collections::BTreeSet<[String; 3]> {
+    let label = |line: &str, name: &str| {
+        let start = line
+            .find(&format!(",{name}=\""))
+            .map(|i| i + name.len() + 3)?;
+        let len = line[start..].find('"')?;
+        Some(line[start..start + len].to_owned())
+    };
+    let kns = format!("kns=\"{kns}\"");
+    body.lines()
+        .filter(|l| l.starts_with("swoll_node_metrics_syscall_count{") && l.contains(&kns))
+        .filter_map(|l| {
+            Some([
+                label(l, "namespace")?,
+                label(l, "pod")?,
+                label(l, "container")?,
+            ])
+        })
+        .collect()
+}
+
+/// Kills a held workload when the test ends, however it ends.
+struct Held(std::process::Child);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn containers_sharing_a_pods_pid_namespace_keep_the_pods_labels() {
+    let _serial = swoll_kernel_tests::exclusive();
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let (app_id, sidecar_id) = (fake_container_id(11), fake_container_id(12));
+    let uid = fake_pod_uid(&app_id);
+    let api = FakeApiServer::start();
+    let mut shared = pod(
+        "team-s",
+        "web-0",
+        &uid,
+        NODE,
+        &[
+            ("app", &format!("containerd://{app_id}")),
+            ("sidecar", &format!("containerd://{sidecar_id}")),
+        ],
+        &[("app", "web")],
+        "Running",
+    );
+    shared["spec"]["shareProcessNamespace"] = serde_json::json!(true);
+    api.apply(shared);
+    // Two containers' cgroups under the one pod cgroup; the sidecar's is dropped first.
+    let app = PodCgroup::create(&uid, &app_id);
+    let sidecar = PodCgroup::create(&uid, &sidecar_id);
+    let dir = TempDir::new("swoll-shared");
+    let kubeconfig = api.kubeconfig(&dir.0);
+    let Some(agent) = Agent::start_with_env(
+        &["--interval", "500ms", "--node-name", NODE],
+        &[("KUBECONFIG", kubeconfig.as_path())],
+    ) else {
+        return;
+    };
+    let (app_dir, sidecar_dir) = (
+        app.dir.to_string_lossy().into_owned(),
+        sidecar.dir.to_string_lossy().into_owned(),
+    );
+    // The app container starts the namespace and holds it; each later process joins it from
+    // its own container's cgroup and makes calls that are new keys in the namespace, so the
+    // probes' record of who was seen there moves from one container to the other and back.
+    let (first, ns) = swoll_kernel_tests::spawn_workload(
+        WORKLOAD,
+        &[
+            "--new-pidns",
+            "--cgroup",
+            &app_dir,
+            "--hold",
+            "30000",
+            "getppid",
+            "10",
+        ],
+    );
+    let first = Held(first);
+    let join = format!("/proc/{}/ns/pid_for_children", first.0.id());
+    let mut seen = std::collections::BTreeSet::new();
+    let mut watch = |secs: f64| {
+        let until = Instant::now() + Duration::from_secs_f64(secs);
+        while Instant::now() < until {
+            let (_, body) = http_get(agent.addr, "/metrics").expect("metrics");
+            seen.extend(workloads_of(&body, ns));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    watch(1.5);
+    let steps: [(&str, &[&str]); 2] = [
+        (&sidecar_dir, &["getppid", "7", "openat-missing", "3"]),
+        (&app_dir, &["getppid", "5", "sigusr1", "2"]),
+    ];
+    for (cgroup, ops) in steps {
+        let mut args = vec!["--join-pidns", &join, "--cgroup", cgroup];
+        args.extend_from_slice(ops);
+        assert_eq!(workload(WORKLOAD, &args), ns, "joined another namespace");
+        watch(1.5);
+    }
+    let labels = ["team-s", "web-0", ""];
+    let getppid = series("count", GETPPID_OK, labels, ns);
+    let openat = series("count", OPENAT_ENOENT, labels, ns);
+    expect_sample(agent.addr, &getppid, 10 + 7 + 5, 20);
+    expect_sample(agent.addr, &openat, 3, 20);
+    // Several more reads: the labels stay.
+    watch(2.5);
+    let want: std::collections::BTreeSet<[String; 3]> =
+        std::iter::once(labels.map(str::to_owned)).collect();
+    assert_eq!(seen, want, "labels of pid-ns {ns} over every read");
+    drop(first);
+    drop(sidecar);
+    drop(app);
+}
+
+#[test]
+fn a_pid_namespace_number_reused_by_another_pod_is_relabelled() {
+    let _serial = swoll_kernel_tests::exclusive();
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let (first_id, second_id) = (fake_container_id(21), fake_container_id(22));
+    let (first_uid, second_uid) = (fake_pod_uid(&first_id), fake_pod_uid(&second_id));
+    let api = FakeApiServer::start();
+    for (name, uid, id) in [
+        ("first-0", &first_uid, &first_id),
+        ("second-0", &second_uid, &second_id),
+    ] {
+        api.apply(pod(
+            "team-r",
+            name,
+            uid,
+            NODE,
+            &[("app", &format!("containerd://{id}"))],
+            &[],
+            "Running",
+        ));
+    }
+    let first = PodCgroup::create(&first_uid, &first_id);
+    let second = PodCgroup::create(&second_uid, &second_id);
+    let dir = TempDir::new("swoll-reuse");
+    let kubeconfig = api.kubeconfig(&dir.0);
+    let Some(agent) = Agent::start_with_env(
+        &["--interval", "500ms", "--node-name", NODE],
+        &[("KUBECONFIG", kubeconfig.as_path())],
+    ) else {
+        return;
+    };
+    let (first_dir, second_dir) = (
+        first.dir.to_string_lossy().into_owned(),
+        second.dir.to_string_lossy().into_owned(),
+    );
+    // The kernel gives a freed pid namespace's number to the next new namespace when no other
+    // was made or freed in between; other processes of the host may, so try a few times.
+    for tries in 1..=20 {
+        let ns = workload(
+            WORKLOAD,
+            &[
+                "--new-pidns",
+                "--cgroup",
+                &first_dir,
+                "--hold",
+                "300",
+                "getppid",
+                "3",
+            ],
+        );
+        expect_sample(
+            agent.addr,
+            &series("count", GETPPID_OK, ["team-r", "first-0", "app"], ns),
+            3,
+            20,
+        );
+        let (held, again) = swoll_kernel_tests::spawn_workload(
+            WORKLOAD,
+            &[
+                "--new-pidns",
+                "--cgroup",
+                &second_dir,
+                "--hold",
+                "3000",
+                "openat-missing",
+                "2",
+            ],
+        );
+        let _held = Held(held);
+        if again != ns {
+            continue;
+        }
+        eprintln!("pid-ns {ns} reused by another pod after {tries} tries");
+        // The same kernel key now counts for the second pod: its series carry its labels.
+        let openat = series("count", OPENAT_ENOENT, ["team-r", "second-0", "app"], ns);
+        let body = expect_sample(agent.addr, &openat, 2, 20);
+        assert!(
+            !workloads_of(&body, ns).contains(&["team-r", "first-0", "app"].map(str::to_owned)),
+            "the first pod's labels stayed on pid-ns {ns}:\n{body}"
+        );
+        return;
+    }
+    skip("the kernel never reused a pid namespace number in 20 tries");
+}

@@ -1,6 +1,7 @@
 //! `swoll top`, as a person uses it: `--no-ui` prints a known workload's rate, and the terminal
 //! UI, driven through tmux (send-keys, capture-pane), shows it, filters by typed text and quits
-//! on `q`.
+//! on `q`. With `--node-name` and a fake API server, a workload in a real pod cgroup is labelled
+//! with its pod, and `-n` selects it.
 //!
 //! Run as plain root on the host, not as deployed (tests/kernel/src/deployed.rs): `swoll top` is
 //! an operator's tool on a host, which the DaemonSet never runs.
@@ -10,9 +11,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use swoll_kernel_tests::{TempDir, skip, spawn_workload};
+use swoll_kernel_tests::{
+    PodCgroup, TempDir,
+    apiserver::{FakeApiServer, pod},
+    fake_container_id, fake_pod_uid, skip, spawn_workload,
+};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
+const NODE: &str = "node-a";
 
 /// A steady workload in a fresh pid namespace: 2000 getppid every ~100 ms for 20 s.
 const STEADY: [&str; 5] = ["--new-pidns", "--repeat-for", "20", "getppid", "2000"];
@@ -84,6 +90,168 @@ fn no_ui_prints_the_workload_with_its_rate() {
     let rate: f64 = row[7].parse().expect("a rate");
     // About 20 000/s; a loaded CI machine may run the workload slower, but never idle.
     assert!(count >= 2000 && rate > 0.0, "{row:?}\n{stdout}");
+}
+
+/// Runs `swoll top --no-ui` with `args` and `env` (one read after `--interval`, 1 s unless
+/// `args` says); returns its stdout, asserting success.
+fn top_once(bin: &Path, args: &[&str], env: &[(&str, &Path)]) -> String {
+    let interval = if args.contains(&"--interval") {
+        &[][..]
+    } else {
+        &["--interval", "1s"][..]
+    };
+    let out = Command::new(bin)
+        .args(["top", "--no-ui", "--limit", "0"])
+        .args(interval)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("running swoll top --no-ui");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "swoll top --no-ui {args:?} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn no_ui_labels_the_nodes_pods_and_filters_by_namespace() {
+    let _serial = swoll_kernel_tests::exclusive();
+    let Some(bin) = swoll_kernel_tests::runnable_swoll() else {
+        return;
+    };
+    let container_id = fake_container_id(31);
+    let uid = fake_pod_uid(&container_id);
+    let api = FakeApiServer::start();
+    api.apply(pod(
+        "shop",
+        "cart-0",
+        &uid,
+        NODE,
+        &[("cart", &format!("containerd://{container_id}"))],
+        &[("app", "cart")],
+        "Running",
+    ));
+    // The same container id on another node's pod must not label anything here.
+    api.apply(pod(
+        "other",
+        "elsewhere",
+        "",
+        "node-b",
+        &[("x", &format!("containerd://{}", fake_container_id(32)))],
+        &[],
+        "Running",
+    ));
+    let cgroup = PodCgroup::create(&uid, &container_id);
+    let dir = TempDir::new("swoll-top-kube");
+    let kubeconfig = api.kubeconfig(&dir.0);
+    let cgroup_dir = cgroup.dir.to_string_lossy().into_owned();
+    let mut in_pod = vec!["--cgroup", &cgroup_dir];
+    in_pod.extend(STEADY);
+    let (child, ns) = spawn_workload(WORKLOAD, &in_pod);
+    let _workload = Workload(child);
+    // A namespace in no pod: no labels but its kns.
+    let (child, loose_ns) = spawn_workload(WORKLOAD, &STEADY);
+    let _loose = Workload(child);
+    let env = [("KUBECONFIG", kubeconfig.as_path())];
+
+    let all = top_once(&bin, &["--node-name", NODE], &env);
+    let row = table_row(&all, "sys_getppid", ns)
+        .unwrap_or_else(|| panic!("no sys_getppid OK row of pid-ns {ns}:\n{all}"));
+    assert_eq!(row[2..5], ["shop", "cart-0", "cart"], "{all}");
+    let loose = table_row(&all, "sys_getppid", loose_ns)
+        .unwrap_or_else(|| panic!("no sys_getppid OK row of pid-ns {loose_ns}:\n{all}"));
+    assert_eq!(loose[2..5], ["-", "-", "-"], "{all}");
+
+    // `-n shop`: the pod's rows and nothing else.
+    let shop = top_once(&bin, &["--node-name", NODE, "-n", "shop"], &env);
+    let row = table_row(&shop, "sys_getppid", ns)
+        .unwrap_or_else(|| panic!("no sys_getppid OK row of pid-ns {ns} with -n shop:\n{shop}"));
+    assert_eq!(row[2..5], ["shop", "cart-0", "cart"], "{shop}");
+    let rows: Vec<Vec<&str>> = shop
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(
+        rows.iter()
+            .all(|f| f.len() == 8 && f[2] == "shop" && f[5] == ns.to_string()),
+        "rows outside namespace shop:\n{shop}"
+    );
+    let count: u64 = row[6].parse().expect("a count");
+    assert!(count >= 2000, "{shop}");
+
+    // Only this node's pods were asked for, as `swoll serve` asks.
+    let log = api.request_log();
+    assert!(
+        log.iter().any(|l| l.starts_with("GET /api/v1/pods?")
+            && l.contains("fieldSelector=spec.nodeName%3Dnode-a")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .filter(|l| l.contains("/pods"))
+            .all(|l| l.contains("spec.nodeName")),
+        "{log:#?}"
+    );
+
+    // Without --node-name: no API call, the container by its short id.
+    let requests = api.requests();
+    let local = top_once(&bin, &[], &env);
+    let row = table_row(&local, "sys_getppid", ns)
+        .unwrap_or_else(|| panic!("no sys_getppid OK row of pid-ns {ns}:\n{local}"));
+    assert_eq!(row[2..5], ["-", "-", &container_id[..12]], "{local}");
+    assert_eq!(api.requests(), requests, "local mode made API calls");
+    assert!(table_row(&top_once(&bin, &["-n", "shop"], &env), "sys_getppid", ns).is_none());
+}
+
+#[test]
+fn no_ui_without_kubernetes_gives_a_shared_pid_namespace_no_container() {
+    let _serial = swoll_kernel_tests::exclusive();
+    let Some(bin) = swoll_kernel_tests::runnable_swoll() else {
+        return;
+    };
+    // Two containers of one pod in one pid namespace, as with `shareProcessNamespace: true`;
+    // no API server: only the cgroups say that both are the pod's.
+    let (app_id, sidecar_id) = (fake_container_id(33), fake_container_id(34));
+    let uid = fake_pod_uid(&app_id);
+    let app = PodCgroup::create(&uid, &app_id);
+    let sidecar = PodCgroup::create(&uid, &sidecar_id);
+    let app_dir = app.dir.to_string_lossy().into_owned();
+    let mut first = vec!["--cgroup", &app_dir];
+    first.extend(STEADY);
+    let (child, ns) = spawn_workload(WORKLOAD, &first);
+    let first = Workload(child);
+    let join = format!("/proc/{}/ns/pid_for_children", first.0.id());
+    let sidecar_dir = sidecar.dir.to_string_lossy().into_owned();
+    let top = std::thread::spawn(move || top_once(&bin, &["--interval", "3s"], &[]));
+    // While top counts (the app container's process calls every 100 ms, so its record comes
+    // first): the sidecar's process joins the namespace and makes a call that is new there, so
+    // the probes' record of the namespace moves to the sidecar's cgroup.
+    std::thread::sleep(Duration::from_millis(1500));
+    let joined = swoll_kernel_tests::workload(
+        WORKLOAD,
+        &[
+            "--join-pidns",
+            &join,
+            "--cgroup",
+            &sidecar_dir,
+            "openat-missing",
+            "3",
+        ],
+    );
+    assert_eq!(joined, ns, "joined another namespace");
+    let text = top.join().expect("swoll top");
+    let row = table_row(&text, "sys_getppid", ns)
+        .unwrap_or_else(|| panic!("no sys_getppid OK row of pid-ns {ns}:\n{text}"));
+    // Neither container's id: the namespace is both containers'.
+    assert_eq!(row[2..5], ["-", "-", "-"], "{text}");
+    drop(first);
+    drop(sidecar);
+    drop(app);
 }
 
 /// A tmux server of its own (its own socket, so no user's server or options are touched),

@@ -2,7 +2,9 @@
 //! traces the pods they select (a real pid namespace in a real kubepods cgroup), and writes
 //! the events to stdout and to `GET /traces/<name>`; a malformed key is reported and counted
 //! while the good ones run; a deleted ConfigMap ends every trace. `swoll trace -n -l` selects
-//! pods through the same API server.
+//! pods through the same API server, and so do its `-f` field selector and positional
+//! `label=value` selectors, which reach the API server's list and watch; events name the pod's
+//! labels and the container's image.
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     time::{Duration, Instant},
@@ -233,11 +235,72 @@ fn configmap_traces_select_pods_stream_and_stop() {
     assert!(agent.stop().success());
 }
 
+/// A running `swoll trace` as deployed, and its JSON lines.
+struct RunningTrace {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    _root: swoll_kernel_tests::Pod,
+}
+
+/// Starts `swoll trace` with `args` against the API server of `kubeconfig`; returns once it
+/// says it is tracing.
+fn start_trace(args: &[&str], kubeconfig: &std::path::Path) -> Option<RunningTrace> {
+    let (mut cmd, root) =
+        swoll_kernel_tests::deployed_command(args, &[("KUBECONFIG", kubeconfig)])?;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning swoll trace");
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+    let mut said = String::new();
+    while !said.contains("tracing") {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "swoll trace ended before it was ready:\n{said}"
+        );
+        said.push_str(&line);
+    }
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    Some(RunningTrace {
+        child,
+        lines,
+        _root: root,
+    })
+}
+
+impl RunningTrace {
+    /// Stops the trace with SIGINT (it must exit 0) and returns the events it wrote after the
+    /// ones already read.
+    fn stop(mut self) -> Vec<Value> {
+        std::thread::sleep(Duration::from_secs(1));
+        swoll_kernel_tests::signal_deployed(&self.child, libc::SIGINT);
+        assert!(
+            self.child.wait().unwrap().success(),
+            "swoll trace exit status"
+        );
+        self.lines
+            .try_iter()
+            .filter_map(|l| serde_json::from_str(&l).ok())
+            .collect()
+    }
+}
+
 #[test]
 fn swoll_trace_selects_pods_by_namespace_and_labels() {
     let _serial = swoll_kernel_tests::exclusive();
     let demo = demo_pod("pinger-1", 43);
-    let Some((mut cmd, _root)) = swoll_kernel_tests::deployed_command(
+    let Some(trace) = start_trace(
         &[
             "trace",
             "-s",
@@ -251,56 +314,111 @@ fn swoll_trace_selects_pods_by_namespace_and_labels() {
             "--node-name",
             NODE,
         ],
-        &[("KUBECONFIG", demo.kubeconfig.as_path())],
+        &demo.kubeconfig,
     ) else {
         return;
     };
-    let mut trace = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawning swoll trace");
-    let (tx, lines) = std::sync::mpsc::channel();
-    let stdout = trace.stdout.take().expect("piped stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut stderr = BufReader::new(trace.stderr.take().expect("piped stderr"));
-    let mut said = String::new();
-    while !said.contains("tracing") {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "swoll trace ended before it was ready:\n{said}"
-        );
-        said.push_str(&line);
-    }
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
 
     // The selected pod's container, and a namespace outside any pod: only the first is traced.
     let (mut pod_child, pod_ns) = seven_pings(Some(&demo.cgroup));
     let (mut other_child, other_ns) = seven_pings(None);
     assert!(pod_child.wait().unwrap().success());
     assert!(other_child.wait().unwrap().success());
-    let events = collect(&lines, 7, 30, |v| v["pid_ns"] == pod_ns);
+    let events = collect(&trace.lines, 7, 30, |v| v["pid_ns"] == pod_ns);
     for ev in &events {
         assert_eq!(ev["container"]["pod"], "pinger-1", "{ev}");
         assert_eq!(ev["container"]["namespace"], "team-t", "{ev}");
     }
-    std::thread::sleep(Duration::from_secs(1));
-    swoll_kernel_tests::signal_deployed(&trace, libc::SIGINT);
-    assert!(trace.wait().unwrap().success(), "swoll trace exit status");
-    let rest: Vec<Value> = lines
-        .try_iter()
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect();
+    let rest = trace.stop();
     assert!(
         rest.iter()
             .all(|v| v["pid_ns"] != other_ns && v["pid_ns"] != pod_ns),
         "only the pod's 7 calls: {rest:#?}"
+    );
+}
+
+#[test]
+fn swoll_trace_field_and_positional_label_selectors_reach_the_api_server() {
+    let _serial = swoll_kernel_tests::exclusive();
+    // Selected: Running and labelled k8s-app=demo.
+    let demo = demo_pod("pinger-2", 44);
+    // Labelled k8s-app=demo but Pending (its container already runs): the field selector
+    // leaves it out. Running but labelled otherwise: the label selector leaves it out.
+    let mut others = Vec::new();
+    for (seed, name, labels, phase) in [
+        (45, "pinger-pending", [("k8s-app", "demo")], "Pending"),
+        (46, "pinger-other", [("k8s-app", "other")], "Running"),
+    ] {
+        let id = fake_container_id(seed);
+        let uid = fake_pod_uid(&id);
+        demo.api.apply(pod(
+            "team-t",
+            name,
+            &uid,
+            NODE,
+            &[("app", &format!("containerd://{id}"))],
+            &labels,
+            phase,
+        ));
+        others.push(PodCgroup::create(&uid, &id));
+    }
+    let Some(trace) = start_trace(
+        &[
+            "trace",
+            "-s",
+            "getppid",
+            "-f",
+            "status.phase=Running",
+            "k8s-app=demo",
+            "-o",
+            "json",
+            "--node-name",
+            NODE,
+        ],
+        &demo.kubeconfig,
+    ) else {
+        return;
+    };
+    let (mut selected, ns) = seven_pings(Some(&demo.cgroup));
+    let (mut pending, pending_ns) = seven_pings(Some(&others[0]));
+    let (mut other, other_ns) = seven_pings(Some(&others[1]));
+    for child in [&mut selected, &mut pending, &mut other] {
+        assert!(child.wait().unwrap().success());
+    }
+    let events = collect(&trace.lines, 7, 30, |v| v["pid_ns"] == ns);
+    for ev in &events {
+        let container = &ev["container"];
+        assert_eq!(container["id"], demo.container_id.as_str(), "{ev}");
+        assert_eq!(container["namespace"], "team-t", "{ev}");
+        assert_eq!(container["pod"], "pinger-2", "{ev}");
+        assert_eq!(container["name"], "app", "{ev}");
+        assert_eq!(container["image"], "registry.example/app:1.0", "{ev}");
+        assert_eq!(
+            container["labels"],
+            serde_json::json!({"k8s-app": "demo"}),
+            "{ev}"
+        );
+    }
+    let rest = trace.stop();
+    assert!(
+        rest.iter()
+            .all(|v| v["pid_ns"] != pending_ns && v["pid_ns"] != other_ns && v["pid_ns"] != ns),
+        "only the selected pod's 7 calls: {rest:#?}"
+    );
+    // The API server did the selecting: every pod list and watch carried both selectors and
+    // the node.
+    let log = demo.api.request_log();
+    let pod_requests: Vec<&String> = log.iter().filter(|l| l.contains("/pods")).collect();
+    assert!(
+        pod_requests.iter().any(|l| l.contains("watch=true")),
+        "{log:#?}"
+    );
+    assert!(
+        !pod_requests.is_empty()
+            && pod_requests
+                .iter()
+                .all(|l| l.contains("labelSelector=k8s-app%3Ddemo")
+                    && l.contains("fieldSelector=spec.nodeName%3Dnode-a%2Cstatus.phase%3DRunning")),
+        "{log:#?}"
     );
 }

@@ -8,6 +8,14 @@
 //! namespace, pod and container name. What a namespace *is* (host, container id, unknown) is
 //! cached in a bounded LRU; who it *belongs to* is asked of the pod cache at every render, so a
 //! pod that appears late re-labels its series at once.
+//!
+//! A pod with `shareProcessNamespace: true` runs all its containers in one pid namespace, so
+//! one kernel key sums the calls of several containers and no container can be named for it.
+//! Such a namespace is labelled with its pod and `container=""`, from the first read when the
+//! pod cache says the pod shares (and, without it, once a second container of the pod is seen
+//! in the namespace): its series never flip from one container's name to another's. The
+//! containers' names joined would change whenever a container is added or seen late, and would
+//! still not say which container made a call.
 pub mod cgroup;
 pub mod pods;
 pub mod procfs;
@@ -28,6 +36,9 @@ pub trait PodIndex: Send + Sync {
     /// The namespace and name of the pod with `uid` (container left empty): for a container
     /// that kubelet has not reported in the pod's status yet.
     fn pod(&self, uid: &str) -> Option<Workload>;
+    /// As [`PodIndex::pod`], but only if that pod runs its containers in one shared pid
+    /// namespace (`shareProcessNamespace: true`).
+    fn shared_pid_namespace(&self, uid: &str) -> Option<Workload>;
 }
 
 /// What a pid namespace is.
@@ -37,6 +48,9 @@ pub enum Identity {
     Host,
     /// A container, as its cgroup names it.
     Container(ContainerRef),
+    /// The pid namespace that the containers of the pod with this UID share: a second
+    /// container of the pod was seen in it while it lived (or the pod says it shares).
+    SharedPod(String),
     /// Not resolved (yet): no live process and no cgroup said what it is.
     #[default]
     Unknown,
@@ -110,24 +124,64 @@ impl Resolver {
     /// Learns about `pid_ns`, recorded by the probes as `seen`. Cheap when already resolved;
     /// call it as soon as a namespace shows up so that short-lived containers are caught alive.
     pub fn observe(&mut self, pid_ns: u32, seen: Option<PidNsSeen>) {
+        let mut before = None;
         if let Some(entry) = self.known.get_mut(&pid_ns) {
-            // A record from another cgroup means the inode number now belongs to a new pid
-            // namespace (the kernel reuses freed ones at once): identify it afresh.
-            let reused = matches!((entry.seen, seen), (Some(old), Some(new)) if old.cgroup_id != new.cgroup_id);
+            // A record from another cgroup means either that the inode number now belongs to a
+            // new pid namespace (the kernel reuses freed ones at once), or that another container
+            // of a pod that shares its pid namespace made a call in it.
+            let moved = matches!((entry.seen, seen), (Some(old), Some(new)) if old.cgroup_id != new.cgroup_id);
+            let old_seen = entry.seen;
             if seen.is_some() {
                 entry.seen = seen;
             }
-            if entry.identity != Identity::Unknown && !reused {
+            if entry.identity != Identity::Unknown && !moved {
                 return;
             }
             entry.gone_since = None;
+            before = moved.then(|| (entry.identity.clone(), old_seen));
         }
-        let identity = self.identify(pid_ns, seen);
+        let mut identity = self.identify(pid_ns, seen);
+        if let Some((old, old_seen)) = before
+            && self.shared(pid_ns, &old, old_seen, &identity)
+            && let Some(uid) = pod_uid(&old)
+        {
+            identity = Identity::SharedPod(uid.to_owned());
+        }
         let entry = self.known.get_or_insert_mut(pid_ns, || Entry {
             seen,
             ..Entry::default()
         });
         entry.identity = identity;
+    }
+
+    /// Whether `pid_ns`, known as `old` (recorded with `old_seen`) and now recorded from a
+    /// process of `new`, is one namespace that two containers of one pod share, rather than a
+    /// freed inode number reused by a new namespace: both containers are the same pod's, and
+    /// the pod says it shares its pid namespace or the process recorded before still lives in
+    /// this namespace (so it was never freed), or it was already known as shared (the pod's
+    /// spec cannot change that). A namespace reused by another pod, or by a restarted container
+    /// of a pod that does not share, is identified afresh.
+    fn shared(
+        &self,
+        pid_ns: u32,
+        old: &Identity,
+        old_seen: Option<PidNsSeen>,
+        new: &Identity,
+    ) -> bool {
+        let (Some(uid), Identity::Container(new)) = (pod_uid(old), new) else {
+            return false;
+        };
+        match old {
+            _ if new.pod_uid.as_deref() != Some(uid) => return false,
+            Identity::SharedPod(_) => return true,
+            Identity::Container(old) if old.id == new.id => return false,
+            _ => {}
+        }
+        let pod_says = self
+            .pods
+            .as_deref()
+            .is_some_and(|p| p.shared_pid_namespace(uid).is_some());
+        pod_says || old_seen.is_some_and(|s| self.procfs.pid_ns_of(s.tgid) == Some(pid_ns))
     }
 
     fn identify(&mut self, pid_ns: u32, seen: Option<PidNsSeen>) -> Identity {
@@ -198,13 +252,21 @@ impl Resolver {
     }
 
     /// The labels of `pid_ns` now: empty for the host and for unknown namespaces; the pod's
-    /// namespace, name and container name when the pod cache knows the container; otherwise
-    /// the container's short id alone.
+    /// namespace and name with `container=""` for a namespace the pod's containers share (see
+    /// the module docs); the pod's namespace, name and container name when the pod cache knows
+    /// the container; otherwise the container's short id alone.
     pub fn workload(&self, pid_ns: u32) -> Workload {
+        let pods = self.pods.as_deref();
         match self.identity(pid_ns) {
             Identity::Host | Identity::Unknown => Workload::default(),
+            Identity::SharedPod(uid) => pods.and_then(|p| p.pod(&uid)).unwrap_or_default(),
             Identity::Container(container) => {
-                let pods = self.pods.as_deref();
+                let shared = pods
+                    .zip(container.pod_uid.as_deref())
+                    .and_then(|(p, uid)| p.shared_pid_namespace(uid));
+                if let Some(pod) = shared {
+                    return pod;
+                }
                 if let Some(known) = pods.and_then(|p| p.container(&container.id)) {
                     return known;
                 }
@@ -297,5 +359,14 @@ impl Resolver {
         if let Some(entry) = self.known.peek_mut(&pid_ns) {
             entry.gone_since = None;
         }
+    }
+}
+
+/// The pod UID of a container's or a shared namespace's identity.
+fn pod_uid(identity: &Identity) -> Option<&str> {
+    match identity {
+        Identity::Container(c) => c.pod_uid.as_deref(),
+        Identity::SharedPod(uid) => Some(uid),
+        Identity::Host | Identity::Unknown => None,
     }
 }

@@ -4,7 +4,7 @@
 //! (never the whole cluster, as swoll's original did on every node). Objects are slimmed before
 //! they are stored; the watcher retries with backoff when the API server is unreachable, and
 //! every failure is counted, while counting in the kernel goes on and known labels stay.
-use std::future::Future;
+use std::{future::Future, sync::mpsc, time::Duration};
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
@@ -30,22 +30,62 @@ impl std::fmt::Debug for KubePods {
     }
 }
 
-/// Starts watching the pods of `node` (every node's with `None`, for `swoll trace` off a
-/// node). Returns the index at once (empty until the first list arrives) and the future that
-/// drives the watch; spawn it. `on_error` is called for every failed request (the watch
-/// retries with backoff).
+/// Which pods a watch asks the API server for. The server filters, so only those cross the
+/// network and sit in the cache.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodQuery {
+    /// Only this node's pods (`spec.nodeName`); every node's with `None`.
+    pub node: Option<String>,
+    /// Only pods of this Kubernetes namespace.
+    pub namespace: Option<String>,
+    /// A label selector in the API's syntax (`app=web,tier in (a,b)`).
+    pub labels: Option<String>,
+    /// Field selector terms in the API's syntax (`status.phase=Running`), besides the node's.
+    pub fields: Option<String>,
+}
+
+impl PodQuery {
+    /// The pods of `node`: what `swoll serve` watches.
+    pub fn node(node: &str) -> PodQuery {
+        PodQuery {
+            node: Some(node.to_owned()),
+            ..PodQuery::default()
+        }
+    }
+
+    /// The list/watch parameters.
+    fn config(&self) -> watcher::Config {
+        let mut config = watcher::Config::default();
+        let fields: Vec<String> = self
+            .node
+            .iter()
+            .map(|node| format!("spec.nodeName={node}"))
+            .chain(self.fields.iter().cloned())
+            .collect();
+        if !fields.is_empty() {
+            config = config.fields(&fields.join(","));
+        }
+        if let Some(labels) = &self.labels {
+            config = config.labels(labels);
+        }
+        config
+    }
+}
+
+/// Starts watching the pods `query` selects. Returns the index at once (empty until the first
+/// list arrives) and the future that drives the watch; spawn it. `on_error` is called for
+/// every failed request (the watch retries with backoff).
 pub fn watch(
     client: Client,
-    node: Option<&str>,
+    query: &PodQuery,
     on_error: impl Fn(&watcher::Error) + Send + 'static,
 ) -> (KubePods, impl Future<Output = ()> + Send + 'static) {
-    let api: Api<Pod> = Api::all(client);
-    let (reader, writer) = reflector::store();
-    let config = match node {
-        Some(node) => watcher::Config::default().fields(&format!("spec.nodeName={node}")),
-        None => watcher::Config::default(),
+    let api: Api<Pod> = match &query.namespace {
+        Some(namespace) => Api::namespaced(client, namespace),
+        None => Api::all(client),
     };
-    let stream = watcher(api, config)
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, query.config())
         .default_backoff()
         .modify(slim)
         .reflect(writer);
@@ -58,6 +98,58 @@ pub fn watch(
         }
     };
     (KubePods { store: reader }, drive)
+}
+
+/// Why the pod watch of a local tool (`swoll top`, `swoll trace`) could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchThreadError {
+    /// The watch's thread or its runtime could not be started.
+    #[error("starting the pod watch")]
+    Start(#[source] std::io::Error),
+    /// No Kubernetes client configuration (KUBECONFIG or in-cluster).
+    #[error(transparent)]
+    Client(#[from] crate::serve::ServeError),
+}
+
+/// [`watch`], from a thread of its own with its own runtime: for the local tools (`swoll top`,
+/// `swoll trace`), which run no async runtime, so that they label and select pods with the same
+/// watch and cache as `swoll serve`. Returns once the first list has arrived, or after `wait`
+/// (the cache then fills when it comes, while the watch retries with backoff). The thread logs
+/// to the caller's subscriber: `swoll top`'s UI keeps warnings off the screen that way.
+pub fn watch_from_thread(query: &PodQuery, wait: Duration) -> Result<KubePods, WatchThreadError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(WatchThreadError::Start)?;
+    let client = runtime.block_on(crate::serve::kube_client())?;
+    let (pods, drive) = watch(client, query, |err| {
+        tracing::warn!(error = %err, "watching pods failed; retrying with backoff");
+    });
+    let listed = pods.clone();
+    let (first_list, first_listed) = mpsc::channel::<()>();
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
+    std::thread::Builder::new()
+        .name("swoll-pods".into())
+        .spawn(move || {
+            tracing::dispatcher::with_default(&dispatch, || {
+                runtime.block_on(async move {
+                    let first = async move {
+                        if listed.listed().await {
+                            let _ = first_list.send(());
+                        }
+                    };
+                    futures::join!(drive, first);
+                });
+            });
+        })
+        .map_err(WatchThreadError::Start)?;
+    if let Err(mpsc::RecvTimeoutError::Timeout) = first_listed.recv_timeout(wait) {
+        tracing::warn!(
+            ?wait,
+            "no list of pods yet: containers are labelled by id until it comes"
+        );
+    }
+    Ok(pods)
 }
 
 /// Drops what neither the resolver nor trace selectors read (labels and the spec's scalar
@@ -88,7 +180,7 @@ impl KubePods {
         self.store
             .state()
             .into_iter()
-            .find(|pod| statuses(pod).any(|c| same_container(c, id)))
+            .find(|pod| container_status(pod, id).is_some())
     }
 
     /// Every pod in the cache.
@@ -100,7 +192,7 @@ impl KubePods {
 impl PodIndex for KubePods {
     fn container(&self, id: &str) -> Option<Workload> {
         self.store.state().iter().find_map(|pod| {
-            let found = statuses(pod).find(|c| same_container(c, id))?;
+            let found = container_status(pod, id)?;
             Some(Workload {
                 namespace: pod.namespace().unwrap_or_default(),
                 pod: pod.name_any(),
@@ -110,15 +202,36 @@ impl PodIndex for KubePods {
     }
 
     fn pod(&self, uid: &str) -> Option<Workload> {
+        self.pod_with_uid(uid).map(|pod| pod_workload(&pod))
+    }
+
+    fn shared_pid_namespace(&self, uid: &str) -> Option<Workload> {
+        self.pod_with_uid(uid)
+            .filter(|pod| {
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.share_process_namespace)
+                    .unwrap_or(false)
+            })
+            .map(|pod| pod_workload(&pod))
+    }
+}
+
+impl KubePods {
+    fn pod_with_uid(&self, uid: &str) -> Option<std::sync::Arc<Pod>> {
         self.store
             .state()
-            .iter()
+            .into_iter()
             .find(|pod| pod.metadata.uid.as_deref() == Some(uid))
-            .map(|pod| Workload {
-                namespace: pod.namespace().unwrap_or_default(),
-                pod: pod.name_any(),
-                container: String::new(),
-            })
+    }
+}
+
+/// A pod's namespace and name, container left empty.
+fn pod_workload(pod: &Pod) -> Workload {
+    Workload {
+        namespace: pod.namespace().unwrap_or_default(),
+        pod: pod.name_any(),
+        container: String::new(),
     }
 }
 
@@ -134,6 +247,11 @@ fn statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
         .flatten()
         .flatten()
     })
+}
+
+/// The status of container `id` (without the runtime prefix) in `pod`, if it runs there.
+pub fn container_status<'a>(pod: &'a Pod, id: &str) -> Option<&'a ContainerStatus> {
+    statuses(pod).find(|c| same_container(c, id))
 }
 
 /// The ids of `pod`'s containers, without the runtime prefix (`containerd://`): what their

@@ -37,7 +37,6 @@ use crate::{
     loader::{self, TraceProbes},
     metrics::SelfMetrics,
     resolver::{
-        PodIndex,
         pods::{self, KubePods},
         procfs::Procfs,
     },
@@ -428,12 +427,7 @@ impl Tracer {
                 for id in pods::container_ids(pod) {
                     if let Some(&ns) = by_container.get(id) {
                         wanted.insert(ns);
-                        let workload = self
-                            .pods
-                            .as_ref()
-                            .and_then(|p| p.container(id))
-                            .unwrap_or_default();
-                        self.containers.insert(ns, Container::new(id, workload));
+                        self.containers.insert(ns, Container::in_pod(id, pod));
                     }
                 }
             }

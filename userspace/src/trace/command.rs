@@ -26,7 +26,10 @@ use super::{
 };
 use crate::{
     loader::{self, TraceMaps},
-    resolver::{PodIndex, pods::KubePods, procfs::Procfs},
+    resolver::{
+        pods::{self, KubePods},
+        procfs::Procfs,
+    },
     syscalls::{self, Arch},
 };
 
@@ -236,7 +239,13 @@ impl Scope {
     fn new(opts: &TraceOptions) -> anyhow::Result<Scope> {
         let pods = match &opts.pods {
             None => None,
-            Some(selector) => Some((watch_pods(opts.node_name.as_deref())?, selector.clone())),
+            Some(selector) => {
+                let query = selector.query(opts.node_name.as_deref());
+                let pods = pods::watch_from_thread(&query, crate::serve::FIRST_LIST_WAIT).context(
+                    "selecting pods needs a Kubernetes cluster (KUBECONFIG or in-cluster)",
+                )?;
+                Some((pods, selector.clone()))
+            }
         };
         Ok(Scope {
             procfs: Procfs::new(&opts.proc_root),
@@ -263,20 +272,14 @@ impl Scope {
             let Some(container) = self.procfs.container_of(pid) else {
                 continue;
             };
-            if let Some((pods, selector)) = &self.pods {
-                let selected = pods
-                    .pod_of_container(&container.id)
-                    .is_some_and(|pod| selector.matches(&pod));
-                if !selected {
-                    continue;
-                }
-            }
-            let workload = self
-                .pods
-                .as_ref()
-                .and_then(|(pods, _)| pods.container(&container.id))
-                .unwrap_or_default();
-            containers.remember(ns, Some(Container::new(&container.id, workload)));
+            let described = match &self.pods {
+                None => Container::new(&container.id),
+                Some((pods, selector)) => match pods.pod_of_container(&container.id) {
+                    Some(pod) if selector.matches(&pod) => Container::in_pod(&container.id, &pod),
+                    _ => continue,
+                },
+            };
+            containers.remember(ns, Some(described));
             wanted.insert(ns);
         }
         for &ns in wanted.difference(&self.traced) {
@@ -292,25 +295,6 @@ impl Scope {
         self.traced = wanted;
         Ok(())
     }
-}
-
-/// Watches pods (of `node`, or all) from a background thread with its own runtime.
-fn watch_pods(node: Option<&str>) -> anyhow::Result<KubePods> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    let client = runtime
-        .block_on(crate::serve::kube_client())
-        .context("selecting pods needs a Kubernetes cluster (KUBECONFIG or in-cluster)")?;
-    let (pods, drive) = crate::resolver::pods::watch(client, node, |err| {
-        tracing::warn!(error = %err, "watching pods failed; retrying with backoff");
-    });
-    std::thread::Builder::new()
-        .name("swoll-trace-pods".into())
-        .spawn(move || runtime.block_on(drive))
-        .context("starting the pod watch")?;
-    Ok(pods)
 }
 
 /// Pid namespaces whose container is remembered.
@@ -343,7 +327,7 @@ impl Containers {
             .procfs
             .container_of(ev.pid())
             .or_else(|| self.procfs.container_of_cgroup(ev.cgroup_id))
-            .map(|c| Container::new(&c.id, crate::metrics::Workload::default()));
+            .map(|c| Container::new(&c.id));
         self.by_pid_ns.put(ev.pid_ns, container.clone());
         container
     }

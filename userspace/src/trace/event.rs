@@ -4,15 +4,19 @@
 //! Fixed from the original: `pid` is the process id and `tid` the thread id (they were
 //! swapped), `return` is the signed 64-bit value (it was truncated to `u32`), and every syscall
 //! decodes (unknown ones to raw arguments) instead of crashing the stream.
-use std::io::Write;
+use std::{collections::BTreeMap, io::Write};
 
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt as _;
 use serde::Serialize;
 use swoll_maps_schema::trace::TraceEvent;
 
 use super::decode;
-use crate::{errno, metrics::Workload, syscalls};
+use crate::{errno, resolver::pods, syscalls};
 
-/// Which container an event came from, when it came from one.
+/// Which container an event came from, when it came from one: what swoll's events said of it
+/// (`container{id,pod,name,image,namespace,labels}`), so that a reader can select and group
+/// events by workload without asking the API server.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Container {
     /// The container id from its cgroup (full length).
@@ -23,16 +27,33 @@ pub struct Container {
     pub pod: String,
     /// The container's name in the pod (empty when not known).
     pub name: String,
+    /// The image the container runs, as kubelet reports it in the pod's status (empty when
+    /// not known).
+    pub image: String,
+    /// The pod's labels (empty when not known).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Container {
-    /// A container known by id, with what the pod cache says of it.
-    pub fn new(id: &str, workload: Workload) -> Container {
+    /// A container known by id alone: no pod runs it, or no pod cache was asked.
+    pub fn new(id: &str) -> Container {
         Container {
             id: id.to_owned(),
-            namespace: workload.namespace,
-            pod: workload.pod,
-            name: workload.container,
+            ..Container::default()
+        }
+    }
+
+    /// Container `id` of `pod`: its name and image from the pod's status, the pod's namespace,
+    /// name and labels.
+    pub fn in_pod(id: &str, pod: &Pod) -> Container {
+        let status = pods::container_status(pod, id);
+        Container {
+            id: id.to_owned(),
+            namespace: pod.namespace().unwrap_or_default(),
+            pod: pod.name_any(),
+            name: status.map(|s| s.name.clone()).unwrap_or_default(),
+            image: status.map(|s| s.image.clone()).unwrap_or_default(),
+            labels: pod.labels().clone(),
         }
     }
 }

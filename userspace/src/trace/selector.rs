@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::resolver::pods::PodQuery;
+
 /// The pods a trace follows. Every part must match; an empty selector matches every pod.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Selector {
@@ -29,6 +31,20 @@ impl Selector {
             namespace,
             labels,
             fields,
+        }
+    }
+
+    /// The pods of `node` (every node's with `None`) this selects, as the API server's list
+    /// and watch parameters: the server then sends only those. [`Selector::matches`] still
+    /// decides, so a cache of more pods (the agent's, of its whole node) selects the same.
+    pub fn query(&self, node: Option<&str>) -> PodQuery {
+        let labels: Vec<String> = self.labels.iter().map(LabelRequirement::to_query).collect();
+        let fields: Vec<String> = self.fields.iter().map(FieldRequirement::to_query).collect();
+        PodQuery {
+            node: node.map(str::to_owned),
+            namespace: self.namespace.clone(),
+            labels: (!labels.is_empty()).then(|| labels.join(",")),
+            fields: (!fields.is_empty()).then(|| fields.join(",")),
         }
     }
 
@@ -72,6 +88,19 @@ pub(super) struct LabelRequirement {
 }
 
 impl LabelRequirement {
+    /// The requirement in the API's label selector syntax: `k=v`, `k in (a,b)`,
+    /// `k notin (a,b)`, `k`, `!k`.
+    fn to_query(&self) -> String {
+        let values = || self.values.iter().cloned().collect::<Vec<_>>().join(",");
+        match self.operator {
+            LabelOperator::In if self.values.len() == 1 => format!("{}={}", self.key, values()),
+            LabelOperator::In => format!("{} in ({})", self.key, values()),
+            LabelOperator::NotIn => format!("{} notin ({})", self.key, values()),
+            LabelOperator::Exists => self.key.clone(),
+            LabelOperator::DoesNotExist => format!("!{}", self.key),
+        }
+    }
+
     fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         let value = labels.get(&self.key);
         match self.operator {
@@ -156,6 +185,24 @@ pub(super) struct FieldRequirement {
 }
 
 impl FieldRequirement {
+    /// The term in the API's field selector syntax, its value escaped as the API server
+    /// unescapes it (`\\`, `\,`, `\=`).
+    fn to_query(&self) -> String {
+        let key = PodField::ALL
+            .iter()
+            .find(|(_, field)| *field == self.field)
+            .map_or("", |(key, _)| key);
+        let mut value = String::with_capacity(self.value.len());
+        for c in self.value.chars() {
+            if matches!(c, '\\' | ',' | '=') {
+                value.push('\\');
+            }
+            value.push(c);
+        }
+        let op = if self.equal { "=" } else { "!=" };
+        format!("{key}{op}{value}")
+    }
+
     fn matches(&self, pod: &Pod) -> bool {
         (self.field.value(pod) == self.value.as_str()) == self.equal
     }
@@ -302,6 +349,37 @@ mod tests {
             let sel = Selector::new(None, vec![], vec![req.clone()]);
             assert_eq!(sel.matches(&bare), want, "{req:?}");
         }
+    }
+
+    #[test]
+    fn query_is_the_api_servers_syntax() {
+        use LabelOperator::*;
+        let sel = Selector::new(
+            Some("shop".to_owned()),
+            vec![
+                label("app", In, &["web"]),
+                label("tier", In, &["front", "edge"]),
+                label("env", NotIn, &["dev"]),
+                label("team", Exists, &[]),
+                label("legacy", DoesNotExist, &[]),
+            ],
+            vec![
+                field("status.phase", true, "Running"),
+                field("metadata.name", false, "a,b=c\\d"),
+            ],
+        );
+        assert_eq!(
+            sel.query(Some("node-1")),
+            PodQuery {
+                node: Some("node-1".to_owned()),
+                namespace: Some("shop".to_owned()),
+                labels: Some(
+                    "app=web,tier in (edge,front),env notin (dev),team,!legacy".to_owned()
+                ),
+                fields: Some("status.phase=Running,metadata.name!=a\\,b\\=c\\\\d".to_owned()),
+            }
+        );
+        assert_eq!(Selector::default().query(None), PodQuery::default());
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! so kernel tests can assert exact counts.
 //!
 //! ```text
-//! swoll-workload [--new-pidns] [--threads T] [--repeat-for SECONDS] [--hold MS] [--cgroup DIR]
-//!                [--rounds R] [--pause MS] [--spawn-pidns COUNT] OP N [OP N ...]
+//! swoll-workload [--new-pidns | --join-pidns PATH] [--threads T] [--repeat-for SECONDS]
+//!                [--hold MS] [--cgroup DIR] [--rounds R] [--pause MS] [--spawn-pidns COUNT]
+//!                OP N [OP N ...]
 //!   OP: openat-missing | getppid | nanosleep-5ms | enosys | sigusr1
 //!       | create PATH | connect PORT | exec PATH ARG[,ARG…]
 //! ```
@@ -27,7 +28,9 @@
 //! It prints `pidns <inode>` (the namespace the ops run in) on stdout first. With `--new-pidns`
 //! it unshares a pid namespace and forks: the child, the first process of the new namespace,
 //! makes the calls, so that namespace sees nothing but them, the child's return from fork and
-//! the `statx`/`write` that report the namespace.
+//! the `statx`/`write` that report the namespace. `--join-pidns PATH` does the same in the pid
+//! namespace PATH names (`/proc/<pid>/ns/pid`) instead of a new one, as a second container of a
+//! pod that shares its pid namespace starts in the namespace of the first.
 //! Every op is a raw `syscall(2)`, so libc adds nothing.
 use std::{io::Write as _, os::unix::fs::MetadataExt as _, process::ExitCode};
 
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
 
 struct Plan {
     new_pidns: bool,
+    join_pidns: Option<String>,
     threads: usize,
     repeat_for: Option<std::time::Duration>,
     rounds: Option<u64>,
@@ -67,6 +71,7 @@ struct Plan {
 
 fn parse(args: Vec<String>) -> Result<Plan, String> {
     let mut new_pidns = false;
+    let mut join_pidns = None;
     let mut threads = 1;
     let mut repeat_for = None;
     let mut rounds = None;
@@ -79,6 +84,9 @@ fn parse(args: Vec<String>) -> Result<Plan, String> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--new-pidns" => new_pidns = true,
+            "--join-pidns" => {
+                join_pidns = Some(it.next().ok_or("--join-pidns takes a path")?);
+            }
             "--threads" => {
                 threads = it
                     .next()
@@ -160,6 +168,7 @@ fn parse(args: Vec<String>) -> Result<Plan, String> {
     }
     Ok(Plan {
         new_pidns,
+        join_pidns,
         threads,
         repeat_for,
         rounds,
@@ -186,16 +195,32 @@ fn run(plan: &Plan) -> ExitCode {
     if let Some(count) = plan.spawn_pidns {
         return spawn_pidns(plan, count);
     }
-    if !plan.new_pidns {
+    if let Some(path) = &plan.join_pidns {
+        let joined = std::fs::File::open(path).and_then(|ns| {
+            use std::os::fd::AsRawFd as _;
+            // SAFETY: setns on an fd we own, naming a pid namespace: only the pid namespace of
+            // this process's future children changes.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWPID) } == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+        if let Err(err) = joined {
+            eprintln!("swoll-workload: joining the pid namespace {path}: {err}");
+            return ExitCode::from(3);
+        }
+    } else if !plan.new_pidns {
         return report_pid_ns().map_or(ExitCode::from(3), |()| work(plan));
-    }
-    // SAFETY: unshare takes a flag word and touches no memory of ours.
-    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
-        eprintln!(
-            "swoll-workload: unshare(CLONE_NEWPID): {}",
-            std::io::Error::last_os_error()
-        );
-        return ExitCode::from(3);
+    } else {
+        // SAFETY: unshare takes a flag word and touches no memory of ours.
+        if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+            eprintln!(
+                "swoll-workload: unshare(CLONE_NEWPID): {}",
+                std::io::Error::last_os_error()
+            );
+            return ExitCode::from(3);
+        }
     }
     // SAFETY: this process is single-threaded here, so the child may do anything after fork.
     match unsafe { libc::fork() } {
