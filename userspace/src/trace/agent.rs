@@ -5,9 +5,20 @@
 //! reconciles that into the kernel filter every second (idempotent: it computes the whole
 //! wanted state and applies the difference, so a restart or a missed event converges), loads
 //! the trace programs while at least one trace runs and unloads them after, and drains the ring
-//! buffer: every event goes to stdout as a JSON line (for `kubectl logs`) and to the trace's
-//! subscribers (`GET /traces/<name>`), whose bounded queues drop, and report, what a slow
-//! client cannot take, so one slow client never stalls the node.
+//! buffer: every event goes to the trace's subscribers (`GET /traces/<name>`), whose bounded
+//! queues drop, and report, what a slow client cannot take, so one slow client never stalls
+//! the node; and to stdout as a JSON line only with `--trace-stdout` (whoever reads the pod's
+//! logs would read every trace otherwise).
+//!
+//! Each trace gets the read/write buffers it asked for and no more: the kernel captures what
+//! the most demanding running trace asked for (never more than `--max-capture-bytes`), and each
+//! trace's copy of an event is cut to its own `captureBytes` before it is encoded.
+//!
+//! A trace never starves the agent: a drain round takes at most [`DRAIN_EVENTS`] events or
+//! [`DRAIN_TIME`], whichever comes first, so between rounds the thread sees its stop flag,
+//! spec changes and the traces' durations however fast events arrive (what the ring cannot
+//! hold is counted lost). The thread keeps its own handle on each trace's stream, so the lock
+//! the HTTP handlers take is held only to add or remove a stream, never while draining.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     io::{BufWriter, Write as _},
@@ -22,11 +33,12 @@ use kube::{
     Api, Client,
     runtime::{WatchStreamExt as _, watcher},
 };
-use prometheus::{IntCounterVec, IntGauge, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use swoll_maps_schema::trace::{MAX_TRACES, TraceEvent};
 use tokio::sync::broadcast;
 
 use super::{
+    capture,
     command::{keys, write_captures},
     event::{self, Container},
     filter::{Filter, Slot},
@@ -41,12 +53,19 @@ use crate::{
         pods::{self, KubePods},
         procfs::Procfs,
     },
+    syscalls::Arch,
 };
 
 /// Lines a stream subscriber may fall behind before it loses some (and is told how many).
 const STREAM_BACKLOG: usize = 4096;
-/// How often the wanted state is recomputed (and a trace's duration checked).
+/// How often the wanted state is recomputed.
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// Most events one drain round hands on.
+const DRAIN_EVENTS: usize = 4096;
+/// Longest one drain round hands events on.
+const DRAIN_TIME: Duration = Duration::from_millis(50);
+/// Longest the thread waits for the first event of a round.
+const WAIT: Duration = Duration::from_millis(100);
 
 /// What the trace thread needs besides the specs and pods.
 #[derive(Clone, Debug)]
@@ -59,6 +78,11 @@ pub struct TraceAgentOptions {
     pub proc_root: PathBuf,
     /// The host's pid namespace (never traced: traces select pods).
     pub host_pid_ns: u32,
+    /// The most bytes of read/write buffers a trace may capture (`--max-capture-bytes`); a
+    /// spec that asks for more gets this much.
+    pub max_capture_bytes: u32,
+    /// Also write every event to stdout (`--trace-stdout`).
+    pub stdout: bool,
 }
 
 /// The trace metrics, in the agent's registry.
@@ -68,6 +92,7 @@ struct TraceMetrics {
     lost: IntCounterVec,
     spec_errors: IntCounterVec,
     active: IntGauge,
+    capture_bytes: IntGaugeVec,
 }
 
 impl TraceMetrics {
@@ -75,7 +100,7 @@ impl TraceMetrics {
         let events = IntCounterVec::new(
             Opts::new(
                 "swoll_trace_events_total",
-                "Trace events delivered (to stdout and streams), by trace.",
+                "Trace events delivered (to the streams, and stdout with --trace-stdout), by trace.",
             ),
             &["trace"],
         )?;
@@ -94,15 +119,25 @@ impl TraceMetrics {
             &["key"],
         )?;
         let active = IntGauge::new("swoll_traces_active", "Traces running now.")?;
+        let capture_bytes = IntGaugeVec::new(
+            Opts::new(
+                "swoll_trace_capture_bytes",
+                "Bytes of read/write buffers each running trace captures: its captureBytes, \
+                 at most --max-capture-bytes.",
+            ),
+            &["trace"],
+        )?;
         registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(lost.clone()))?;
         registry.register(Box::new(spec_errors.clone()))?;
         registry.register(Box::new(active.clone()))?;
+        registry.register(Box::new(capture_bytes.clone()))?;
         Ok(TraceMetrics {
             events,
             lost,
             spec_errors,
             active,
+            capture_bytes,
         })
     }
 }
@@ -112,7 +147,8 @@ impl TraceMetrics {
 pub struct TraceHub {
     /// The ConfigMap's data, and a version that changes with it.
     specs: Mutex<(u64, Option<BTreeMap<String, String>>)>,
-    /// Each running trace's stream.
+    /// Each running trace's stream, for subscribers to find (the trace thread sends through
+    /// handles of its own: this lock is never held while events are handed on).
     streams: Mutex<HashMap<String, broadcast::Sender<Arc<str>>>>,
     metrics: TraceMetrics,
 }
@@ -183,6 +219,11 @@ struct Running {
     key: String,
     /// `None` once it ended (its duration passed).
     slot: Option<Slot>,
+    /// Its stream (a handle of the one in [`TraceHub::streams`]); `None` once it ended.
+    stream: Option<broadcast::Sender<Arc<str>>>,
+    /// Bytes of read/write buffers its events carry: its `captureBytes`, at most
+    /// `--max-capture-bytes`.
+    capture_bytes: u32,
     started: Instant,
     /// Pid namespaces in its filter.
     traced: BTreeSet<u32>,
@@ -200,10 +241,12 @@ struct Tracer {
     /// Last error text per data key, so a bad key is logged and counted once per version.
     errors: BTreeMap<String, String>,
     version: Option<u64>,
+    /// Buffer bytes the kernel's capture table asks for now: the most any running trace gets.
     capture_bytes: u32,
     containers: HashMap<u32, Container>,
     lost_seen: [u64; MAX_TRACES as usize],
-    out: BufWriter<std::io::Stdout>,
+    /// stdout, with `--trace-stdout`.
+    out: Option<BufWriter<std::io::Stdout>>,
 }
 
 /// Runs the trace thread until `stop` is dropped.
@@ -216,7 +259,6 @@ pub fn run(
     let mut tracer = Tracer {
         procfs: Procfs::new(&opts.proc_root),
         hub,
-        opts,
         pods,
         probes: None,
         filter: Filter::default(),
@@ -226,12 +268,18 @@ pub fn run(
         capture_bytes: 0,
         containers: HashMap::new(),
         lost_seen: [0; MAX_TRACES as usize],
-        out: BufWriter::with_capacity(1 << 16, std::io::stdout()),
+        out: opts
+            .stdout
+            .then(|| BufWriter::with_capacity(1 << 16, std::io::stdout())),
+        opts,
     };
     let mut next_reconcile = Instant::now();
     while matches!(stop.try_recv(), Err(mpsc::TryRecvError::Empty)) {
         let version = lock(&tracer.hub.specs).0;
-        if Instant::now() >= next_reconcile || tracer.version != Some(version) {
+        if Instant::now() >= next_reconcile
+            || tracer.version != Some(version)
+            || tracer.any_expired()
+        {
             tracer.reconcile();
             next_reconcile = Instant::now() + RECONCILE_EVERY;
         }
@@ -245,6 +293,25 @@ pub fn run(
 }
 
 impl Tracer {
+    /// Running traces whose duration has passed.
+    fn expired(&self) -> Vec<String> {
+        self.running
+            .iter()
+            .filter(|(_, r)| {
+                r.slot.is_some() && r.trace.duration.is_some_and(|d| r.started.elapsed() >= d)
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Whether a running trace's duration has passed (checked after every drain round, so a
+    /// trace ends within a round of its duration).
+    fn any_expired(&self) -> bool {
+        self.running
+            .values()
+            .any(|r| r.slot.is_some() && r.trace.duration.is_some_and(|d| r.started.elapsed() >= d))
+    }
+
     /// Computes the wanted state and applies the difference.
     fn reconcile(&mut self) {
         let (version, data) = {
@@ -297,15 +364,7 @@ impl Tracer {
                 self.start(key, trace);
             }
         }
-        let expired: Vec<String> = self
-            .running
-            .iter()
-            .filter(|(_, r)| {
-                r.slot.is_some() && r.trace.duration.is_some_and(|d| r.started.elapsed() >= d)
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in expired {
+        for name in self.expired() {
             self.end(&name, "its duration passed");
         }
         if let Err(err) = self.apply_namespaces() {
@@ -352,15 +411,32 @@ impl Tracer {
             .as_ref()
             .and_then(|p| ring::lost(&p.maps.lost).ok())
             .map_or(0, |l| l[slot.index() as usize]);
+        let capture_bytes = trace.capture_bytes.min(self.opts.max_capture_bytes);
+        if capture_bytes < trace.capture_bytes {
+            tracing::warn!(
+                trace = trace.name,
+                asked = trace.capture_bytes,
+                allowed = self.opts.max_capture_bytes,
+                "the trace asks for more buffer bytes than --max-capture-bytes allows: it gets \
+                 what is allowed"
+            );
+        }
+        self.hub
+            .metrics
+            .capture_bytes
+            .with_label_values(&[trace.name.as_str()])
+            .set(i64::from(capture_bytes));
         let (sender, _) = broadcast::channel(STREAM_BACKLOG);
-        lock(&self.hub.streams).insert(trace.name.clone(), sender);
-        tracing::info!(trace = trace.name, key, "trace started");
+        lock(&self.hub.streams).insert(trace.name.clone(), sender.clone());
+        tracing::info!(trace = trace.name, key, capture_bytes, "trace started");
         self.running.insert(
             trace.name.clone(),
             Running {
                 trace,
                 key,
                 slot: Some(slot),
+                stream: Some(sender),
+                capture_bytes,
                 started: Instant::now(),
                 traced: BTreeSet::new(),
             },
@@ -376,12 +452,14 @@ impl Tracer {
             return;
         };
         run.traced.clear();
+        run.stream = None;
         if let Some(probes) = &mut self.probes
             && let Err(err) = self.filter.close(&mut probes.maps.rules, slot)
         {
             tracing::warn!(trace = name, error = %err, "removing the trace's rules");
         }
         lock(&self.hub.streams).remove(name);
+        let _ = self.hub.metrics.capture_bytes.remove_label_values(&[name]);
         tracing::info!(trace = name, why, "trace ended");
     }
 
@@ -390,7 +468,9 @@ impl Tracer {
         for name in names {
             self.end(&name, "the agent stops");
         }
-        let _ = self.out.flush();
+        if let Some(out) = &mut self.out {
+            let _ = out.flush();
+        }
     }
 
     /// Puts each running trace's pid namespaces (its pods' containers') in the filter.
@@ -402,7 +482,7 @@ impl Tracer {
             .running
             .values()
             .filter(|r| r.slot.is_some())
-            .map(|r| r.trace.capture_bytes)
+            .map(|r| r.capture_bytes)
             .max()
             .unwrap_or(0);
         if wanted_bytes != self.capture_bytes {
@@ -452,35 +532,48 @@ impl Tracer {
         Ok(())
     }
 
-    /// Sends every event in the ring (waiting up to 100 ms for one) and reports losses.
+    /// Hands on the events in the ring (waiting up to [`WAIT`] for one), at most
+    /// [`DRAIN_EVENTS`] or for [`DRAIN_TIME`], and reports losses.
     fn drain(&mut self) {
         let Some(probes) = &mut self.probes else {
             return;
         };
-        if let Err(err) = ring::wait(&probes.maps.events, Duration::from_millis(100)) {
+        if let Err(err) = ring::wait(&probes.maps.events, WAIT) {
             tracing::warn!(error = %err, "waiting for trace events");
         }
-        let mut names: [Option<&str>; MAX_TRACES as usize] = [None; MAX_TRACES as usize];
+        let mut targets: [Option<Target<'_>>; MAX_TRACES as usize] =
+            [const { None }; MAX_TRACES as usize];
         for run in self.running.values() {
-            if let Some(slot) = run.slot {
-                names[slot.index() as usize] = Some(run.trace.name.as_str());
+            if let (Some(slot), Some(stream)) = (run.slot, &run.stream) {
+                let name = run.trace.name.as_str();
+                targets[slot.index() as usize] = Some(Target {
+                    name,
+                    capture_bytes: run.capture_bytes,
+                    stream,
+                    events: self.hub.metrics.events.with_label_values(&[name]),
+                });
             }
         }
-        let streams = lock(&self.hub.streams);
+        let mut out = self.out.as_mut();
         let mut malformed = 0;
-        while let Some(ev) = ring::next(&mut probes.maps.events, &mut malformed) {
+        let round = Instant::now();
+        for _ in 0..DRAIN_EVENTS {
+            if round.elapsed() >= DRAIN_TIME {
+                break;
+            }
+            let Some(ev) = ring::next(&mut probes.maps.events, &mut malformed) else {
+                break;
+            };
             deliver(
                 &ev,
-                &names,
+                &targets,
                 self.containers.get(&ev.pid_ns),
-                &streams,
-                &self.hub.metrics,
-                &mut self.out,
+                out.as_deref_mut(),
             );
         }
         if let Ok(lost) = ring::lost(&probes.maps.lost) {
-            for (slot, name) in names.iter().enumerate() {
-                let Some(name) = name else { continue };
+            for (slot, target) in targets.iter().enumerate() {
+                let Some(target) = target else { continue };
                 let new = lost[slot].saturating_sub(self.lost_seen[slot]);
                 if new == 0 {
                     continue;
@@ -489,56 +582,74 @@ impl Tracer {
                 self.hub
                     .metrics
                     .lost
-                    .with_label_values(&[*name])
+                    .with_label_values(&[target.name])
                     .inc_by(new);
                 let mut line = Vec::new();
-                if event::write_lost(&mut line, name, new, lost[slot]).is_ok() {
-                    let _ = self.out.write_all(&line);
-                    if let Some(stream) = streams.get(*name) {
-                        let _ = stream.send(Arc::from(String::from_utf8_lossy(&line).trim_end()));
+                if event::write_lost(&mut line, target.name, new, lost[slot]).is_ok() {
+                    if let Some(out) = out.as_deref_mut() {
+                        let _ = out.write_all(&line);
                     }
+                    let _ = target
+                        .stream
+                        .send(Arc::from(String::from_utf8_lossy(&line).trim_end()));
                 }
             }
         }
-        drop(streams);
         if malformed > 0 {
             tracing::warn!(
                 malformed,
                 "trace records of an unexpected size were skipped"
             );
         }
-        if let Err(err) = self.out.flush() {
+        if let Some(out) = out
+            && let Err(err) = out.flush()
+        {
             tracing::warn!(error = %err, "writing trace events to stdout");
         }
     }
 }
 
-/// Writes one event, once per trace it is for, to stdout and to the trace's stream.
+/// Where one trace slot's events go.
+struct Target<'a> {
+    name: &'a str,
+    /// Buffer bytes this trace may see.
+    capture_bytes: u32,
+    stream: &'a broadcast::Sender<Arc<str>>,
+    /// Its `swoll_trace_events_total`.
+    events: IntCounter,
+}
+
+/// Writes one event, once per trace it is for, cut to what that trace may see, to the trace's
+/// stream and (with `--trace-stdout`) stdout. Nothing is encoded for a trace that no one reads.
 fn deliver(
     ev: &TraceEvent,
-    names: &[Option<&str>; MAX_TRACES as usize],
+    targets: &[Option<Target<'_>>; MAX_TRACES as usize],
     container: Option<&Container>,
-    streams: &HashMap<String, broadcast::Sender<Arc<str>>>,
-    metrics: &TraceMetrics,
-    out: &mut impl std::io::Write,
+    mut out: Option<&mut BufWriter<std::io::Stdout>>,
 ) {
     let mut line = Vec::with_capacity(1024);
-    for (slot, name) in names.iter().enumerate() {
-        let Some(name) = name else { continue };
+    for (slot, target) in targets.iter().enumerate() {
+        let Some(target) = target else { continue };
         if ev.traces & (1 << slot) == 0 {
             continue;
         }
-        line.clear();
-        if event::write_json(&mut line, name, ev, container).is_err() {
+        target.events.inc();
+        let subscribed = target.stream.receiver_count() > 0;
+        if !subscribed && out.is_none() {
             continue;
         }
-        let _ = out.write_all(&line);
-        if let Some(stream) = streams.get(*name)
-            && stream.receiver_count() > 0
-        {
-            let text = String::from_utf8_lossy(&line);
-            let _ = stream.send(Arc::from(text.trim_end()));
+        let mut own = *ev;
+        capture::limit_buffers(Arch::NATIVE, &mut own, target.capture_bytes);
+        line.clear();
+        if event::write_json(&mut line, target.name, &own, container).is_err() {
+            continue;
         }
-        metrics.events.with_label_values(&[*name]).inc();
+        if let Some(out) = out.as_deref_mut() {
+            let _ = out.write_all(&line);
+        }
+        if subscribed {
+            let text = String::from_utf8_lossy(&line);
+            let _ = target.stream.send(Arc::from(text.trim_end()));
+        }
     }
 }
