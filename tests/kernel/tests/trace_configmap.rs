@@ -562,7 +562,7 @@ fn a_saturating_trace_never_starves_the_agent() {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    let _long = count_until_end(traces_addr, "long").expect("`long` runs with `short`");
+    let long = count_until_end(traces_addr, "long").expect("`long` runs with `short`");
 
     // /healthz and the streams' router answer throughout.
     let polling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -608,13 +608,30 @@ fn a_saturating_trace_never_starves_the_agent() {
         overran <= Duration::from_millis(1500),
         "the trace ended {overran:?} after its duration"
     );
-    assert_eq!(
-        sample(&body, "swoll_traces_active"),
-        Some(1),
-        "`long` still runs"
-    );
+    wait_metrics(&agent, 5, "`long` alone running", |b| {
+        sample(b, "swoll_traces_active") == Some(1)
+    });
 
-    // SIGTERM while `long` still saturates the agent.
+    // A spec change is applied under the flood too: `long` goes, `next` comes.
+    demo.api.apply(configmap(
+        "swoll",
+        "swoll-traces",
+        &[("next.yaml", &spec("next", ""))],
+    ));
+    let changed = Instant::now();
+    let (_, removed) = long
+        .recv_timeout(Duration::from_secs(20))
+        .expect("`long`, removed from the ConfigMap, still streams 20 s later");
+    let took = removed - changed;
+    assert!(
+        took <= Duration::from_secs(3),
+        "`long` ended {took:?} after its removal"
+    );
+    wait_metrics(&agent, 10, "`next` tracing the flood", |b| {
+        sample(b, "swoll_trace_events_total{trace=\"next\"}").is_some_and(|n| n > 1000)
+    });
+
+    // SIGTERM while `next` saturates the agent.
     polling.store(false, std::sync::atomic::Ordering::SeqCst);
     let (answers, slowest) = poller.join().expect("/healthz and /traces answered");
     assert!(answers > 20, "{answers} answers");
