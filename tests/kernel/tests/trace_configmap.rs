@@ -520,7 +520,8 @@ fn a_saturating_trace_never_starves_the_agent() {
             "200000",
         ],
     );
-    // Its stdout is never read: an agent that wrote events there would block on the pipe.
+    // Events go to stdout too, which is never read: once the pipe is full, lines are dropped
+    // (and counted), and nothing else waits for it.
     let Some(agent) = Agent::start_with_env(
         &[
             "--interval",
@@ -531,6 +532,7 @@ fn a_saturating_trace_never_starves_the_agent() {
             "swoll/swoll-traces",
             "--traces-listen",
             &traces_addr.to_string(),
+            "--trace-stdout",
         ],
         &[("KUBECONFIG", demo.kubeconfig.as_path())],
     ) else {
@@ -627,9 +629,13 @@ fn a_saturating_trace_never_starves_the_agent() {
         took <= Duration::from_secs(3),
         "`long` ended {took:?} after its removal"
     );
-    wait_metrics(&agent, 10, "`next` tracing the flood", |b| {
+    let body = wait_metrics(&agent, 10, "`next` tracing the flood", |b| {
         sample(b, "swoll_trace_events_total{trace=\"next\"}").is_some_and(|n| n > 1000)
     });
+    assert!(
+        sample(&body, "swoll_trace_stdout_lines_dropped_total").is_some_and(|n| n > 0),
+        "a stdout no one reads drops lines"
+    );
 
     // SIGTERM while `next` saturates the agent.
     polling.store(false, std::sync::atomic::Ordering::SeqCst);

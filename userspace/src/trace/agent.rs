@@ -8,7 +8,8 @@
 //! buffer: every event goes to the trace's subscribers (`GET /traces/<name>`), whose bounded
 //! queues drop, and report, what a slow client cannot take, so one slow client never stalls
 //! the node; and to stdout as a JSON line only with `--trace-stdout` (whoever reads the pod's
-//! logs would read every trace otherwise).
+//! logs would read every trace otherwise), through a thread of its own with a bounded queue, so
+//! a stdout that stops being read costs lines (counted), not the trace thread's time.
 //!
 //! Each trace gets the read/write buffers it asked for and no more: the kernel captures what
 //! the most demanding running trace asked for (never more than `--max-capture-bytes`), and each
@@ -21,9 +22,13 @@
 //! the HTTP handlers take is held only to add or remove a stream, never while draining.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    io::{BufWriter, Write as _},
+    io::Write as _,
     path::PathBuf,
-    sync::{Arc, Mutex, mpsc},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
     time::{Duration, Instant},
 };
 
@@ -66,6 +71,10 @@ const DRAIN_EVENTS: usize = 4096;
 const DRAIN_TIME: Duration = Duration::from_millis(50);
 /// Longest the thread waits for the first event of a round.
 const WAIT: Duration = Duration::from_millis(100);
+/// Bytes of lines queued for stdout at most; a round's lines that do not fit are dropped.
+const STDOUT_QUEUE_BYTES: usize = 2 << 20;
+/// How long a stopping agent gives the stdout thread to write what is queued.
+const STDOUT_GRACE: Duration = Duration::from_millis(500);
 
 /// What the trace thread needs besides the specs and pods.
 #[derive(Clone, Debug)]
@@ -93,6 +102,7 @@ struct TraceMetrics {
     spec_errors: IntCounterVec,
     active: IntGauge,
     capture_bytes: IntGaugeVec,
+    stdout_dropped: IntCounter,
 }
 
 impl TraceMetrics {
@@ -127,17 +137,23 @@ impl TraceMetrics {
             ),
             &["trace"],
         )?;
+        let stdout_dropped = IntCounter::new(
+            "swoll_trace_stdout_lines_dropped_total",
+            "Trace event lines not written to stdout (--trace-stdout) because it did not keep up.",
+        )?;
         registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(lost.clone()))?;
         registry.register(Box::new(spec_errors.clone()))?;
         registry.register(Box::new(active.clone()))?;
         registry.register(Box::new(capture_bytes.clone()))?;
+        registry.register(Box::new(stdout_dropped.clone()))?;
         Ok(TraceMetrics {
             events,
             lost,
             spec_errors,
             active,
             capture_bytes,
+            stdout_dropped,
         })
     }
 }
@@ -246,7 +262,89 @@ struct Tracer {
     containers: HashMap<u32, Container>,
     lost_seen: [u64; MAX_TRACES as usize],
     /// stdout, with `--trace-stdout`.
-    out: Option<BufWriter<std::io::Stdout>>,
+    out: Option<StdoutLines>,
+}
+
+/// Lines on their way to stdout. A round's lines are collected here and handed to a thread
+/// that writes them, unless [`STDOUT_QUEUE_BYTES`] are queued already: then they are dropped
+/// and counted, as a stream subscriber that falls behind loses events.
+struct StdoutLines {
+    /// This round's lines.
+    batch: Vec<u8>,
+    /// How many.
+    lines: u64,
+    queue: mpsc::Sender<Vec<u8>>,
+    /// Bytes handed to the writer and not written yet.
+    queued: Arc<AtomicUsize>,
+    writer: std::thread::JoinHandle<()>,
+    dropped: IntCounter,
+}
+
+impl StdoutLines {
+    fn start(dropped: IntCounter) -> std::io::Result<StdoutLines> {
+        let (queue, batches) = mpsc::channel::<Vec<u8>>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let written = Arc::clone(&queued);
+        let writer = std::thread::Builder::new()
+            .name("swoll-stdout".into())
+            .spawn(move || {
+                let mut out = std::io::stdout().lock();
+                let mut failed = false;
+                for batch in batches {
+                    let wrote = out.write_all(&batch).and_then(|()| out.flush());
+                    written.fetch_sub(batch.len(), Ordering::AcqRel);
+                    if let Err(err) = wrote
+                        && !std::mem::replace(&mut failed, true)
+                    {
+                        tracing::warn!(error = %err, "writing trace events to stdout");
+                    }
+                }
+            })?;
+        Ok(StdoutLines {
+            batch: Vec::new(),
+            lines: 0,
+            queue,
+            queued,
+            writer,
+            dropped,
+        })
+    }
+
+    fn push(&mut self, line: &[u8]) {
+        self.batch.extend_from_slice(line);
+        self.lines += 1;
+    }
+
+    /// Hands this round's lines to the writer, or drops them if too much is queued.
+    fn send(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let bytes = self.batch.len();
+        // Counted before it is sent: the writer takes it off once written.
+        if self.queued.load(Ordering::Acquire) + bytes <= STDOUT_QUEUE_BYTES {
+            self.queued.fetch_add(bytes, Ordering::AcqRel);
+            if self.queue.send(std::mem::take(&mut self.batch)).is_ok() {
+                self.lines = 0;
+                return;
+            }
+            self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        }
+        self.dropped.inc_by(self.lines);
+        self.batch.clear();
+        self.lines = 0;
+    }
+
+    /// Sends what is left and gives the writer up to [`STDOUT_GRACE`] to write it: a stdout no
+    /// one reads must not hold up the agent's exit.
+    fn close(mut self) {
+        self.send();
+        drop(self.queue);
+        let deadline = Instant::now() + STDOUT_GRACE;
+        while !self.writer.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 /// Runs the trace thread until `stop` is dropped.
@@ -268,11 +366,17 @@ pub fn run(
         capture_bytes: 0,
         containers: HashMap::new(),
         lost_seen: [0; MAX_TRACES as usize],
-        out: opts
-            .stdout
-            .then(|| BufWriter::with_capacity(1 << 16, std::io::stdout())),
+        out: None,
         opts,
     };
+    if tracer.opts.stdout {
+        match StdoutLines::start(tracer.hub.metrics.stdout_dropped.clone()) {
+            Ok(out) => tracer.out = Some(out),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot start the stdout writer: trace events reach the streams only")
+            }
+        }
+    }
     let mut next_reconcile = Instant::now();
     while matches!(stop.try_recv(), Err(mpsc::TryRecvError::Empty)) {
         let version = lock(&tracer.hub.specs).0;
@@ -468,8 +572,8 @@ impl Tracer {
         for name in names {
             self.end(&name, "the agent stops");
         }
-        if let Some(out) = &mut self.out {
-            let _ = out.flush();
+        if let Some(out) = self.out.take() {
+            out.close();
         }
     }
 
@@ -587,7 +691,7 @@ impl Tracer {
                 let mut line = Vec::new();
                 if event::write_lost(&mut line, target.name, new, lost[slot]).is_ok() {
                     if let Some(out) = out.as_deref_mut() {
-                        let _ = out.write_all(&line);
+                        out.push(&line);
                     }
                     let _ = target
                         .stream
@@ -601,10 +705,8 @@ impl Tracer {
                 "trace records of an unexpected size were skipped"
             );
         }
-        if let Some(out) = out
-            && let Err(err) = out.flush()
-        {
-            tracing::warn!(error = %err, "writing trace events to stdout");
+        if let Some(out) = out {
+            out.send();
         }
     }
 }
@@ -625,7 +727,7 @@ fn deliver(
     ev: &TraceEvent,
     targets: &[Option<Target<'_>>; MAX_TRACES as usize],
     container: Option<&Container>,
-    mut out: Option<&mut BufWriter<std::io::Stdout>>,
+    mut out: Option<&mut StdoutLines>,
 ) {
     let mut line = Vec::with_capacity(1024);
     for (slot, target) in targets.iter().enumerate() {
@@ -645,7 +747,7 @@ fn deliver(
             continue;
         }
         if let Some(out) = out.as_deref_mut() {
-            let _ = out.write_all(&line);
+            out.push(&line);
         }
         if subscribed {
             let text = String::from_utf8_lossy(&line);
