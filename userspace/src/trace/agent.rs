@@ -288,10 +288,13 @@ impl StdoutLines {
         let writer = std::thread::Builder::new()
             .name("swoll-stdout".into())
             .spawn(move || {
-                let mut out = std::io::stdout().lock();
+                let stdout = std::io::stdout();
                 let mut failed = false;
                 for batch in batches {
+                    // Locked per batch: anything else printed waits for one batch at most.
+                    let mut out = stdout.lock();
                     let wrote = out.write_all(&batch).and_then(|()| out.flush());
+                    drop(out);
                     written.fetch_sub(batch.len(), Ordering::AcqRel);
                     if let Err(err) = wrote
                         && !std::mem::replace(&mut failed, true)
