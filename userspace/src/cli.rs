@@ -16,9 +16,28 @@ pub struct Cli {
     /// Log filter (`info`, `debug`, `swoll=debug,warn`, …); also read from `RUST_LOG`.
     #[arg(long, global = true, env = "SWOLL_LOG", default_value = "info")]
     pub log: String,
+    /// How the agent's own log lines (on stderr) are written: `text` for people, `json` (one
+    /// object per line) for log pipelines, which can then tell them from trace events.
+    #[arg(
+        long,
+        global = true,
+        env = "SWOLL_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The format of swoll's own log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per record.
+    Text,
+    /// One JSON object per record (tracing-subscriber's JSON format).
+    Json,
 }
 
 /// The subcommands.
@@ -338,6 +357,16 @@ pub struct ServeArgs {
     /// Size of the trace ring buffer in bytes (a power of two).
     #[arg(long, env = "SWOLL_TRACE_RING_BYTES", default_value_t = swoll_maps_schema::trace::DEFAULT_RING_BYTES)]
     pub trace_ring_bytes: u32,
+    /// The most bytes of read/write buffers a trace may capture (0 to 256). Buffers are often
+    /// secrets, so none by default: a spec's `captureBytes` above this gets this much (logged,
+    /// and shown in swoll_trace_capture_bytes).
+    #[arg(long, env = "SWOLL_MAX_CAPTURE_BYTES", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=256))]
+    pub max_capture_bytes: u32,
+    /// Also write every trace event to stdout, one JSON line each. Off by default: whoever may
+    /// read the pod's logs would read every trace.
+    #[arg(long, env = "SWOLL_TRACE_STDOUT")]
+    pub trace_stdout: bool,
     /// Directory on a BPF filesystem where the probes are pinned: they keep counting while the
     /// agent restarts, and the next agent with the same binary and options continues their
     /// counters exactly. No default: pinned probes cost every syscall on the host until
@@ -399,6 +428,8 @@ impl ServeArgs {
                     listen: self.traces_listen,
                     token: self.traces_token.clone().filter(|t| !t.is_empty()),
                     ring_bytes: self.trace_ring_bytes,
+                    max_capture_bytes: self.max_capture_bytes,
+                    stdout: self.trace_stdout,
                 }
             }),
             load,

@@ -59,6 +59,10 @@ pub struct TraceSettings {
     pub token: Option<String>,
     /// Ring buffer bytes.
     pub ring_bytes: u32,
+    /// The most bytes of read/write buffers a trace may capture.
+    pub max_capture_bytes: u32,
+    /// Also write trace events to stdout.
+    pub stdout: bool,
 }
 
 /// Why `swoll serve` stopped.
@@ -340,8 +344,8 @@ fn start_traces(
         ),
         "watching trace specs"
     );
-    // The streams are an extra: if their port is taken, metrics and the trace log on stdout go
-    // on, and the error says why GET /traces is not there.
+    // The streams are an extra: if their port is taken, metrics (and the events on stdout, with
+    // --trace-stdout) go on, and the error says why GET /traces is not there.
     let listener = std::net::TcpListener::bind(settings.listen)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .and_then(tokio::net::TcpListener::from_std);
@@ -350,7 +354,7 @@ fn start_traces(
         let listener = match listener {
             Ok(listener) => listener,
             Err(err) => {
-                tracing::error!(addr = %settings_listen, error = %err, "cannot serve /traces/<name>; traces still go to stdout");
+                tracing::error!(addr = %settings_listen, error = %err, "cannot serve /traces/<name>: trace events reach no subscriber");
                 return;
             }
         };
@@ -366,6 +370,8 @@ fn start_traces(
         ring_bytes: settings.ring_bytes,
         proc_root: opts.proc_root.clone(),
         host_pid_ns: opts.load.host_pid_ns,
+        max_capture_bytes: settings.max_capture_bytes,
+        stdout: settings.stdout,
     };
     let (stop, stopped) = mpsc::channel::<()>();
     let thread = thread::Builder::new()

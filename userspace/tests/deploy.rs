@@ -472,6 +472,19 @@ fn daemonset_args_are_swoll_serve_flags() {
     }
 }
 
+/// Trace events carry paths, argv and (when allowed) buffers: by default the DaemonSet writes
+/// none to its log, which whoever may read the namespace's pod logs reads, and lets no trace
+/// capture buffers.
+#[test]
+fn daemonset_keeps_trace_events_out_of_its_log_and_buffers_off() {
+    let serve = serve_args(&one(&manifests()));
+    assert!(
+        !serve.trace_stdout,
+        "--trace-stdout is the operator's choice"
+    );
+    assert_eq!(serve.max_capture_bytes, 0, "--max-capture-bytes");
+}
+
 #[test]
 fn daemonset_args_agree_with_the_pod() {
     let ds: DaemonSet = one(&manifests());

@@ -356,8 +356,8 @@ impl Agent {
         env: &[(&str, &Path)],
     ) -> Option<Agent> {
         let (mut cmd, pod, bpffs, addr) = serve_command(d, extra, env)?;
-        // stdout (trace events) is piped: a test reads it with `Agent::stdout`, and no agent
-        // of a test without traces writes to it.
+        // stdout (trace events, with --trace-stdout) is piped: a test reads it with
+        // `Agent::stdout`, and no agent without that flag writes to it.
         let child = cmd
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -411,8 +411,8 @@ impl Agent {
         Some(child.wait_with_output().expect("swoll serve's output"))
     }
 
-    /// The agent's stdout (trace events, one JSON object per line), as lines sent to a channel
-    /// by a reader thread; once only.
+    /// The agent's stdout (trace events with `--trace-stdout`, one JSON object per line), as
+    /// lines sent to a channel by a reader thread; once only.
     pub fn stdout(&mut self) -> std::sync::mpsc::Receiver<String> {
         use std::io::BufRead as _;
         let out = self

@@ -1,10 +1,12 @@
 //! Traces from a ConfigMap: the agent watches the fake API server's ConfigMap of trace specs,
 //! traces the pods they select (a real pid namespace in a real kubepods cgroup), and writes
-//! the events to stdout and to `GET /traces/<name>`; a malformed key is reported and counted
-//! while the good ones run; a deleted ConfigMap ends every trace. `swoll trace -n -l` selects
-//! pods through the same API server, and so do its `-f` field selector and positional
-//! `label=value` selectors, which reach the API server's list and watch; events name the pod's
-//! labels and the container's image.
+//! the events to `GET /traces/<name>` (and to stdout with `--trace-stdout`); a malformed key is
+//! reported and counted while the good ones run; a deleted ConfigMap ends every trace. `swoll
+//! trace -n -l` selects pods through the same API server, and so do its `-f` field selector and
+//! positional `label=value` selectors, which reach the API server's list and watch; events name
+//! the pod's labels and the container's image. Two traces of one pod get each the buffers it
+//! asked for, within the agent's ceiling; a trace of every call of a busy pod ends on time and
+//! leaves `/healthz`, the streams and SIGTERM answering.
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     time::{Duration, Instant},
@@ -167,6 +169,7 @@ fn configmap_traces_select_pods_stream_and_stop() {
             "swoll/swoll-traces",
             "--traces-listen",
             &traces_addr.to_string(),
+            "--trace-stdout",
         ],
         &[("KUBECONFIG", demo.kubeconfig.as_path())],
     ) else {
@@ -421,4 +424,348 @@ fn swoll_trace_field_and_positional_label_selectors_reach_the_api_server() {
                     && l.contains("fieldSelector=spec.nodeName%3Dnode-a%2Cstatus.phase%3DRunning")),
         "{log:#?}"
     );
+}
+
+/// Standard base64 with padding, as the events carry buffers.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Two traces of the demo pod's `write` calls, one asking for 64 bytes of buffers, one for none.
+fn two_write_traces(api: &FakeApiServer) {
+    let spec = |name: &str, bytes: u32| {
+        format!(
+            "name: {name}\nnamespace: team-t\nsyscalls: [write]\ncaptureBytes: {bytes}\n\
+             labelSelector:\n  matchLabels: {{k8s-app: demo}}\n"
+        )
+    };
+    api.apply(configmap(
+        "swoll",
+        "swoll-traces",
+        &[
+            ("bytes.yaml", &spec("bytes", 64)),
+            ("nobytes.yaml", &spec("nobytes", 0)),
+        ],
+    ));
+}
+
+/// What the demo pod writes: 90 bytes, more than the 64 a trace asks for.
+const SECRET: &str =
+    "swoll-secret-0123456789abcdef-swoll-secret-0123456789abcdef-swoll-secret-0123456789abcdef-";
+
+/// Runs the demo pod's 5 writes of [`SECRET`] and returns each trace's 5 events of them
+/// (`bytes`, `nobytes`), read from their streams.
+fn secret_writes(agent_addr: std::net::SocketAddr, demo: &DemoPod) -> (Vec<Value>, Vec<Value>) {
+    let bytes = subscribe(agent_addr, "bytes");
+    let nobytes = subscribe(agent_addr, "nobytes");
+    let dir = demo.cgroup.dir.to_string_lossy().into_owned();
+    let (mut child, ns) = swoll_kernel_tests::spawn_workload(
+        WORKLOAD,
+        &[
+            "--new-pidns",
+            "--cgroup",
+            &dir,
+            "--hold",
+            "500",
+            "nanosleep-5ms",
+            "400",
+            "write",
+            SECRET,
+            "5",
+        ],
+    );
+    assert!(child.wait().unwrap().success());
+    let secret = |v: &Value| v["pid_ns"] == ns && v["args"]["count"] == SECRET.len();
+    (
+        collect(&bytes, 5, 30, secret),
+        collect(&nobytes, 5, 30, secret),
+    )
+}
+
+#[test]
+fn each_trace_gets_only_the_buffers_it_asked_for() {
+    let _serial = swoll_kernel_tests::exclusive();
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let demo = demo_pod("writer-0", 47);
+    two_write_traces(&demo.api);
+    let traces_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let listen = traces_addr.to_string();
+    let flags = [
+        "--interval",
+        "1s",
+        "--node-name",
+        NODE,
+        "--trace-configmap",
+        "swoll/swoll-traces",
+        "--traces-listen",
+        &listen,
+    ];
+    let env = [("KUBECONFIG", demo.kubeconfig.as_path())];
+    let both_running = |b: &str| sample(b, "swoll_traces_active") == Some(2);
+
+    // The operator allows buffers: the trace that asked for 64 bytes gets the first 64 of
+    // what was written, the other nothing, though the kernel reads 64 for both.
+    let mut raised = flags.to_vec();
+    raised.extend(["--max-capture-bytes", "256"]);
+    let Some(mut agent) = Agent::start_with_env(&raised, &env) else {
+        return;
+    };
+    let stdout = agent.stdout();
+    let body = wait_metrics(&agent, 60, "two running traces", both_running);
+    assert_eq!(
+        sample(&body, "swoll_trace_capture_bytes{trace=\"bytes\"}"),
+        Some(64)
+    );
+    assert_eq!(
+        sample(&body, "swoll_trace_capture_bytes{trace=\"nobytes\"}"),
+        Some(0)
+    );
+    let (with, without) = secret_writes(traces_addr, &demo);
+    let first_64 = base64(&SECRET.as_bytes()[..64]);
+    for ev in &with {
+        assert_eq!(ev["args"]["buf"], first_64.as_str(), "{ev}");
+    }
+    for ev in &without {
+        assert_eq!(ev["trace"], "nobytes", "{ev}");
+        assert!(
+            ev["args"].get("buf").is_none(),
+            "a buffer it did not ask for: {ev}"
+        );
+    }
+    assert!(
+        stdout.try_iter().next().is_none(),
+        "no event goes to stdout without --trace-stdout"
+    );
+    assert!(agent.stop().success());
+
+    // The default ceiling: no trace gets a buffer, whatever its spec asks for, and the clamp
+    // shows.
+    let Some(agent) = Agent::start_with_env(&flags, &env) else {
+        return;
+    };
+    let body = wait_metrics(&agent, 60, "two running traces", both_running);
+    assert_eq!(
+        sample(&body, "swoll_trace_capture_bytes{trace=\"bytes\"}"),
+        Some(0)
+    );
+    let (with, without) = secret_writes(traces_addr, &demo);
+    for ev in with.iter().chain(&without) {
+        assert!(
+            ev["args"].get("buf").is_none(),
+            "a buffer past the ceiling: {ev}"
+        );
+    }
+    assert!(agent.stop().success());
+}
+
+/// How long the saturating trace `short` runs.
+const SHORT: Duration = Duration::from_secs(5);
+
+/// Reads trace `name`'s stream, counting its events, until it ends: (events, when it ended);
+/// `None` if no such trace runs.
+fn count_until_end(
+    addr: std::net::SocketAddr,
+    name: &str,
+) -> Option<std::sync::mpsc::Receiver<(u64, Instant)>> {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connecting to the trace stream");
+    write!(
+        stream,
+        "GET /traces/{name} HTTP/1.0\r\nHost: {addr}\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    if status.contains(" 404 ") {
+        return None;
+    }
+    assert!(status.contains(" 200 "), "GET /traces/{name}: {status}");
+    let prefix = format!("data: {{\"trace\":\"{name}\"");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let events = reader
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.starts_with(&prefix))
+            .count();
+        let _ = tx.send((events as u64, Instant::now()));
+    });
+    Some(rx)
+}
+
+#[test]
+fn a_saturating_trace_never_starves_the_agent() {
+    let _serial = swoll_kernel_tests::exclusive();
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let demo = demo_pod("busy-0", 53);
+    let traces_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    // The pod's four threads call getppid as fast as they can, for longer than the test needs.
+    let dir = demo.cgroup.dir.to_string_lossy().into_owned();
+    let (mut flood, _) = swoll_kernel_tests::spawn_workload(
+        WORKLOAD,
+        &[
+            "--new-pidns",
+            "--cgroup",
+            &dir,
+            "--threads",
+            "4",
+            "--repeat-for",
+            "25",
+            "getppid",
+            "200000",
+        ],
+    );
+    // Events go to stdout too, which is never read: once the pipe is full, lines are dropped
+    // (and counted), and nothing else waits for it.
+    let Some(agent) = Agent::start_with_env(
+        &[
+            "--interval",
+            "1s",
+            "--node-name",
+            NODE,
+            "--trace-configmap",
+            "swoll/swoll-traces",
+            "--traces-listen",
+            &traces_addr.to_string(),
+            "--trace-stdout",
+        ],
+        &[("KUBECONFIG", demo.kubeconfig.as_path())],
+    ) else {
+        return;
+    };
+    let spec = |name: &str, duration: &str| {
+        format!(
+            "name: {name}\nnamespace: team-t\nsyscalls: [\"*\"]\n{duration}\
+             labelSelector:\n  matchLabels: {{k8s-app: demo}}\n"
+        )
+    };
+    demo.api.apply(configmap(
+        "swoll",
+        "swoll-traces",
+        &[
+            ("short.yaml", &spec("short", "duration: 5s\n")),
+            ("long.yaml", &spec("long", "")),
+        ],
+    ));
+    let applied = Instant::now();
+    // The stream exists from the moment the trace starts: `seen` is within a poll of it.
+    let (short, seen) = loop {
+        if let Some(short) = count_until_end(traces_addr, "short") {
+            break (short, Instant::now());
+        }
+        assert!(
+            applied.elapsed() < Duration::from_secs(30),
+            "no trace started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let long = count_until_end(traces_addr, "long").expect("`long` runs with `short`");
+
+    // /healthz and the streams' router answer throughout.
+    let polling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let poller = {
+        let (polling, metrics) = (std::sync::Arc::clone(&polling), agent.addr);
+        std::thread::spawn(move || {
+            let mut slowest = Duration::ZERO;
+            let mut answers = 0;
+            while polling.load(std::sync::atomic::Ordering::SeqCst) {
+                for (addr, path, want) in [
+                    (metrics, "/healthz", 200),
+                    (traces_addr, "/traces/no-such-trace", 404),
+                ] {
+                    let asked = Instant::now();
+                    let answer = http_get(addr, path);
+                    let took = asked.elapsed();
+                    assert!(
+                        matches!(answer, Ok((code, _)) if code == want),
+                        "GET {path}: {answer:?} after {took:?}"
+                    );
+                    slowest = slowest.max(took);
+                    answers += 1;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (answers, slowest)
+        })
+    };
+
+    let (events, ended) = short
+        .recv_timeout(SHORT + Duration::from_secs(20))
+        .expect("the 5 s trace still streams 25 s after it started");
+    let overran = ended.saturating_duration_since(seen).saturating_sub(SHORT);
+    let body = http_get(agent.addr, "/metrics").expect("GET /metrics").1;
+    eprintln!(
+        "short: {events} events streamed, {:?} lost, ended {overran:?} after its duration \
+         ({:?} after the ConfigMap)",
+        sample(&body, "swoll_trace_events_lost_total{trace=\"short\"}"),
+        ended - applied
+    );
+    assert!(events > 1000, "the trace saw the flood: {events} events");
+    assert!(
+        overran <= Duration::from_millis(1500),
+        "the trace ended {overran:?} after its duration"
+    );
+    wait_metrics(&agent, 5, "`long` alone running", |b| {
+        sample(b, "swoll_traces_active") == Some(1)
+    });
+
+    // A spec change is applied under the flood too: `long` goes, `next` comes.
+    demo.api.apply(configmap(
+        "swoll",
+        "swoll-traces",
+        &[("next.yaml", &spec("next", ""))],
+    ));
+    let changed = Instant::now();
+    let (_, removed) = long
+        .recv_timeout(Duration::from_secs(20))
+        .expect("`long`, removed from the ConfigMap, still streams 20 s later");
+    let took = removed - changed;
+    assert!(
+        took <= Duration::from_secs(3),
+        "`long` ended {took:?} after its removal"
+    );
+    let body = wait_metrics(&agent, 10, "`next` tracing the flood", |b| {
+        sample(b, "swoll_trace_events_total{trace=\"next\"}").is_some_and(|n| n > 1000)
+    });
+    assert!(
+        sample(&body, "swoll_trace_stdout_lines_dropped_total").is_some_and(|n| n > 0),
+        "a stdout no one reads drops lines"
+    );
+
+    // SIGTERM while `next` saturates the agent.
+    polling.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (answers, slowest) = poller.join().expect("/healthz and /traces answered");
+    assert!(answers > 20, "{answers} answers");
+    assert!(
+        slowest < Duration::from_secs(2),
+        "the slowest answer took {slowest:?}"
+    );
+    let asked = Instant::now();
+    assert!(agent.stop().success());
+    let took = asked.elapsed();
+    assert!(took <= Duration::from_secs(2), "SIGTERM took {took:?}");
+    assert!(flood.wait().unwrap().success());
 }

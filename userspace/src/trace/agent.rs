@@ -5,14 +5,30 @@
 //! reconciles that into the kernel filter every second (idempotent: it computes the whole
 //! wanted state and applies the difference, so a restart or a missed event converges), loads
 //! the trace programs while at least one trace runs and unloads them after, and drains the ring
-//! buffer: every event goes to stdout as a JSON line (for `kubectl logs`) and to the trace's
-//! subscribers (`GET /traces/<name>`), whose bounded queues drop, and report, what a slow
-//! client cannot take, so one slow client never stalls the node.
+//! buffer: every event goes to the trace's subscribers (`GET /traces/<name>`), whose bounded
+//! queues drop, and report, what a slow client cannot take, so one slow client never stalls
+//! the node; and to stdout as a JSON line only with `--trace-stdout` (whoever reads the pod's
+//! logs would read every trace otherwise), through a thread of its own with a bounded queue, so
+//! a stdout that stops being read costs lines (counted), not the trace thread's time.
+//!
+//! Each trace gets the read/write buffers it asked for and no more: the kernel captures what
+//! the most demanding running trace asked for (never more than `--max-capture-bytes`), and each
+//! trace's copy of an event is cut to its own `captureBytes` before it is encoded.
+//!
+//! A trace never starves the agent: a drain round takes at most [`DRAIN_EVENTS`] events or
+//! [`DRAIN_TIME`], whichever comes first, so between rounds the thread sees its stop flag,
+//! spec changes and the traces' durations however fast events arrive (what the ring cannot
+//! hold is counted lost). The thread keeps its own handle on each trace's stream, so the lock
+//! the HTTP handlers take is held only to add or remove a stream, never while draining.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    io::{BufWriter, Write as _},
+    io::Write as _,
     path::PathBuf,
-    sync::{Arc, Mutex, mpsc},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
     time::{Duration, Instant},
 };
 
@@ -22,11 +38,12 @@ use kube::{
     Api, Client,
     runtime::{WatchStreamExt as _, watcher},
 };
-use prometheus::{IntCounterVec, IntGauge, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use swoll_maps_schema::trace::{MAX_TRACES, TraceEvent};
 use tokio::sync::broadcast;
 
 use super::{
+    capture,
     command::{keys, write_captures},
     event::{self, Container},
     filter::{Filter, Slot},
@@ -40,12 +57,23 @@ use crate::{
         pods::{self, KubePods},
         procfs::Procfs,
     },
+    syscalls::Arch,
 };
 
 /// Lines a stream subscriber may fall behind before it loses some (and is told how many).
 const STREAM_BACKLOG: usize = 4096;
-/// How often the wanted state is recomputed (and a trace's duration checked).
+/// How often the wanted state is recomputed.
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// Most events one drain round hands on.
+const DRAIN_EVENTS: usize = 4096;
+/// Longest one drain round hands events on.
+const DRAIN_TIME: Duration = Duration::from_millis(50);
+/// Longest the thread waits for the first event of a round.
+const WAIT: Duration = Duration::from_millis(100);
+/// Bytes of lines queued for stdout at most; a round's lines that do not fit are dropped.
+const STDOUT_QUEUE_BYTES: usize = 2 << 20;
+/// How long a stopping agent gives the stdout thread to write what is queued.
+const STDOUT_GRACE: Duration = Duration::from_millis(500);
 
 /// What the trace thread needs besides the specs and pods.
 #[derive(Clone, Debug)]
@@ -58,6 +86,11 @@ pub struct TraceAgentOptions {
     pub proc_root: PathBuf,
     /// The host's pid namespace (never traced: traces select pods).
     pub host_pid_ns: u32,
+    /// The most bytes of read/write buffers a trace may capture (`--max-capture-bytes`); a
+    /// spec that asks for more gets this much.
+    pub max_capture_bytes: u32,
+    /// Also write every event to stdout (`--trace-stdout`).
+    pub stdout: bool,
 }
 
 /// The trace metrics, in the agent's registry.
@@ -67,6 +100,8 @@ struct TraceMetrics {
     lost: IntCounterVec,
     spec_errors: IntCounterVec,
     active: IntGauge,
+    capture_bytes: IntGaugeVec,
+    stdout_dropped: IntCounter,
 }
 
 impl TraceMetrics {
@@ -74,7 +109,7 @@ impl TraceMetrics {
         let events = IntCounterVec::new(
             Opts::new(
                 "swoll_trace_events_total",
-                "Trace events delivered (to stdout and streams), by trace.",
+                "Trace events delivered (to the streams, and stdout with --trace-stdout), by trace.",
             ),
             &["trace"],
         )?;
@@ -93,15 +128,31 @@ impl TraceMetrics {
             &["key"],
         )?;
         let active = IntGauge::new("swoll_traces_active", "Traces running now.")?;
+        let capture_bytes = IntGaugeVec::new(
+            Opts::new(
+                "swoll_trace_capture_bytes",
+                "Bytes of read/write buffers each running trace captures: its captureBytes, \
+                 at most --max-capture-bytes.",
+            ),
+            &["trace"],
+        )?;
+        let stdout_dropped = IntCounter::new(
+            "swoll_trace_stdout_lines_dropped_total",
+            "Trace event lines not written to stdout (--trace-stdout) because it did not keep up.",
+        )?;
         registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(lost.clone()))?;
         registry.register(Box::new(spec_errors.clone()))?;
         registry.register(Box::new(active.clone()))?;
+        registry.register(Box::new(capture_bytes.clone()))?;
+        registry.register(Box::new(stdout_dropped.clone()))?;
         Ok(TraceMetrics {
             events,
             lost,
             spec_errors,
             active,
+            capture_bytes,
+            stdout_dropped,
         })
     }
 }
@@ -111,7 +162,8 @@ impl TraceMetrics {
 pub struct TraceHub {
     /// The ConfigMap's data, and a version that changes with it.
     specs: Mutex<(u64, Option<BTreeMap<String, String>>)>,
-    /// Each running trace's stream.
+    /// Each running trace's stream, for subscribers to find (the trace thread sends through
+    /// handles of its own: this lock is never held while events are handed on).
     streams: Mutex<HashMap<String, broadcast::Sender<Arc<str>>>>,
     metrics: TraceMetrics,
 }
@@ -182,6 +234,11 @@ struct Running {
     key: String,
     /// `None` once it ended (its duration passed).
     slot: Option<Slot>,
+    /// Its stream (a handle of the one in [`TraceHub::streams`]); `None` once it ended.
+    stream: Option<broadcast::Sender<Arc<str>>>,
+    /// Bytes of read/write buffers its events carry: its `captureBytes`, at most
+    /// `--max-capture-bytes`.
+    capture_bytes: u32,
     started: Instant,
     /// Pid namespaces in its filter.
     traced: BTreeSet<u32>,
@@ -199,10 +256,97 @@ struct Tracer {
     /// Last error text per data key, so a bad key is logged and counted once per version.
     errors: BTreeMap<String, String>,
     version: Option<u64>,
+    /// Buffer bytes the kernel's capture table asks for now: the most any running trace gets.
     capture_bytes: u32,
     containers: HashMap<u32, Container>,
     lost_seen: [u64; MAX_TRACES as usize],
-    out: BufWriter<std::io::Stdout>,
+    /// stdout, with `--trace-stdout`.
+    out: Option<StdoutLines>,
+}
+
+/// Lines on their way to stdout. A round's lines are collected here and handed to a thread
+/// that writes them, unless [`STDOUT_QUEUE_BYTES`] are queued already: then they are dropped
+/// and counted, as a stream subscriber that falls behind loses events.
+struct StdoutLines {
+    /// This round's lines.
+    batch: Vec<u8>,
+    /// How many.
+    lines: u64,
+    queue: mpsc::Sender<Vec<u8>>,
+    /// Bytes handed to the writer and not written yet.
+    queued: Arc<AtomicUsize>,
+    writer: std::thread::JoinHandle<()>,
+    dropped: IntCounter,
+}
+
+impl StdoutLines {
+    fn start(dropped: IntCounter) -> std::io::Result<StdoutLines> {
+        let (queue, batches) = mpsc::channel::<Vec<u8>>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let written = Arc::clone(&queued);
+        let writer = std::thread::Builder::new()
+            .name("swoll-stdout".into())
+            .spawn(move || {
+                let stdout = std::io::stdout();
+                let mut failed = false;
+                for batch in batches {
+                    // Locked per batch: anything else printed waits for one batch at most.
+                    let mut out = stdout.lock();
+                    let wrote = out.write_all(&batch).and_then(|()| out.flush());
+                    drop(out);
+                    written.fetch_sub(batch.len(), Ordering::AcqRel);
+                    if let Err(err) = wrote
+                        && !std::mem::replace(&mut failed, true)
+                    {
+                        tracing::warn!(error = %err, "writing trace events to stdout");
+                    }
+                }
+            })?;
+        Ok(StdoutLines {
+            batch: Vec::new(),
+            lines: 0,
+            queue,
+            queued,
+            writer,
+            dropped,
+        })
+    }
+
+    fn push(&mut self, line: &[u8]) {
+        self.batch.extend_from_slice(line);
+        self.lines += 1;
+    }
+
+    /// Hands this round's lines to the writer, or drops them if too much is queued.
+    fn send(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let bytes = self.batch.len();
+        // Counted before it is sent: the writer takes it off once written.
+        if self.queued.load(Ordering::Acquire) + bytes <= STDOUT_QUEUE_BYTES {
+            self.queued.fetch_add(bytes, Ordering::AcqRel);
+            if self.queue.send(std::mem::take(&mut self.batch)).is_ok() {
+                self.lines = 0;
+                return;
+            }
+            self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        }
+        self.dropped.inc_by(self.lines);
+        self.batch.clear();
+        self.lines = 0;
+    }
+
+    /// Sends what is left and gives the writer up to [`STDOUT_GRACE`] to write it: a stdout no
+    /// one reads must not hold up the agent's exit.
+    fn close(mut self) {
+        self.send();
+        drop(self.queue);
+        let deadline = Instant::now() + STDOUT_GRACE;
+        while !self.writer.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 /// Runs the trace thread until `stop` is dropped.
@@ -215,7 +359,6 @@ pub fn run(
     let mut tracer = Tracer {
         procfs: Procfs::new(&opts.proc_root),
         hub,
-        opts,
         pods,
         probes: None,
         filter: Filter::default(),
@@ -225,12 +368,24 @@ pub fn run(
         capture_bytes: 0,
         containers: HashMap::new(),
         lost_seen: [0; MAX_TRACES as usize],
-        out: BufWriter::with_capacity(1 << 16, std::io::stdout()),
+        out: None,
+        opts,
     };
+    if tracer.opts.stdout {
+        match StdoutLines::start(tracer.hub.metrics.stdout_dropped.clone()) {
+            Ok(out) => tracer.out = Some(out),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot start the stdout writer: trace events reach the streams only")
+            }
+        }
+    }
     let mut next_reconcile = Instant::now();
     while matches!(stop.try_recv(), Err(mpsc::TryRecvError::Empty)) {
         let version = lock(&tracer.hub.specs).0;
-        if Instant::now() >= next_reconcile || tracer.version != Some(version) {
+        if Instant::now() >= next_reconcile
+            || tracer.version != Some(version)
+            || tracer.any_expired()
+        {
             tracer.reconcile();
             next_reconcile = Instant::now() + RECONCILE_EVERY;
         }
@@ -244,6 +399,25 @@ pub fn run(
 }
 
 impl Tracer {
+    /// Running traces whose duration has passed.
+    fn expired(&self) -> Vec<String> {
+        self.running
+            .iter()
+            .filter(|(_, r)| {
+                r.slot.is_some() && r.trace.duration.is_some_and(|d| r.started.elapsed() >= d)
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Whether a running trace's duration has passed (checked after every drain round, so a
+    /// trace ends within a round of its duration).
+    fn any_expired(&self) -> bool {
+        self.running
+            .values()
+            .any(|r| r.slot.is_some() && r.trace.duration.is_some_and(|d| r.started.elapsed() >= d))
+    }
+
     /// Computes the wanted state and applies the difference.
     fn reconcile(&mut self) {
         let (version, data) = {
@@ -296,15 +470,7 @@ impl Tracer {
                 self.start(key, trace);
             }
         }
-        let expired: Vec<String> = self
-            .running
-            .iter()
-            .filter(|(_, r)| {
-                r.slot.is_some() && r.trace.duration.is_some_and(|d| r.started.elapsed() >= d)
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in expired {
+        for name in self.expired() {
             self.end(&name, "its duration passed");
         }
         if let Err(err) = self.apply_namespaces() {
@@ -351,15 +517,32 @@ impl Tracer {
             .as_ref()
             .and_then(|p| ring::lost(&p.maps.lost).ok())
             .map_or(0, |l| l[slot.index() as usize]);
+        let capture_bytes = trace.capture_bytes.min(self.opts.max_capture_bytes);
+        if capture_bytes < trace.capture_bytes {
+            tracing::warn!(
+                trace = trace.name,
+                asked = trace.capture_bytes,
+                allowed = self.opts.max_capture_bytes,
+                "the trace asks for more buffer bytes than --max-capture-bytes allows: it gets \
+                 what is allowed"
+            );
+        }
+        self.hub
+            .metrics
+            .capture_bytes
+            .with_label_values(&[trace.name.as_str()])
+            .set(i64::from(capture_bytes));
         let (sender, _) = broadcast::channel(STREAM_BACKLOG);
-        lock(&self.hub.streams).insert(trace.name.clone(), sender);
-        tracing::info!(trace = trace.name, key, "trace started");
+        lock(&self.hub.streams).insert(trace.name.clone(), sender.clone());
+        tracing::info!(trace = trace.name, key, capture_bytes, "trace started");
         self.running.insert(
             trace.name.clone(),
             Running {
                 trace,
                 key,
                 slot: Some(slot),
+                stream: Some(sender),
+                capture_bytes,
                 started: Instant::now(),
                 traced: BTreeSet::new(),
             },
@@ -375,12 +558,14 @@ impl Tracer {
             return;
         };
         run.traced.clear();
+        run.stream = None;
         if let Some(probes) = &mut self.probes
             && let Err(err) = self.filter.close(&mut probes.maps.rules, slot)
         {
             tracing::warn!(trace = name, error = %err, "removing the trace's rules");
         }
         lock(&self.hub.streams).remove(name);
+        let _ = self.hub.metrics.capture_bytes.remove_label_values(&[name]);
         tracing::info!(trace = name, why, "trace ended");
     }
 
@@ -389,7 +574,9 @@ impl Tracer {
         for name in names {
             self.end(&name, "the agent stops");
         }
-        let _ = self.out.flush();
+        if let Some(out) = self.out.take() {
+            out.close();
+        }
     }
 
     /// Puts each running trace's pid namespaces (its pods' containers') in the filter.
@@ -401,7 +588,7 @@ impl Tracer {
             .running
             .values()
             .filter(|r| r.slot.is_some())
-            .map(|r| r.trace.capture_bytes)
+            .map(|r| r.capture_bytes)
             .max()
             .unwrap_or(0);
         if wanted_bytes != self.capture_bytes {
@@ -446,35 +633,48 @@ impl Tracer {
         Ok(())
     }
 
-    /// Sends every event in the ring (waiting up to 100 ms for one) and reports losses.
+    /// Hands on the events in the ring (waiting up to [`WAIT`] for one), at most
+    /// [`DRAIN_EVENTS`] or for [`DRAIN_TIME`], and reports losses.
     fn drain(&mut self) {
         let Some(probes) = &mut self.probes else {
             return;
         };
-        if let Err(err) = ring::wait(&probes.maps.events, Duration::from_millis(100)) {
+        if let Err(err) = ring::wait(&probes.maps.events, WAIT) {
             tracing::warn!(error = %err, "waiting for trace events");
         }
-        let mut names: [Option<&str>; MAX_TRACES as usize] = [None; MAX_TRACES as usize];
+        let mut targets: [Option<Target<'_>>; MAX_TRACES as usize] =
+            [const { None }; MAX_TRACES as usize];
         for run in self.running.values() {
-            if let Some(slot) = run.slot {
-                names[slot.index() as usize] = Some(run.trace.name.as_str());
+            if let (Some(slot), Some(stream)) = (run.slot, &run.stream) {
+                let name = run.trace.name.as_str();
+                targets[slot.index() as usize] = Some(Target {
+                    name,
+                    capture_bytes: run.capture_bytes,
+                    stream,
+                    events: self.hub.metrics.events.with_label_values(&[name]),
+                });
             }
         }
-        let streams = lock(&self.hub.streams);
+        let mut out = self.out.as_mut();
         let mut malformed = 0;
-        while let Some(ev) = ring::next(&mut probes.maps.events, &mut malformed) {
+        let round = Instant::now();
+        for _ in 0..DRAIN_EVENTS {
+            if round.elapsed() >= DRAIN_TIME {
+                break;
+            }
+            let Some(ev) = ring::next(&mut probes.maps.events, &mut malformed) else {
+                break;
+            };
             deliver(
                 &ev,
-                &names,
+                &targets,
                 self.containers.get(&ev.pid_ns),
-                &streams,
-                &self.hub.metrics,
-                &mut self.out,
+                out.as_deref_mut(),
             );
         }
         if let Ok(lost) = ring::lost(&probes.maps.lost) {
-            for (slot, name) in names.iter().enumerate() {
-                let Some(name) = name else { continue };
+            for (slot, target) in targets.iter().enumerate() {
+                let Some(target) = target else { continue };
                 let new = lost[slot].saturating_sub(self.lost_seen[slot]);
                 if new == 0 {
                     continue;
@@ -483,56 +683,72 @@ impl Tracer {
                 self.hub
                     .metrics
                     .lost
-                    .with_label_values(&[*name])
+                    .with_label_values(&[target.name])
                     .inc_by(new);
                 let mut line = Vec::new();
-                if event::write_lost(&mut line, name, new, lost[slot]).is_ok() {
-                    let _ = self.out.write_all(&line);
-                    if let Some(stream) = streams.get(*name) {
-                        let _ = stream.send(Arc::from(String::from_utf8_lossy(&line).trim_end()));
+                if event::write_lost(&mut line, target.name, new, lost[slot]).is_ok() {
+                    if let Some(out) = out.as_deref_mut() {
+                        out.push(&line);
                     }
+                    let _ = target
+                        .stream
+                        .send(Arc::from(String::from_utf8_lossy(&line).trim_end()));
                 }
             }
         }
-        drop(streams);
         if malformed > 0 {
             tracing::warn!(
                 malformed,
                 "trace records of an unexpected size were skipped"
             );
         }
-        if let Err(err) = self.out.flush() {
-            tracing::warn!(error = %err, "writing trace events to stdout");
+        if let Some(out) = out {
+            out.send();
         }
     }
 }
 
-/// Writes one event, once per trace it is for, to stdout and to the trace's stream.
+/// Where one trace slot's events go.
+struct Target<'a> {
+    name: &'a str,
+    /// Buffer bytes this trace may see.
+    capture_bytes: u32,
+    stream: &'a broadcast::Sender<Arc<str>>,
+    /// Its `swoll_trace_events_total`.
+    events: IntCounter,
+}
+
+/// Writes one event, once per trace it is for, cut to what that trace may see, to the trace's
+/// stream and (with `--trace-stdout`) stdout. Nothing is encoded for a trace that no one reads.
 fn deliver(
     ev: &TraceEvent,
-    names: &[Option<&str>; MAX_TRACES as usize],
+    targets: &[Option<Target<'_>>; MAX_TRACES as usize],
     container: Option<&Container>,
-    streams: &HashMap<String, broadcast::Sender<Arc<str>>>,
-    metrics: &TraceMetrics,
-    out: &mut impl std::io::Write,
+    mut out: Option<&mut StdoutLines>,
 ) {
     let mut line = Vec::with_capacity(1024);
-    for (slot, name) in names.iter().enumerate() {
-        let Some(name) = name else { continue };
+    for (slot, target) in targets.iter().enumerate() {
+        let Some(target) = target else { continue };
         if ev.traces & (1 << slot) == 0 {
             continue;
         }
-        line.clear();
-        if event::write_json(&mut line, name, ev, container).is_err() {
+        target.events.inc();
+        let subscribed = target.stream.receiver_count() > 0;
+        if !subscribed && out.is_none() {
             continue;
         }
-        let _ = out.write_all(&line);
-        if let Some(stream) = streams.get(*name)
-            && stream.receiver_count() > 0
-        {
-            let text = String::from_utf8_lossy(&line);
-            let _ = stream.send(Arc::from(text.trim_end()));
+        let mut own = *ev;
+        capture::limit_buffers(Arch::NATIVE, &mut own, target.capture_bytes);
+        line.clear();
+        if event::write_json(&mut line, target.name, &own, container).is_err() {
+            continue;
         }
-        metrics.events.with_label_values(&[*name]).inc();
+        if let Some(out) = out.as_deref_mut() {
+            out.push(&line);
+        }
+        if subscribed {
+            let text = String::from_utf8_lossy(&line);
+            let _ = target.stream.send(Arc::from(text.trim_end()));
+        }
     }
 }

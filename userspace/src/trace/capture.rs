@@ -12,7 +12,7 @@
 use swoll_maps_schema::trace::{
     AT_ENTER, CAPTURE_ARGV, CAPTURE_BUF_LEN, CAPTURE_BUF_RET, CAPTURE_NONE, CAPTURE_SOCKADDR,
     CAPTURE_SOCKADDR_OUT, CAPTURE_STR, CAPTURE_STRUCT, Capture, DATA_BYTES, DATA_SLOTS,
-    SyscallCapture,
+    SyscallCapture, TraceEvent,
 };
 
 use crate::syscalls::{Arch, describe};
@@ -156,6 +156,32 @@ pub fn capture_for(arch: Arch, nr: u32, buffer_bytes: u32) -> SyscallCapture {
     SyscallCapture { captures }
 }
 
+/// Cuts the data buffers of `ev` (a call of `arch`) down to what a trace that asked for
+/// `buffer_bytes` gets: the kernel captures for the trace of all running ones that asked for the
+/// most, and one event serves every trace of its mask, so each trace's copy is trimmed here,
+/// before anything of it leaves the agent. A buffer slot the trace did not ask for is emptied
+/// (its bytes zeroed, not only hidden); paths, sockaddrs and structs do not depend on
+/// `buffer_bytes` and are left as they are.
+pub fn limit_buffers(arch: Arch, ev: &mut TraceEvent, buffer_bytes: u32) {
+    let full = capture_for(arch, ev.nr, u32::MAX).captures;
+    let asked = capture_for(arch, ev.nr, buffer_bytes).captures;
+    let captured = &mut ev.captured;
+    for (slot, (full, asked)) in full.iter().zip(asked).enumerate() {
+        if *full == asked {
+            continue;
+        }
+        let keep = if asked.kind == CAPTURE_NONE {
+            0
+        } else {
+            u16::try_from(asked.max).unwrap_or(u16::MAX)
+        };
+        if captured.data_len[slot] > keep {
+            captured.data_len[slot] = keep;
+        }
+        captured.data[slot][usize::from(keep).min(DATA_BYTES)..].fill(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +226,47 @@ mod tests {
             for_name(Arch::X86_64, "connect", 32),
             [sockaddr(1, 2), NONE]
         );
+    }
+
+    /// A `nr` call of `arch` whose slot `slot` captured `bytes`.
+    fn captured(arch: Arch, name: &str, slot: usize, bytes: &[u8]) -> TraceEvent {
+        let mut ev = TraceEvent::zeroed();
+        ev.nr = number(arch, name).unwrap_or(u32::MAX);
+        ev.captured.data[slot][..bytes.len()].copy_from_slice(bytes);
+        ev.captured.data_len[slot] = u16::try_from(bytes.len()).unwrap_or(0);
+        ev
+    }
+
+    #[test]
+    fn buffers_are_cut_to_what_each_trace_asked_for() {
+        let secret = [b's'; 200];
+        let ev = captured(Arch::X86_64, "write", 0, &secret);
+        let mut none = ev;
+        limit_buffers(Arch::X86_64, &mut none, 0);
+        assert_eq!(none.captured.data(0), b"");
+        assert!(
+            none.captured.data[0].iter().all(|&b| b == 0),
+            "zeroed, not hidden"
+        );
+        let mut some = ev;
+        limit_buffers(Arch::X86_64, &mut some, 64);
+        assert_eq!(some.captured.data(0), &secret[..64]);
+        assert!(some.captured.data[0][64..].iter().all(|&b| b == 0));
+        let mut all = ev;
+        limit_buffers(Arch::X86_64, &mut all, 256);
+        assert_eq!(all, ev, "asked for a slot: nothing cut");
+        // recvfrom: the sockaddr in slot 0 stays, the buffer in slot 1 goes.
+        let mut ev = captured(Arch::Aarch64, "recvfrom", 0, &[2, 0, 0, 80]);
+        ev.captured.data[1][..5].copy_from_slice(b"hello");
+        ev.captured.data_len[1] = 5;
+        limit_buffers(Arch::Aarch64, &mut ev, 0);
+        assert_eq!(ev.captured.data(0), [2, 0, 0, 80]);
+        assert_eq!(ev.captured.data(1), b"");
+        // A path is not a buffer: kept whatever the trace asked for.
+        let path = captured(Arch::X86_64, "openat", 0, b"/etc/passwd\0");
+        let mut kept = path;
+        limit_buffers(Arch::X86_64, &mut kept, 0);
+        assert_eq!(kept, path);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //!                [--hold MS] [--cgroup DIR] [--rounds R] [--pause MS] [--spawn-pidns COUNT]
 //!                OP N [OP N ...]
 //!   OP: openat-missing | getppid | nanosleep-5ms | enosys | sigusr1
-//!       | create PATH | connect PORT | exec PATH ARG[,ARG…]
+//!       | create PATH | connect PORT | exec PATH ARG[,ARG…] | write TEXT N
 //! ```
 //! `sigusr1 N` installs a SIGUSR1 handler (one `rt_sigaction`) and sends the thread SIGUSR1 N
 //! times with `tgkill` (and a `getpid` and a `gettid` each): N signals handled, so N returns
@@ -15,7 +15,9 @@
 //! failing with ENOSYS: N distinct keys in the namespace, to fill the agent's map.
 //! `create` makes one `openat(AT_FDCWD, PATH, O_CREAT|O_WRONLY, 0644)` (and a `close`);
 //! `connect` one TCP `connect` to 127.0.0.1:PORT (after its `socket`; then a `close`); `exec`
-//! one `execve(PATH, [ARG…], [])` and must come last (the program it runs must exit 0).
+//! one `execve(PATH, [ARG…], [])` and must come last (the program it runs must exit 0);
+//! `write TEXT N` makes N `write`s of TEXT to `/dev/null` (opened once, before anything else,
+//! so the namespace sees only the writes).
 //! `--repeat-for` runs the op list again and again until that many seconds have passed (a
 //! steady rate for Prometheus `rate()` windows). `--hold` keeps the process (and so its pid
 //! namespace) alive that many milliseconds after the ops, sleeping with `nanosleep`.
@@ -44,6 +46,8 @@ enum Op {
     Create(std::ffi::CString),
     Connect(u16),
     Exec(std::ffi::CString, Vec<std::ffi::CString>),
+    /// `/dev/null`'s fd and the bytes to write to it.
+    Write(i32, Vec<u8>),
 }
 
 fn main() -> ExitCode {
@@ -139,6 +143,19 @@ fn parse(args: Vec<String>) -> Result<Plan, String> {
                     .and_then(|p| p.parse().ok())
                     .ok_or("connect takes a port")?;
                 ops.push((Op::Connect(port), 1));
+            }
+            "write" => {
+                use std::os::fd::IntoRawFd as _;
+                let text = it.next().ok_or("write takes a text")?;
+                let n = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("write takes a count")?;
+                let null = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/null")
+                    .map_err(|e| format!("/dev/null: {e}"))?;
+                ops.push((Op::Write(null.into_raw_fd(), text.into_bytes()), n));
             }
             "exec" => {
                 let path = it.next().ok_or("exec takes a path")?;
@@ -441,6 +458,10 @@ fn make(op: &Op, n: u64) -> bool {
                     fd >= 0
                         && libc::syscall(libc::SYS_connect, fd, &raw const addr, len) == 0
                         && libc::syscall(libc::SYS_close, fd) == 0
+                }
+                Op::Write(fd, bytes) => {
+                    let ret = libc::syscall(libc::SYS_write, *fd, bytes.as_ptr(), bytes.len());
+                    usize::try_from(ret) == Ok(bytes.len())
                 }
                 Op::Exec(path, args) => {
                     let mut argv: Vec<*const libc::c_char> =
