@@ -130,6 +130,26 @@ fn demo_pod(name: &str, seed: u64) -> DemoPod {
     }
 }
 
+impl DemoPod {
+    /// An agent (as deployed) on this pod's node that runs the traces of the `swoll-traces`
+    /// ConfigMap and streams them on `traces_addr`, with `extra` flags.
+    fn trace_agent(&self, traces_addr: std::net::SocketAddr, extra: &[&str]) -> Option<Agent> {
+        let listen = traces_addr.to_string();
+        let mut flags = vec![
+            "--interval",
+            "1s",
+            "--node-name",
+            NODE,
+            "--trace-configmap",
+            "swoll/swoll-traces",
+            "--traces-listen",
+            &listen,
+        ];
+        flags.extend_from_slice(extra);
+        Agent::start_with_env(&flags, &[("KUBECONFIG", self.kubeconfig.as_path())])
+    }
+}
+
 /// Starts a workload in a new pid namespace (in `cgroup`, if given) that lives 2 s before it
 /// makes its 7 `getppid` calls, so a trace's filter has its namespace by then. Returns the child
 /// and its pid namespace.
@@ -159,20 +179,7 @@ fn configmap_traces_select_pods_stream_and_stop() {
     let traces_addr = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap();
-    let Some(mut agent) = Agent::start_with_env(
-        &[
-            "--interval",
-            "1s",
-            "--node-name",
-            NODE,
-            "--trace-configmap",
-            "swoll/swoll-traces",
-            "--traces-listen",
-            &traces_addr.to_string(),
-            "--trace-stdout",
-        ],
-        &[("KUBECONFIG", demo.kubeconfig.as_path())],
-    ) else {
+    let Some(mut agent) = demo.trace_agent(traces_addr, &["--trace-stdout"]) else {
         return;
     };
     let stdout = agent.stdout();
@@ -508,25 +515,11 @@ fn each_trace_gets_only_the_buffers_it_asked_for() {
     let traces_addr = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap();
-    let listen = traces_addr.to_string();
-    let flags = [
-        "--interval",
-        "1s",
-        "--node-name",
-        NODE,
-        "--trace-configmap",
-        "swoll/swoll-traces",
-        "--traces-listen",
-        &listen,
-    ];
-    let env = [("KUBECONFIG", demo.kubeconfig.as_path())];
     let both_running = |b: &str| sample(b, "swoll_traces_active") == Some(2);
 
     // The operator allows buffers: the trace that asked for 64 bytes gets the first 64 of
     // what was written, the other nothing, though the kernel reads 64 for both.
-    let mut raised = flags.to_vec();
-    raised.extend(["--max-capture-bytes", "256"]);
-    let Some(mut agent) = Agent::start_with_env(&raised, &env) else {
+    let Some(mut agent) = demo.trace_agent(traces_addr, &["--max-capture-bytes", "256"]) else {
         return;
     };
     let stdout = agent.stdout();
@@ -559,7 +552,7 @@ fn each_trace_gets_only_the_buffers_it_asked_for() {
 
     // The default ceiling: no trace gets a buffer, whatever its spec asks for, and the clamp
     // shows.
-    let Some(agent) = Agent::start_with_env(&flags, &env) else {
+    let Some(agent) = demo.trace_agent(traces_addr, &[]) else {
         return;
     };
     let body = wait_metrics(&agent, 60, "two running traces", both_running);
@@ -640,20 +633,7 @@ fn a_saturating_trace_never_starves_the_agent() {
     );
     // Events go to stdout too, which is never read: once the pipe is full, lines are dropped
     // (and counted), and nothing else waits for it.
-    let Some(agent) = Agent::start_with_env(
-        &[
-            "--interval",
-            "1s",
-            "--node-name",
-            NODE,
-            "--trace-configmap",
-            "swoll/swoll-traces",
-            "--traces-listen",
-            &traces_addr.to_string(),
-            "--trace-stdout",
-        ],
-        &[("KUBECONFIG", demo.kubeconfig.as_path())],
-    ) else {
+    let Some(agent) = demo.trace_agent(traces_addr, &["--trace-stdout"]) else {
         return;
     };
     let spec = |name: &str, duration: &str| {
