@@ -190,14 +190,37 @@ struct Outcomes {
 /// Numbers with no name on `arch` (`sys_unknown_<nr>`: a syscall newer than swoll's tables, or
 /// a 32-bit process's number that is out of the native range) cannot be written in a profile:
 /// they are left out, so such calls fail with `EPERM`, and said in the notes.
-pub fn build(arch: Arch, observed: impl IntoIterator<Item = Observed>) -> Built {
+///
+/// A call is counted when it returns, so a call still in progress (a shell's `wait4` for a
+/// child that has not ended, a `sleep`, a server's first `accept`) is not in the counters yet;
+/// `in_progress` are the numbers threads are blocked in now ([`live`]): allowed, since a
+/// filter would have failed them at once.
+pub fn build(
+    arch: Arch,
+    observed: impl IntoIterator<Item = Observed>,
+    in_progress: &BTreeSet<u32>,
+) -> Built {
     let mut by_name: BTreeMap<String, Outcomes> = BTreeMap::new();
     let mut unknown: BTreeMap<u32, u64> = BTreeMap::new();
-    for o in observed.into_iter().filter(|o| o.count > 0) {
+    let blocked = in_progress.iter().map(|&nr| Observed {
+        nr,
+        errno: 0,
+        count: 0,
+    });
+    let mut only_in_progress = BTreeSet::new();
+    for o in observed.into_iter().filter(|o| o.count > 0).chain(blocked) {
         let info = syscalls::describe(arch, o.nr);
         let bare = info.name.strip_prefix("sys_").unwrap_or(&info.name);
         if o.nr != syscalls::NO_SYSCALL && syscalls::number(arch, bare) != Some(o.nr) {
-            *unknown.entry(o.nr).or_default() += o.count;
+            *unknown.entry(o.nr).or_default() += o.count.max(1);
+            continue;
+        }
+        if o.count == 0 {
+            // In progress: it ran.
+            if !by_name.contains_key(bare) {
+                only_in_progress.insert(bare.to_owned());
+            }
+            by_name.entry(bare.to_owned()).or_default().ran = true;
             continue;
         }
         let outcomes = by_name.entry(bare.to_owned()).or_default();
@@ -211,6 +234,12 @@ pub fn build(arch: Arch, observed: impl IntoIterator<Item = Observed>) -> Built 
     let mut enosys = Vec::new();
     let mut notes = Vec::new();
     for (name, outcomes) in by_name {
+        if only_in_progress.contains(&name) && !allowed.contains(&name) {
+            notes.push(format!(
+                "{name}: not counted yet (a call is counted when it returns), but a thread is \
+                 blocked in it now: allowed"
+            ));
+        }
         if outcomes.ran || (outcomes.eperm > 0 && outcomes.enosys > 0) {
             allowed.insert(name);
         } else if outcomes.enosys > 0 {
@@ -360,14 +389,25 @@ pub enum Which {
     Kns(u32),
 }
 
+/// What procfs says about a pid namespace now, beside its counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Facts {
+    /// Whether its first calls were seen.
+    pub dating: Dating,
+    /// The syscalls its threads are blocked in (not counted until they return).
+    pub in_progress: BTreeSet<u32>,
+    /// Threads whose current syscall could not be read.
+    pub unreadable: usize,
+}
+
 /// The profiles of `which` from the keys of a map read: one per container, sorted by name.
-/// `workload` labels a pid namespace, `dating` says whether its first calls were seen. Empty
-/// when no key matches.
+/// `workload` labels a pid namespace, `facts` says whether its first calls were seen and what
+/// it is blocked in. Empty when no key matches.
 pub fn select(
     arch: Arch,
     keys: &[(MetricKey, MetricValue)],
     workload: impl Fn(u32) -> Workload,
-    dating: impl Fn(u32) -> Dating,
+    facts: impl Fn(u32) -> Facts,
     which: &Which,
 ) -> Vec<ContainerProfile> {
     let mut namespaces: BTreeMap<u32, Workload> = BTreeMap::new();
@@ -401,8 +441,26 @@ pub fn select(
                     errno: k.errno,
                     count: v.count,
                 });
-            let built = build(arch, observed);
-            let reasons: Vec<String> = kns.iter().filter_map(|&ns| dating(ns).reason(ns)).collect();
+            let facts: Vec<(u32, Facts)> = kns.iter().map(|&ns| (ns, facts(ns))).collect();
+            let in_progress: BTreeSet<u32> = facts
+                .iter()
+                .flat_map(|(_, f)| f.in_progress.iter().copied())
+                .collect();
+            let built = build(arch, observed, &in_progress);
+            let reasons: Vec<String> = facts
+                .iter()
+                .flat_map(|(ns, f)| {
+                    let unreadable = (f.unreadable > 0).then(|| {
+                        format!(
+                            "pid namespace {ns}: what {} of its threads are blocked in could not \
+                             be read (/proc/<tid>/syscall needs CAP_SYS_PTRACE): calls in \
+                             progress there may be missing",
+                            f.unreadable
+                        )
+                    });
+                    f.dating.reason(*ns).into_iter().chain(unreadable)
+                })
+                .collect();
             ContainerProfile {
                 namespace: w.namespace,
                 pod: w.pod,
@@ -480,20 +538,32 @@ fn dns_name(s: &str) -> String {
     }
 }
 
-/// The start, after boot, of the oldest live process of each of `wanted` pid namespaces, from
-/// procfs at `proc_root` (one walk). Namespaces with no live process are absent.
-pub fn first_starts(proc_root: &Path, wanted: &BTreeSet<u32>) -> BTreeMap<u32, Duration> {
-    let mut starts = BTreeMap::new();
+/// What the live processes of a pid namespace say: when its oldest started, and which
+/// syscalls its threads are in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Live {
+    /// Start of its oldest live process, after boot (to the clock tick).
+    pub first_start: Option<Duration>,
+    /// The syscalls its threads are blocked in (`/proc/<tid>/syscall`).
+    pub in_progress: BTreeSet<u32>,
+    /// Threads whose `syscall` file could not be read (it needs `CAP_SYS_PTRACE` over them).
+    pub unreadable: usize,
+}
+
+/// [`Live`] of each of `wanted` pid namespaces that has a live process, from procfs at
+/// `proc_root` (one walk).
+pub fn live(proc_root: &Path, wanted: &BTreeSet<u32>) -> BTreeMap<u32, Live> {
+    let mut found: BTreeMap<u32, Live> = BTreeMap::new();
     // SAFETY: sysconf takes a constant and touches no memory of ours.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let Ok(ticks) = u64::try_from(ticks) else {
-        return starts;
+        return found;
     };
     if ticks == 0 || wanted.is_empty() {
-        return starts;
+        return found;
     }
     let Ok(entries) = std::fs::read_dir(proc_root) else {
-        return starts;
+        return found;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
@@ -519,12 +589,27 @@ pub fn first_starts(proc_root: &Path, wanted: &BTreeSet<u32>) -> BTreeMap<u32, D
         };
         let start = Duration::from_secs(start / ticks)
             + Duration::from_nanos((start % ticks) * 1_000_000_000 / ticks);
-        starts
-            .entry(ns)
-            .and_modify(|s: &mut Duration| *s = (*s).min(start))
-            .or_insert(start);
+        let facts = found.entry(ns).or_default();
+        facts.first_start = Some(facts.first_start.map_or(start, |s| s.min(start)));
+        let Ok(tasks) = std::fs::read_dir(dir.join("task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            match std::fs::read_to_string(task.path().join("syscall")) {
+                Ok(text) => facts.in_progress.extend(blocked_in(&text)),
+                // The thread ended in between.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(_) => facts.unreadable += 1,
+            }
+        }
     }
-    starts
+    found
+}
+
+/// The syscall a thread is blocked in, from its `/proc/<tid>/syscall` (`61 0x… …`); `None`
+/// when it is running, or blocked outside a syscall (`-1 …`).
+fn blocked_in(text: &str) -> Option<u32> {
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// Field 22 of a `/proc/<pid>/stat` line (start time in clock ticks after boot), counted from
@@ -627,16 +712,23 @@ async fn profiles(state: &Exposition, which: Which) -> Result<Vec<ContainerProfi
                     .is_some_and(|w| w.namespace == *namespace && w.pod == *pod),
             })
             .collect();
-        let starts = origin
+        let live = origin
             .as_ref()
-            .map(|o| first_starts(&o.proc_root, &wanted))
+            .map(|o| live(&o.proc_root, &wanted))
             .unwrap_or_default();
         let since = origin.as_ref().and_then(|o| o.counting_since);
         select(
             Arch::NATIVE,
             keys,
             |ns| rows.workload(ns).cloned().unwrap_or_default(),
-            |ns| dating(since, starts.get(&ns).copied()),
+            |ns| {
+                let live = live.get(&ns).cloned().unwrap_or_default();
+                Facts {
+                    dating: dating(since, live.first_start),
+                    in_progress: live.in_progress,
+                    unreadable: live.unreadable,
+                }
+            },
             &which,
         )
     })
@@ -888,6 +980,11 @@ pub mod client {
 mod tests {
     use super::*;
 
+    /// [`build`] with no call in progress.
+    fn build_all(arch: Arch, observed: impl IntoIterator<Item = Observed>) -> Built {
+        build(arch, observed, &BTreeSet::new())
+    }
+
     fn nr(name: &str) -> u32 {
         syscalls::number(Arch::NATIVE, name).expect(name)
     }
@@ -910,7 +1007,7 @@ mod tests {
 
     #[test]
     fn allows_what_was_counted_and_the_calls_counters_cannot_show() {
-        let built = build(
+        let built = build_all(
             Arch::X86_64,
             [
                 ok("read", 10),
@@ -957,7 +1054,7 @@ mod tests {
     #[test]
     fn names_are_the_architectures() {
         // openat is 257 on x86_64 and 56 on aarch64 (the generic table).
-        let x86 = build(
+        let x86 = build_all(
             Arch::X86_64,
             [Observed {
                 nr: 257,
@@ -965,7 +1062,7 @@ mod tests {
                 count: 1,
             }],
         );
-        let arm = build(
+        let arm = build_all(
             Arch::Aarch64,
             [Observed {
                 nr: 56,
@@ -983,7 +1080,7 @@ mod tests {
 
     #[test]
     fn the_exit_of_rt_sigreturn_is_named() {
-        let built = build(
+        let built = build_all(
             Arch::X86_64,
             [Observed {
                 nr: syscalls::NO_SYSCALL,
@@ -997,7 +1094,7 @@ mod tests {
 
     #[test]
     fn calls_only_denied_keep_failing_as_they_did() {
-        let built = build(
+        let built = build_all(
             Arch::X86_64,
             [
                 failed("clone3", ENOSYS),
@@ -1031,7 +1128,7 @@ mod tests {
     #[test]
     fn numbers_without_a_name_are_left_out_and_said() {
         for nr in [400, 99_999, u32::MAX - 1] {
-            let built = build(
+            let built = build_all(
                 Arch::X86_64,
                 [Observed {
                     nr,
@@ -1060,7 +1157,7 @@ mod tests {
 
     #[test]
     fn the_json_is_the_oci_profile_format() {
-        let built = build(Arch::X86_64, [ok("read", 1), failed("clone3", ENOSYS)]);
+        let built = build_all(Arch::X86_64, [ok("read", 1), failed("clone3", ENOSYS)]);
         let value = serde_json::to_value(&built.profile).expect("json");
         assert_eq!(value["defaultAction"], "SCMP_ACT_ERRNO");
         assert_eq!(value["defaultErrnoRet"], 1);
@@ -1136,12 +1233,19 @@ mod tests {
             key(5, "chroot", 0),
             key(6, "reboot", 0),
         ];
-        let dates = |ns| {
-            if ns == 2 {
+        let dates = |ns| Facts {
+            dating: if ns == 2 {
                 Dating::Gone
             } else {
                 Dating::Complete
-            }
+            },
+            // The sidecar is blocked in a wait4 it has not returned from.
+            in_progress: if ns == 3 {
+                BTreeSet::from([nr("wait4")])
+            } else {
+                BTreeSet::new()
+            },
+            unreadable: 0,
         };
         let pod = Which::Pod {
             namespace: "shop".into(),
@@ -1160,6 +1264,10 @@ mod tests {
         assert!(app.contains(&"read") && app.contains(&"write"), "{app:?}");
         assert!(!app.contains(&"mount") && !app.contains(&"nanosleep"));
         assert!(found[0].notes[0].contains("pid namespace 2 "));
+        let sidecar = found[1].profile.allowed();
+        assert!(sidecar.contains(&"wait4"), "{sidecar:?}");
+        assert_eq!(found[1].notes.len(), 1, "{:?}", found[1].notes);
+        assert!(found[1].notes[0].starts_with("wait4: not counted yet"));
         // Only pods match by name: the host's and unresolved namespaces have none.
         for which in [
             Which::Pod {
@@ -1183,12 +1291,14 @@ mod tests {
     #[test]
     fn spo_profiles_are_namespaced_and_say_what_is_missing() {
         let keys = [key(1, "read", 0), key(5, "read", 0)];
-        let dates = |ns| {
-            if ns == 1 {
+        let dates = |ns| Facts {
+            dating: if ns == 1 {
                 Dating::Complete
             } else {
                 Dating::Gone
-            }
+            },
+            in_progress: BTreeSet::new(),
+            unreadable: 0,
         };
         let pod = Which::Pod {
             namespace: "shop".into(),
@@ -1233,14 +1343,30 @@ mod tests {
     }
 
     #[test]
-    fn first_starts_of_this_process() {
+    fn calls_in_progress_are_allowed_and_said() {
+        let in_progress = BTreeSet::from([nr("wait4"), nr("read"), 99_999]);
+        let built = build(Arch::X86_64, [ok("read", 2)], &in_progress);
+        let allowed = built.profile.allowed();
+        assert!(allowed.contains(&"wait4") && allowed.contains(&"read"));
+        assert_eq!(built.notes.len(), 2, "{:?}", built.notes);
+        assert!(built.notes[0].starts_with("wait4: "), "{:?}", built.notes);
+        assert!(built.notes[1].starts_with("syscall number 99999 "));
+        assert_eq!(
+            blocked_in("61 0x1 0x2 0x3 0x0 0x0 0x0 0x7ffd 0x7f12"),
+            Some(61)
+        );
+        assert_eq!(blocked_in("running"), None);
+        assert_eq!(blocked_in("-1 0x7ffd 0x7f12"), None);
+        assert_eq!(blocked_in(""), None);
+    }
+
+    #[test]
+    fn live_facts_of_this_process() {
         let own = crate::host::pid_ns_inode(Path::new("/proc/self/ns/pid")).expect("own pid ns");
-        let starts = first_starts(Path::new("/proc"), &BTreeSet::from([own]));
-        let started = starts
-            .get(&own)
-            .copied()
-            .expect("a process of our own namespace");
+        let found = live(Path::new("/proc"), &BTreeSet::from([own]));
+        let facts = found.get(&own).expect("a process of our own namespace");
+        let started = facts.first_start.expect("a start time");
         assert!(started <= since_boot().expect("boot time"));
-        assert!(first_starts(Path::new("/nonexistent"), &BTreeSet::from([own])).is_empty());
+        assert!(live(Path::new("/nonexistent"), &BTreeSet::from([own])).is_empty());
     }
 }
