@@ -6,7 +6,8 @@
 //! --security-opt seccomp=<file>`: runc starts it, it runs to its expected output, and a
 //! syscall it never made (`chroot`, which neither the workload nor runc makes in the
 //! container's pid namespace) now fails with EPERM, where under podman's default profile it
-//! succeeds.
+//! succeeds. A container of the same pod started before the agent gets a profile marked
+//! incomplete.
 use std::{
     process::Command,
     time::{Duration, Instant},
@@ -82,6 +83,10 @@ fn a_profile_from_the_counters_runs_the_workload_under_runc_and_denies_what_it_n
     let kubeconfig = api.kubeconfig(&dir.0);
     let uid = fake_pod_uid(&fake_container_id(16));
     let parent = PodParent::new(Driver::Cgroupfs, "burstable", &uid);
+    // A container of the pod that started before the agent's probes: its first calls were not
+    // seen, and its profile must say so.
+    // Its sleeps go on making calls after the agent starts.
+    let early = run_workload(podman, "shop/early", &parent, "while :; do sleep 0.2; done");
     let agent = AgentContainer::start(podman, &bpffs, &kubeconfig, NODE);
 
     // Learn: the workload's container starts after the agent's probes, so every call of its
@@ -92,7 +97,10 @@ fn a_profile_from_the_counters_runs_the_workload_under_runc_and_denies_what_it_n
         "web-0",
         &uid,
         NODE,
-        &[("app", &format!("containerd://{}", learner.id))],
+        &[
+            ("app", &format!("containerd://{}", learner.id)),
+            ("early", &format!("containerd://{}", early.id)),
+        ],
         &[],
         "Running",
     ));
@@ -112,7 +120,11 @@ fn a_profile_from_the_counters_runs_the_workload_under_runc_and_denies_what_it_n
         std::thread::sleep(Duration::from_millis(1500));
         let (code, body) = http_get(agent.addr, "/seccomp/shop/web-0").expect("GET");
         if code == 200 {
-            break serde_json::from_str(&body).expect("a list of profiles");
+            let listed: Vec<ContainerProfile> =
+                serde_json::from_str(&body).expect("a list of profiles");
+            if listed.len() == 2 {
+                break listed;
+            }
         }
         assert!(
             Instant::now() < deadline,
@@ -120,7 +132,16 @@ fn a_profile_from_the_counters_runs_the_workload_under_runc_and_denies_what_it_n
             agent.container.logs()
         );
     };
-    assert_eq!(listed.len(), 1, "{listed:#?}");
+    let names: Vec<&str> = listed.iter().map(|p| p.container.as_str()).collect();
+    assert_eq!(names, ["app", "early"]);
+    let old = &listed[1];
+    assert_eq!(old.kns, [early.pid_ns()]);
+    assert!(!old.complete, "{old:#?}");
+    assert!(
+        old.notes[0].contains("before the probes began counting"),
+        "{:?}",
+        old.notes
+    );
     let app = &listed[0];
     eprintln!(
         "the profile of shop/web-0/app allows {} syscalls: {:?}\nnotes: {:?}",
@@ -173,18 +194,24 @@ fn a_profile_from_the_counters_runs_the_workload_under_runc_and_denies_what_it_n
     let by_kns: ContainerProfile =
         serde_json::from_str(&get_ok(&agent, &format!("/seccomp/kns/{kns}"))).expect("json");
     assert_eq!(&by_kns, app);
-    let out = Command::new(swoll_bin())
-        .args([
-            "seccomp",
-            "--agent",
-            &format!("http://{}", agent.addr),
-            "-n",
-            "shop",
-            "-p",
-            "web-0",
-        ])
-        .output()
-        .expect("running swoll seccomp");
+    let agent_url = format!("http://{}", agent.addr);
+    let seccomp = |extra: &[&str]| {
+        Command::new(swoll_bin())
+            .args([
+                "seccomp", "--agent", &agent_url, "-n", "shop", "-p", "web-0",
+            ])
+            .args(extra)
+            .output()
+            .expect("running swoll seccomp")
+    };
+    // Two containers: the command wants one named.
+    let out = seccomp(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("name one with -c"),
+        "{stderr}"
+    );
+    let out = seccomp(&["-c", "app"]);
     assert!(
         out.status.success(),
         "swoll seccomp: {}",
@@ -199,6 +226,10 @@ fn a_profile_from_the_counters_runs_the_workload_under_runc_and_denies_what_it_n
     let spo: serde_json::Value =
         serde_json::from_str(&get_ok(&agent, "/seccomp/shop/web-0?format=spo")).expect("json");
     assert_eq!(spo["kind"], "List");
+    assert_eq!(
+        spo["items"][1]["metadata"]["annotations"]["swoll/complete"],
+        "false"
+    );
     let item = &spo["items"][0];
     assert_eq!(
         (
@@ -219,6 +250,7 @@ fn a_profile_from_the_counters_runs_the_workload_under_runc_and_denies_what_it_n
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("shop/nope"), "{body}");
     drop(learner);
+    drop(early);
 
     // Enforce: runc installs the profile, starts the workload, which runs to its output; the
     // chroot it never made before fails with EPERM.
