@@ -1052,6 +1052,20 @@ mod tests {
     }
 
     #[test]
+    fn the_always_allowed_are_real_syscalls_with_reasons() {
+        for always in ALWAYS {
+            assert!(!always.why.is_empty(), "{}", always.name);
+            let native = [Arch::X86_64, Arch::Aarch64]
+                .into_iter()
+                .filter(|&arch| syscalls::number(arch, always.name).is_some())
+                .count();
+            // sigreturn exists on the compat architectures only.
+            let want = if always.name == "sigreturn" { 0 } else { 2 };
+            assert_eq!(native, want, "{}", always.name);
+        }
+    }
+
+    #[test]
     fn names_are_the_architectures() {
         // openat is 257 on x86_64 and 56 on aarch64 (the generic table).
         let x86 = build_all(
