@@ -62,10 +62,11 @@ if [[ ${SWOLL_KERNELS:-} != none ]]; then
 		vm_only+=" --skip a_hundred_concurrent_scrapers_for_30s_all_succeed_with_flat_memory"
 		vm_only+=" --skip a_small_map_under_10000_short_lived_namespaces_stays_bounded_and_monotonic"
 		# A container runtime in an emulated guest whose root is the host's, shared read-only, is
-		# not the subject of the real-runtime tests (tests/kernel/tests/runtime.rs): the host run
+		# not the subject of the real-runtime tests (tests/kernel/tests/{runtime,seccomp}.rs): the host run
 		# covers them.
 		vm_only+=" --skip containers_in_kubelet_pod_cgroups_are_counted_exactly_under_their_pods_by_a_containerized_agent"
 		vm_only+=" --skip the_agents_container_killed_and_run_again_on_its_pins_continues_the_counts_exactly"
+		vm_only+=" --skip a_profile_from_the_counters_runs_the_workload_under_runc_and_denies_what_it_never_did"
 		SWOLL_TEST_ARGS="$vm_only" scripts/multikernel.sh || vm_status=$?
 	elif [[ ${CI:-} == true ]]; then
 		echo "CI=true but not root: the VM kernel tests cannot run" >&2
