@@ -6,7 +6,9 @@
 //! --security-opt seccomp=<file>`: runc starts it, it runs to its expected output, and a
 //! syscall it never made (`chroot`, which neither the workload nor runc makes in the
 //! container's pid namespace) now fails with EPERM, where under podman's default profile it
-//! succeeds. A container of the same pod started before the agent gets a profile marked
+//! succeeds. Not `unshare`: with a cgroup namespace of its own (podman's default on cgroup v2)
+//! runc unshares it from inside the container's pid namespace, so `unshare` is counted and
+//! allowed; the test checks that too. A container of the same pod started before the agent gets a profile marked
 //! incomplete.
 use std::{
     process::Command,
@@ -185,6 +187,15 @@ fn a_profile_from_the_counters_runs_the_workload_under_runc_and_denies_what_it_n
     assert!(
         !allowed.contains(&"chroot"),
         "chroot was counted in the container's pid namespace: the test's premise is wrong"
+    );
+    // runc 1.1 makes the cgroup namespace from the container's pid namespace (nsexec's last
+    // stage, `unshare(CLONE_NEWCGROUP)`).
+    let cgroup_ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/cgroup")).ok();
+    let own_cgroup_ns = cgroup_ns(&learner.pid().to_string()) != cgroup_ns("self");
+    assert_eq!(
+        allowed.contains(&"unshare"),
+        own_cgroup_ns,
+        "unshare in the profile, and the container has a cgroup namespace of its own"
     );
     let mut sorted = allowed.clone();
     sorted.sort_unstable();
