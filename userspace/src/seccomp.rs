@@ -202,33 +202,30 @@ pub fn build(
 ) -> Built {
     let mut by_name: BTreeMap<String, Outcomes> = BTreeMap::new();
     let mut unknown: BTreeMap<u32, u64> = BTreeMap::new();
-    let blocked = in_progress.iter().map(|&nr| Observed {
-        nr,
-        errno: 0,
-        count: 0,
-    });
-    let mut only_in_progress = BTreeSet::new();
-    for o in observed.into_iter().filter(|o| o.count > 0).chain(blocked) {
-        let info = syscalls::describe(arch, o.nr);
-        let bare = info.name.strip_prefix("sys_").unwrap_or(&info.name);
-        if o.nr != syscalls::NO_SYSCALL && syscalls::number(arch, bare) != Some(o.nr) {
-            *unknown.entry(o.nr).or_default() += o.count.max(1);
+    for o in observed.into_iter().filter(|o| o.count > 0) {
+        let Some(name) = name_of(arch, o.nr) else {
+            let n = unknown.entry(o.nr).or_default();
+            *n = n.saturating_add(o.count);
             continue;
-        }
-        if o.count == 0 {
-            // In progress: it ran.
-            if !by_name.contains_key(bare) {
-                only_in_progress.insert(bare.to_owned());
-            }
-            by_name.entry(bare.to_owned()).or_default().ran = true;
-            continue;
-        }
-        let outcomes = by_name.entry(bare.to_owned()).or_default();
+        };
+        let outcomes = by_name.entry(name).or_default();
         match o.errno {
-            DEFAULT_ERRNO => outcomes.eperm += o.count,
-            ENOSYS => outcomes.enosys += o.count,
+            DEFAULT_ERRNO => outcomes.eperm = outcomes.eperm.saturating_add(o.count),
+            ENOSYS => outcomes.enosys = outcomes.enosys.saturating_add(o.count),
             _ => outcomes.ran = true,
         }
+    }
+    let mut only_in_progress = BTreeSet::new();
+    for &nr in in_progress {
+        let Some(name) = name_of(arch, nr) else {
+            unknown.entry(nr).or_default();
+            continue;
+        };
+        if !by_name.contains_key(&name) {
+            only_in_progress.insert(name.clone());
+        }
+        // A thread is in it: no filter stopped it.
+        by_name.entry(name).or_default().ran = true;
     }
     let mut allowed: BTreeSet<String> = ALWAYS.iter().map(|a| a.name.to_owned()).collect();
     let mut enosys = Vec::new();
@@ -260,7 +257,8 @@ pub fn build(
     }
     for (nr, count) in unknown {
         notes.push(format!(
-            "syscall number {nr} ({count} calls) has no name on {arch:?} in swoll's tables (a \
+            "syscall number {nr} ({count} calls counted) has no name on {arch:?} in swoll's \
+             tables (a \
              syscall newer than them, or a 32-bit process's number): a profile can only name \
              syscalls, so it is left out and fails with EPERM"
         ));
@@ -286,6 +284,15 @@ pub fn build(
         },
         notes,
     }
+}
+
+/// The name of syscall `nr` of `arch` as profiles spell it (`openat`; the kernel's -1 is
+/// `rt_sigreturn`, see [`syscalls::NO_SYSCALL`]); `None` for a number with no name.
+fn name_of(arch: Arch, nr: u32) -> Option<String> {
+    let info = syscalls::describe(arch, nr);
+    let bare = info.name.strip_prefix("sys_")?;
+    (nr == syscalls::NO_SYSCALL || syscalls::number(arch, bare) == Some(nr))
+        .then(|| bare.to_owned())
 }
 
 /// Whether the probes saw a pid namespace's first call.
