@@ -314,13 +314,14 @@ pub enum Dating {
     Undated,
 }
 
-/// Dates pid namespace `kns` whose oldest live process started at `started` (after boot, to
-/// the clock tick) against `counting_since`, when the probes began counting (after boot).
+/// Dates a pid namespace whose oldest live process started at `started` (after boot, to the
+/// clock tick) against `counting_since`, when the probes began counting (after boot).
 ///
-/// The first process of a pid namespace is its first: nothing runs in a pid namespace before
-/// its init, and `execve` keeps a process's start time, so the runtime's init and the
-/// container's main process are one process with one start time. A tick-truncated start at or
-/// after `counting_since` is after it.
+/// A pid namespace's oldest live process is its init, its first: nothing runs in it before
+/// the init (the runtime that unshares it stays outside), everything in it dies with the init,
+/// and `execve` keeps a process's start time, so the runtime's init and the container's main
+/// process are one process with one start time. A tick-truncated start at or after
+/// `counting_since` is after it.
 pub fn dating(counting_since: Option<Duration>, started: Option<Duration>) -> Dating {
     match (counting_since, started) {
         (None, _) => Dating::Undated,
