@@ -65,10 +65,11 @@ if [[ ${SWOLL_KERNELS:-} != none ]]; then
 		# answering listener), with time bounds set for a real CPU, not for emulation.
 		vm_only+=" --skip a_saturating_trace_never_starves_the_agent"
 		# A container runtime in an emulated guest whose root is the host's, shared read-only, is
-		# not the subject of the real-runtime tests (tests/kernel/tests/runtime.rs): the host run
+		# not the subject of the real-runtime tests (tests/kernel/tests/{runtime,seccomp}.rs): the host run
 		# covers them.
 		vm_only+=" --skip containers_in_kubelet_pod_cgroups_are_counted_exactly_under_their_pods_by_a_containerized_agent"
 		vm_only+=" --skip the_agents_container_killed_and_run_again_on_its_pins_continues_the_counts_exactly"
+		vm_only+=" --skip a_profile_from_the_counters_runs_the_workload_under_runc_and_denies_what_it_never_did"
 		SWOLL_TEST_ARGS="$vm_only" scripts/multikernel.sh || vm_status=$?
 	elif [[ ${CI:-} == true ]]; then
 		echo "CI=true but not root: the VM kernel tests cannot run" >&2

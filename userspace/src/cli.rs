@@ -55,9 +55,58 @@ pub enum Command {
     /// default), of selected pods (`-n`, `-l`, `-f`, `label=value`, with Kubernetes), or of every
     /// process (`--no-containers`). Loads its own probes: needs root.
     Trace(TraceArgs),
+    /// Print the seccomp profile a running agent derives from a container's counted syscalls
+    /// (`GET /seccomp/…` on its metrics listener): OCI JSON for `podman run --security-opt
+    /// seccomp=<file>` or a Kubernetes `Localhost` profile, or an SPO `SeccompProfile`.
+    Seccomp(SeccompArgs),
     /// Remove the probes `swoll serve` left pinned (e.g. after uninstalling the agent): their
     /// programs stop counting once no agent holds them.
     Unpin(UnpinArgs),
+}
+
+/// Flags of `swoll seccomp`.
+#[derive(Debug, Args)]
+pub struct SeccompArgs {
+    /// The agent's metrics listener (`swoll serve --listen`), which alone holds the counters
+    /// since each container started.
+    #[arg(long, env = "SWOLL_AGENT", default_value = "http://127.0.0.1:9095")]
+    pub agent: String,
+    /// The pod's Kubernetes namespace (with -p).
+    #[arg(short = 'n', long, requires = "pod", conflicts_with = "kns")]
+    pub namespace: Option<String>,
+    /// The pod (with -n).
+    #[arg(short = 'p', long, requires = "namespace", conflicts_with = "kns")]
+    pub pod: Option<String>,
+    /// The container, when the pod has several.
+    #[arg(short = 'c', long, requires = "pod", conflicts_with = "kns")]
+    pub container: Option<String>,
+    /// A pid namespace inode (the `kns` label) instead of a pod.
+    #[arg(long, required_unless_present = "pod")]
+    pub kns: Option<u32>,
+    /// Print a Security Profiles Operator `SeccompProfile` instead of the OCI profile.
+    #[arg(long)]
+    pub spo: bool,
+}
+
+impl SeccompArgs {
+    /// The request to make.
+    pub fn into_options(self) -> crate::seccomp::client::SeccompOptions {
+        use crate::seccomp::client::Target;
+        let target = match (self.namespace, self.pod, self.kns) {
+            (Some(namespace), Some(pod), _) => Target::Pod {
+                namespace,
+                pod,
+                container: self.container,
+            },
+            // clap requires --kns without -n/-p.
+            (_, _, kns) => Target::Kns(kns.unwrap_or_default()),
+        };
+        crate::seccomp::client::SeccompOptions {
+            agent: self.agent,
+            target,
+            spo: self.spo,
+        }
+    }
 }
 
 /// Flags of `swoll unpin`.
@@ -515,6 +564,37 @@ mod tests {
             panic!("not unpin")
         };
         assert_eq!(args.pin_path, PathBuf::from(pins::DEFAULT_PIN_PATH));
+    }
+
+    #[test]
+    fn seccomp_takes_a_pod_or_a_pid_namespace() {
+        use crate::seccomp::client::Target;
+        let parse = |argv: &[&str]| {
+            let cli = Cli::try_parse_from(["swoll", "seccomp"].iter().chain(argv))?;
+            let Command::Seccomp(args) = cli.command else {
+                panic!("not seccomp")
+            };
+            Ok::<_, clap::Error>(args.into_options())
+        };
+        let opts = parse(&["-n", "shop", "-p", "web", "-c", "app"]).expect("parses");
+        assert_eq!(opts.agent, "http://127.0.0.1:9095");
+        assert!(matches!(
+            opts.target,
+            Target::Pod { ref namespace, ref pod, container: Some(ref c) }
+                if namespace == "shop" && pod == "web" && c == "app"
+        ));
+        let opts = parse(&["--kns", "4026532000", "--spo"]).expect("parses");
+        assert!(matches!(opts.target, Target::Kns(4_026_532_000)) && opts.spo);
+        for bad in [
+            &[][..],
+            &["-n", "shop"],
+            &["-p", "web"],
+            &["-n", "shop", "-p", "web", "--kns", "1"],
+            &["--kns", "1", "-c", "app"],
+            &["--kns", "x"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

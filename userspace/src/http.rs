@@ -1,5 +1,6 @@
-//! The HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, and the charts page
-//! (`/metrics/charts`, built in [`crate::charts`]).
+//! The HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, the charts page
+//! (`/metrics/charts`, built in [`crate::charts`]) and the seccomp profiles (`/seccomp/…`,
+//! built in [`crate::seccomp`]).
 use std::{
     convert::Infallible,
     sync::{
@@ -33,6 +34,8 @@ pub struct Exposition {
     pub self_metrics: SelfMetrics,
     /// Set once the first map read is rendered.
     ready: AtomicBool,
+    /// What the seccomp profiles are dated against, set once the probes are loaded.
+    seccomp_origin: std::sync::OnceLock<crate::seccomp::Origin>,
 }
 
 impl Exposition {
@@ -43,7 +46,18 @@ impl Exposition {
             rows: RwLock::new(Arc::new(RowSource::default())),
             self_metrics,
             ready: AtomicBool::new(false),
+            seccomp_origin: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets what the seccomp profiles are dated against (once; later calls are ignored).
+    pub fn set_seccomp_origin(&self, origin: crate::seccomp::Origin) {
+        let _ = self.seccomp_origin.set(origin);
+    }
+
+    /// What the seccomp profiles are dated against, once set.
+    pub fn seccomp_origin(&self) -> Option<crate::seccomp::Origin> {
+        self.seccomp_origin.get().cloned()
     }
 
     /// Replaces the syscall families and the keys behind their rows, and marks the agent
@@ -93,6 +107,7 @@ pub fn router(state: Arc<Exposition>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(crate::charts::routes())
+        .merge(crate::seccomp::routes())
         .with_state(state)
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pins;
 pub mod process;
 pub mod resolver;
+pub mod seccomp;
 pub mod selftest;
 pub mod serve;
 pub mod syscalls;

@@ -150,6 +150,8 @@ pub struct Probes {
     pin_set: Option<PathBuf>,
     /// Whether the pin set was taken over from an earlier agent rather than loaded now.
     reused: bool,
+    /// Since when, after boot, the probes count every call (see [`Probes::counting_since`]).
+    counting_since: Option<std::time::Duration>,
     /// The maps userspace reads.
     pub maps: Maps,
 }
@@ -204,6 +206,15 @@ impl Probes {
     /// Whether the probes were taken over, still counting, from a pin set an earlier agent left.
     pub fn reused(&self) -> bool {
         self.reused
+    }
+
+    /// Since when the probes count every call, as time after boot (`CLOCK_BOOTTIME`, the clock
+    /// of process start times): for probes loaded now, the moment they were attached; for
+    /// probes taken over from pins, the moment the kernel loaded their `sys_exit` program (the
+    /// earlier agent attached it moments later: calls in between were not counted). `None`
+    /// if the kernel does not say (load times need Linux 4.13).
+    pub fn counting_since(&self) -> Option<std::time::Duration> {
+        self.counting_since
     }
 }
 
@@ -467,6 +478,7 @@ fn load_new(plan: &Plan<'_>, staging: Option<&Path>) -> Result<Probes, LoadError
     if let Some(staging) = staging {
         links = pin(&mut ebpf, staging, plan.histogram, hooks(opts.time), links)?;
     }
+    let counting_since = crate::seccomp::since_boot();
     let maps = user_maps(plan.histogram, opts.map_size, |name| {
         ebpf.take_map(name).ok_or(LoadError::MissingMap(name))
     })?;
@@ -475,6 +487,7 @@ fn load_new(plan: &Plan<'_>, staging: Option<&Path>) -> Result<Probes, LoadError
         _links: links,
         pin_set: None,
         reused: false,
+        counting_since,
         maps,
     })
 }
@@ -639,6 +652,21 @@ fn open_hook(set: &Path, hook: &Hook) -> Result<(ProgramFd, FdLink), LoadError> 
     Ok((fd, link))
 }
 
+/// When the kernel loaded the `sys_exit` program pinned in `set`, as time after boot: the
+/// kernel keeps it on that clock; aya gives it as wall-clock time, turned back here.
+fn pinned_load_time(set: &Path) -> Option<std::time::Duration> {
+    let hook = hooks(false)
+        .iter()
+        .find(|h| h.program == programs::SYS_EXIT)?;
+    let loaded = RawTracePoint::from_pin(set.join(hook.program_pin))
+        .ok()?
+        .info()
+        .ok()?
+        .loaded_at()?;
+    let ago = std::time::SystemTime::now().duration_since(loaded).ok()?;
+    crate::seccomp::since_boot()?.checked_sub(ago)
+}
+
 /// Opens the pin set `set` (see [`take_over`]).
 fn open_set(set: &Path, opts: &LoadOptions, histogram: bool) -> Result<Probes, LoadError> {
     let open_map = |name: &'static str| {
@@ -665,6 +693,7 @@ fn open_set(set: &Path, opts: &LoadOptions, histogram: bool) -> Result<Probes, L
         _links: links,
         pin_set: Some(set.to_owned()),
         reused: true,
+        counting_since: pinned_load_time(set),
         maps,
     })
 }

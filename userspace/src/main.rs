@@ -38,6 +38,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Top(args) => swoll::top::run(args.into_options())?,
         Command::Trace(args) => swoll::trace::command::run(args.into_options()?)?,
+        Command::Seccomp(args) => {
+            let (profile, warnings) = swoll::seccomp::client::run(&args.into_options())?;
+            for warning in &warnings {
+                eprintln!("swoll: {warning}");
+            }
+            println!("{profile}");
+        }
         Command::Unpin(args) => {
             let removed = swoll::pins::unpin_all(&args.pin_path)
                 .with_context(|| format!("unpinning under {}", args.pin_path.display()))?;

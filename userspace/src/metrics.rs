@@ -495,6 +495,16 @@ impl RowSource {
         }
     }
 
+    /// Every key of the read with its value (evicted keys a ledger still exports included).
+    pub fn keys(&self) -> &[(MetricKey, MetricValue)] {
+        &self.keys
+    }
+
+    /// The labels of pid namespace `pid_ns` at the read, if it had keys.
+    pub fn workload(&self, pid_ns: u32) -> Option<&Workload> {
+        self.workloads.get(&pid_ns)
+    }
+
     /// Every key as a [`Row`], sorted by key.
     pub fn rows(&self) -> Vec<Row> {
         rows(self.keys.iter().map(|(k, v)| (k, v)), |ns| {

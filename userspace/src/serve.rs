@@ -127,6 +127,10 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         probes.attached().join("/"),
     );
     let exposition = Arc::new(Exposition::new(SelfMetrics::new()?));
+    exposition.set_seccomp_origin(crate::seccomp::Origin {
+        proc_root: opts.proc_root.clone(),
+        counting_since: probes.counting_since(),
+    });
     let mut traces = None;
     let (pods_listed, first_list) = mpsc::channel::<()>();
     let pods: Option<Box<dyn PodIndex>> = match &opts.node_name {
