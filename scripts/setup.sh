@@ -7,8 +7,9 @@
 #   scripts/setup.sh            build toolchain (Rust nightly + rust-src, LLVM 22, bpf-linker)
 #                               and echarts for the /metrics/charts page
 #   scripts/setup.sh --test     plus what the test suite runs against (prometheus, bpftool,
-#                               QEMU and virtme-ng for the other kernels, Chromium and
-#                               playwright-core for the charts page, cargo-fuzz)
+#                               QEMU and virtme-ng for the other kernels, the aarch64 cross
+#                               toolchain, Chromium and playwright-core for the charts page,
+#                               cargo-fuzz)
 #   scripts/setup.sh --bench    plus the benchmark's peers (bpftrace, bcc, clang, libbpf)
 set -euo pipefail
 
@@ -102,6 +103,13 @@ if ((want_test)); then
 		cargo install cargo-fuzz --locked
 	fi
 	"$(dirname "$0")/setup-vm.sh"
+	# scripts/arm64.sh cross-builds swoll and its kernel tests for aarch64 (Rust's std for the
+	# target, Debian's cross gcc as the linker and its arm64 libc to link against).
+	if ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
+		log "rustup target add aarch64-unknown-linux-gnu"
+		rustup target add aarch64-unknown-linux-gnu
+	fi
+	apt_install gcc-aarch64-linux-gnu libc6-dev-arm64-cross
 	# Helm's own template engine (Helm's Go SDK as a library, from PyPI: no helm binary can be
 	# had here), so tests compare the chart's rendering with deploy/kubernetes/.
 	helm_venv=${SWOLL_HELM_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/swoll/helm-venv}
