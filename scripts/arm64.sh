@@ -14,7 +14,8 @@
 #                                          (syscall numbers and names, pt_regs, the pid-namespace
 #                                          read through task_struct, the argument registers)
 #   SWOLL_TEST_ARGS="--skip x"  more arguments for every test binary (libtest filters, --skip)
-#   SWOLL_VM_TIMEOUT=1200       seconds one VM may take (boot + all binaries) before it is killed
+#   SWOLL_VM_TIMEOUT=600        seconds one VM may take (boot + all binaries) before it is killed
+#                               (a run takes about a minute)
 #   SWOLL_CACHE                 where kernels, the guest userland and logs live (/var/cache/swoll)
 #   CI=true                     passed to the tests; a skipped test then fails the run
 #
@@ -36,7 +37,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 CACHE=${SWOLL_CACHE:-/var/cache/swoll}
 export SWOLL_CACHE=$CACHE
-VM_TIMEOUT=${SWOLL_VM_TIMEOUT:-1200}
+VM_TIMEOUT=${SWOLL_VM_TIMEOUT:-600}
 TRIPLE=aarch64-unknown-linux-gnu
 log() { printf 'arm64: %s\n' "$*" >&2; }
 
