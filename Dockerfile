@@ -3,6 +3,11 @@
 #
 #   docker build -t ghcr.io/swoll-rs/swoll:0.1.0 .
 #
+# For both platforms Kubernetes nodes run (one manifest list; the builder needs buildx with the
+# docker-container driver, e.g. `docker buildx create --use`):
+#
+#   docker buildx build --platform linux/amd64,linux/arm64 -t ghcr.io/swoll-rs/swoll:0.1.0 --push .
+#
 # Run it the way the DaemonSet (deploy/) does: as root with only the capabilities BPF, PERFMON,
 # SYS_PTRACE and SYS_RESOURCE, no_new_privs, a read-only root, seccomp and AppArmor unconfined
 # (deploy/README.md says why), the host's /proc at /host/proc, its BTF and cgroups read-only,
@@ -16,21 +21,25 @@
 #     ghcr.io/swoll-rs/swoll:0.1.0 serve --pin-path=/sys/fs/bpf/swoll
 
 # Build: the toolchain a developer's machine gets from scripts/setup.sh (nightly's rust-src for
-# the probes, LLVM 22 from Debian, bpf-linker), then one release build, which builds the probes
-# too. setup.sh runs before the sources are copied, so the toolchain layer survives code changes.
-FROM rust:1.95-bookworm AS build
+# the probes, LLVM 22 from Debian, bpf-linker, and with --cross the other platform's Rust std and
+# cross gcc), then one release build, which builds the probes too. setup.sh runs before the
+# sources are copied, so the toolchain layer survives code changes. The stage runs on the build
+# machine's own platform and cross-compiles for the target's (scripts/image-binary.sh; the probes
+# are the same bpfel bytecode on both): no emulated compiler. scripts/test.sh runs the same script
+# for amd64 and arm64.
+FROM --platform=$BUILDPLATFORM rust:1.95-bookworm AS build
+ARG TARGETARCH
 WORKDIR /src
 COPY scripts/setup.sh scripts/setup.sh
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    scripts/setup.sh
+    scripts/setup.sh --cross
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/src/target \
-    cargo build --release --locked \
-    && install -D -m 0755 target/release/swoll /out/swoll
+    --mount=type=cache,target=/src/target,sharing=locked \
+    scripts/image-binary.sh "$TARGETARCH" /out/swoll
 
 # Run: glibc and libgcc_s are all the binary links (rustls, no OpenSSL); no shell, no package
-# manager.
+# manager. The image is multi-platform: the target's variant is taken.
 FROM gcr.io/distroless/cc-debian12 AS runtime
 COPY --from=build /out/swoll /usr/local/bin/swoll
 # Defaults for a container: listen beyond loopback, read the host's procfs where the DaemonSet

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Extract the uncompressed ELF vmlinux from an x86 bzImage (xz, zstd, gzip, lzma or lz4 payload).
+"""Extract the uncompressed ELF vmlinux from an x86 bzImage (xz, zstd, gzip, lzma or lz4 payload),
+or the uncompressed arm64 Image from Debian's arm64 vmlinuz (a gzip file, or since 6.12 an EFI
+zboot image: a PE file whose payload is gzip- or zstd-compressed).
 
 Usage: extract-vmlinux.py BZIMAGE OUT
 
@@ -78,15 +80,20 @@ def from_scan(d):
             i = d.find(magic, i + 1)
 
 
+def is_arm64_image(d):
+    """The arm64 boot protocol's Image header: magic "ARM\\x64" at offset 56."""
+    return d[56:60] == b"ARM\x64"
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__.strip().splitlines()[2])
     src, dst = sys.argv[1], sys.argv[2]
     with open(src, "rb") as f:
         d = f.read()
-    if d[:4] == b"\x7fELF":
+    if d[:4] == b"\x7fELF" or is_arm64_image(d):
         shutil.copyfile(src, dst)
-        print(f"{src} is already an ELF file: copied to {dst}")
+        print(f"{src} is already uncompressed: copied to {dst}")
         return
     for candidates in (from_header(d), from_scan(d)):
         for kind, payload, at in candidates:
@@ -94,14 +101,14 @@ def main():
                 out = decompress(kind, payload)
             except Exception:  # a false magic match: try the next one
                 continue
-            if out[:4] == b"\x7fELF":
+            if out[:4] == b"\x7fELF" or is_arm64_image(out):
                 tmp = dst + ".tmp"
                 with open(tmp, "wb") as f:
                     f.write(out)
                 os.replace(tmp, dst)
                 print(f"{kind} payload at {at}: wrote {len(out)} bytes to {dst}")
                 return
-    sys.exit(f"{src}: no ELF payload found")
+    sys.exit(f"{src}: no ELF or arm64 Image payload found")
 
 
 if __name__ == "__main__":

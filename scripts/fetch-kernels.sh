@@ -7,6 +7,8 @@
 #   scripts/fetch-kernels.sh 6.1 7.3      the newest kernel whose version starts with 6.1. / 7.3.
 #   scripts/fetch-kernels.sh linux-image-6.1.0-56-amd64 ...   exact packages
 #   scripts/fetch-kernels.sh --list       what the mirror has: version -> image package
+#   SWOLL_ARCH=arm64 scripts/fetch-kernels.sh bookworm trixie   Debian's arm64 kernels instead
+#                                         (for scripts/arm64.sh), kept apart from the amd64 ones
 #
 # Package names are resolved at run time from apt metadata (the linux-image-amd64 meta package of
 # each suite), so the script keeps working when Debian bumps ABI numbers.
@@ -16,6 +18,10 @@
 #   boot/vmlinuz-<kver> (or usr/lib/modules/<kver>/vmlinuz for the split 7.x packages),
 #   the uncompressed ELF vmlinux next to it (faster to boot under TCG), modules with modules.dep,
 # and its raw BTF (byte-identical to the guest's /sys/kernel/btf/vmlinux) in btf/<kver>.btf.
+# With SWOLL_ARCH=arm64: in kernels-arm64/<kver>/, with the uncompressed arm64 Image next to
+# vmlinuz if that is compressed (boot/Image-<kver>), and no modules; no BTF file is
+# extracted (a raw Image has no sections to take it from; the guest has /sys/kernel/btf/vmlinux),
+# and btf/ keeps holding amd64 blobs only, which userspace/tests/btf_kernels.rs matches by version.
 # Idempotent: an unpacked kernel is skipped, and apt's lists (kept in the cache, not in /var/lib/apt)
 # are refreshed only when older than SWOLL_APT_MAX_AGE minutes (default 1440).
 set -euo pipefail
@@ -23,7 +29,13 @@ export LC_ALL=C # join and sort must agree on the order
 
 CACHE=${SWOLL_CACHE:-/var/cache/swoll}
 HERE=$(cd "$(dirname "$0")" && pwd)
-KDIR="$CACHE/kernels" BTFDIR="$CACHE/btf" DEBS="$CACHE/debs" A="$CACHE/apt-x"
+ARCH=${SWOLL_ARCH:-amd64}
+case $ARCH in
+amd64) KDIR="$CACHE/kernels" A="$CACHE/apt-x" ;;
+arm64) KDIR="$CACHE/kernels-arm64" A="$CACHE/apt-x-arm64" ;;
+*) echo "fetch-kernels: SWOLL_ARCH=$ARCH: only amd64 and arm64" >&2; exit 2 ;;
+esac
+BTFDIR="$CACHE/btf" DEBS="$CACHE/debs"
 DEFAULT_SUITES=(bullseye bookworm trixie trixie-backports)
 log() { printf 'fetch-kernels: %s\n' "$*" >&2; }
 
@@ -47,7 +59,8 @@ K="signed-by=/usr/share/keyrings/debian-archive-keyring.gpg"
 cmp -s "$A/x.list.new" "$A/x.list" 2>/dev/null || { mv "$A/x.list.new" "$A/x.list"; rm -f "$A/updated"; }
 rm -f "$A/x.list.new"
 AX=(-o Dir::Etc::sourcelist="$A/x.list" -o Dir::Etc::sourceparts=- -o Dir::State::Lists="$A/lists"
-	-o Dir::Cache="$A/cache" -o APT::Sandbox::User=root -o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false)
+	-o Dir::Cache="$A/cache" -o APT::Sandbox::User=root -o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false
+	-o APT::Architecture="$ARCH" -o APT::Architectures="$ARCH")
 
 have_lists() { [[ -f $A/updated ]] && compgen -G "$A/lists/*_Packages*" >/dev/null; }
 apt_update() {
@@ -70,16 +83,16 @@ ensure_lists() {
 	fi
 }
 
-# "version suite image-package" of every linux-image-amd64 meta package, e.g.
+# "version suite image-package" of every linux-image-$ARCH meta package, e.g.
 # "6.1.192-2 bookworm-security linux-image-6.1.0-56-amd64". apt-cache takes ~2 s a call on these
 # lists (the machine's apt config turns its binary cache off), so the table is built once per update.
 meta_table() {
 	local t=$A/meta.txt
 	if [[ ! -s $t || $A/updated -nt $t ]]; then
 		# awk reads all its input: an early exit would kill apt-cache with SIGPIPE under pipefail.
-		join <(apt-cache "${AX[@]}" madison linux-image-amd64 |
+		join <(apt-cache "${AX[@]}" madison "linux-image-$ARCH" |
 			awk -F'|' '{ gsub(/ /, "", $2); split($3, a, " "); sub(/\/.*/, "", a[2]); print $2, a[2] }' | sort -k1,1) \
-			<(apt-cache "${AX[@]}" show linux-image-amd64 |
+			<(apt-cache "${AX[@]}" show "linux-image-$ARCH" |
 				awk '/^Version:/ { v = $2 }
 				     /^Depends:/ && match($0, /linux-image-[^ ,]*/) { print v, substr($0, RSTART, RLENGTH) }' | sort -k1,1) |
 			sort -u -k1,1V >"$t.tmp"
@@ -128,6 +141,17 @@ unpack() {
 	else
 		log "$pkg: no vmlinuz found in the package"
 		return 1
+	fi
+	if [[ $ARCH == arm64 ]]; then
+		# scripts/arm64.sh boots the Image with an initramfs of its own and no modules (what the
+		# tests need is built in): the ~300 MB of modules are dropped. Debian's arm64 vmlinuz is
+		# an uncompressed Image so far; a compressed one is unpacked to spare the guest the work.
+		python3 "$HERE/extract-vmlinux.py" "$img" "$tmp/boot/Image-$kv" >&2
+		if cmp -s "$img" "$tmp/boot/Image-$kv"; then rm "$tmp/boot/Image-$kv"; fi
+		rm -rf "$tmp/lib/modules" "$tmp/usr/lib/modules"
+		mv "$tmp" "$KDIR/$kv"
+		log "$kv ready: $(du -sh "$KDIR/$kv" | cut -f1) unpacked"
+		return
 	fi
 	# Next to vmlinuz, because vng finds the modules by walking up from the image's path.
 	python3 "$HERE/extract-vmlinux.py" "$img" "$vmlinux" >&2

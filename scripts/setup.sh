@@ -6,16 +6,19 @@
 #
 #   scripts/setup.sh            build toolchain (Rust nightly + rust-src, LLVM 22, bpf-linker)
 #                               and echarts for the /metrics/charts page
-#   scripts/setup.sh --test     plus what the test suite runs against (prometheus, bpftool,
-#                               QEMU and virtme-ng for the other kernels, Chromium and
+#   scripts/setup.sh --cross    plus the toolchain that builds for the image's other platform
+#                               (aarch64 on x86_64, x86_64 on aarch64)
+#   scripts/setup.sh --test     plus --cross and what the test suite runs against (prometheus,
+#                               bpftool, QEMU and virtme-ng for the other kernels, Chromium and
 #                               playwright-core for the charts page, cargo-fuzz)
 #   scripts/setup.sh --bench    plus the benchmark's peers (bpftrace, bcc, clang, libbpf)
 set -euo pipefail
 
-want_test=0 want_bench=0
+want_test=0 want_bench=0 want_cross=0
 for arg in "$@"; do
 	case "$arg" in
-	--test) want_test=1 ;;
+	--test) want_test=1 want_cross=1 ;;
+	--cross) want_cross=1 ;;
 	--bench) want_bench=1 ;;
 	*) echo "setup.sh: unknown argument $arg" >&2; exit 2 ;;
 	esac
@@ -90,6 +93,21 @@ if [[ -z ${SWOLL_ECHARTS:-} && $(cat "$echarts_dir/integrity" 2>/dev/null) != "$
 	rm -rf "$tmp"
 fi
 
+# The other image platform's toolchain (scripts/image-binary.sh; scripts/arm64.sh cross-builds
+# the kernel tests with it too): Rust's std for the target, Debian's cross gcc as the linker and
+# the target's libc to link against.
+if ((want_cross)); then
+	case $(uname -m) in
+	x86_64) cross=aarch64-unknown-linux-gnu debs=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross) ;;
+	aarch64) cross=x86_64-unknown-linux-gnu debs=(gcc-x86-64-linux-gnu libc6-dev-amd64-cross) ;;
+	*) log "--cross: no cross toolchain for $(uname -m)"; exit 1 ;;
+	esac
+	if ! rustup target list --installed | grep -qx "$cross"; then
+		log "rustup target add $cross"
+		rustup target add "$cross"
+	fi
+	apt_install "${debs[@]}"
+fi
 if ((want_test)); then
 	apt_install prometheus bpftool python3-venv tmux
 	# tests/kernel/tests/runtime.rs runs workloads and the agent itself in real containers: podman

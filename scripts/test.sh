@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Sets up and runs swoll's whole test suite: formatting, lints, unit tests, the kernel tests that
 # load the real probes into this kernel, the same kernel tests on Debian's 5.10, 6.1, 6.12 and
-# 7.x kernels in VMs, and a real Prometheus scraping the agent. Root is needed for everything
+# 7.x kernels in VMs, the architecture's kernel tests on Debian's arm64 6.1 and 6.12 kernels in
+# emulated aarch64 VMs, the image's binary for both its platforms, and a real Prometheus
+# scraping the agent. Root is needed for everything
 # that touches the kernel; under CI=true nothing that needs it may skip.
 #
 #   SWOLL_KERNELS="6.1 7.3" scripts/test.sh     only these VM kernels ("none": no VMs)
+#   SWOLL_ARM64_KERNELS="trixie" scripts/test.sh  only these arm64 VM kernels ("none": none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
@@ -34,6 +37,11 @@ SWOLL_FUZZ_SECONDS=$SWOLL_FUZZ_SECONDS scripts/fuzz.sh
 step "build"
 cargo build --locked --release
 cargo test --locked --release --workspace --exclude swoll-probes --no-run
+
+step "the image's binaries for linux/amd64 and linux/arm64 (as the Dockerfile builds them)"
+image_out=$(mktemp -d)
+for arch in amd64 arm64; do scripts/image-binary.sh "$arch" "$image_out/$arch/swoll"; done
+rm -rf "$image_out"
 
 # The seed README's `offset 5m` query needs five and a half minutes of scrapes: it runs on the
 # host in the background while the VMs boot.
@@ -79,6 +87,21 @@ if [[ ${SWOLL_KERNELS:-} != none ]]; then
 	fi
 fi
 
+arm64_status=0
+if [[ ${SWOLL_ARM64_KERNELS:-} != none ]]; then
+	step "architecture tests on arm64 kernels (aarch64 VMs)"
+	if ((root)); then
+		# scripts/arm64.sh runs, whole, the test targets whose subject is the architecture
+		# (counts, pidns, latency, trace, selftest): about a minute per kernel under emulation.
+		scripts/arm64.sh || arm64_status=$?
+	elif [[ ${CI:-} == true ]]; then
+		echo "CI=true but not root: the arm64 kernel tests cannot run" >&2
+		arm64_status=1
+	else
+		echo "skipping arm64 kernel tests: not root" >&2
+	fi
+fi
+
 slow_status=0
 wait "$slow_pid" || slow_status=$?
 step "$slow (host) output"
@@ -99,7 +122,7 @@ awk '/^test result:/ { p += $4; f += $6 } END { printf "host: %d passed, %d fail
 rm -f "$host_log"
 ((host_status == 0)) || exit "$host_status"
 
-if ((vm_status || slow_status)); then
-	echo "FAILED: VM kernel tests exit $vm_status, $slow exit $slow_status" >&2
+if ((vm_status || arm64_status || slow_status)); then
+	echo "FAILED: VM kernel tests exit $vm_status, arm64 kernel tests exit $arm64_status, $slow exit $slow_status" >&2
 	exit 1
 fi

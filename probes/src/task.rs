@@ -89,6 +89,10 @@ unsafe fn ns_of(pid: *const u8, level: u32, off: &KernelOffsets) -> Result<u32, 
 /// `task_regs` (kernel 5.15+, constant for the verifier) and the BTF-typed current `task`, a
 /// direct load from the BTF-typed registers of the task, which are the same registers; else a
 /// `bpf_probe_read_kernel`.
+///
+/// Four bytes are read: aarch64's `syscallno` is an `s32` (the verifier refuses an 8-byte load
+/// from it), and x86_64's 8-byte `orig_ax` holds the same number in its low four bytes (both
+/// are little-endian), which is all the `u32` result ever kept.
 #[inline(always)]
 pub fn syscall_nr(
     regs: *const u8,
@@ -100,15 +104,14 @@ pub fn syscall_nr(
         // SAFETY: a direct load from the BTF-typed `struct pt_regs` the helper returns for the
         // BTF-typed task, which the verifier checks against the kernel's BTF and makes
         // fault-safe.
-        let nr: i64 = unsafe {
+        let nr: u32 = unsafe {
             let regs = bpf_task_pt_regs(task.cast_mut().cast()) as *const u8;
             core::ptr::read_volatile(regs.add(off.regs_syscall_nr as usize).cast())
         };
-        return Ok(nr as u32);
+        return Ok(nr);
     }
     // SAFETY: read through `bpf_probe_read_kernel`, which fails cleanly on a bad pointer.
-    let nr: i64 = unsafe { bpf_probe_read_kernel(regs.add(off.regs_syscall_nr as usize).cast())? };
-    Ok(nr as u32)
+    unsafe { bpf_probe_read_kernel(regs.add(off.regs_syscall_nr as usize).cast()) }
 }
 
 /// What a trace event says about the current task besides what helpers return: its thread and
