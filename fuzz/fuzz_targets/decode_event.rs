@@ -30,6 +30,9 @@ fuzz_target!(|data: &[u8]| {
         namespace: "shop".to_owned(),
         pod: "web-0".to_owned(),
         name: "nginx".to_owned(),
+        image: "docker.io/library/nginx:1.27".to_owned(),
+        // Label values are user data: quotes and escapes must come out as valid JSON.
+        labels: [("app".to_owned(), "we\"b\\".to_owned())].into(),
     };
     for container in [None, Some(&container)] {
         let mut out = Vec::new();
