@@ -4,10 +4,12 @@ use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
     sync::Arc,
+    time::Duration,
 };
 
 use swoll::{
-    http::{Exposition, MAX_BODY, router},
+    conn::{HttpMetrics, InFlight, Limits, serve},
+    http::{Exposition, MAX_BODY, MAX_CONCURRENT, router},
     maps::Snapshot,
     metrics::{Label, Renderer, RowSource, SelfMetrics, Workload},
 };
@@ -31,9 +33,25 @@ fn endpoints_answer_and_bound_requests() {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let app = router(Arc::clone(&exposition));
-    let _server =
-        std::thread::spawn(move || runtime.block_on(async { axum::serve(listener, app).await }));
+    let metrics = HttpMetrics::new(&exposition.self_metrics).expect("HTTP metrics");
+    let app = router(
+        Arc::clone(&exposition),
+        InFlight::new(MAX_CONCURRENT, "metrics", &metrics),
+    );
+    let limits = Limits {
+        max_connections: 8,
+        stall_timeout: Duration::from_secs(5),
+    };
+    let _server = std::thread::spawn(move || {
+        runtime.block_on(serve(
+            listener,
+            app,
+            limits,
+            "metrics",
+            &metrics,
+            std::future::pending(),
+        ))
+    });
 
     let get = |path: &str| {
         request(
