@@ -37,6 +37,13 @@ pub struct Limits {
     pub stall_timeout: Duration,
 }
 
+/// Bytes hyper buffers per connection, either way: request headers up to this, and response
+/// bytes ahead of the socket up to this plus one body chunk (it takes the next chunk only
+/// below it). Without it hyper would take a whole `/metrics` body (up to about 400 KiB) into its
+/// buffer, dropping the body and its in-flight permit while the bytes still wait for a client
+/// that does not read.
+const CONNECTION_BUFFER: usize = 32 * 1024;
+
 /// Longest open connections get to finish at shutdown before they are dropped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -76,7 +83,7 @@ impl HttpMetrics {
         let shed = IntCounterVec::new(
             Opts::new(
                 "swoll_http_requests_rejected_total",
-                "HTTP requests answered 503 because the listener had its most requests in flight (responses still being sent count).",
+                "HTTP requests answered 503 because the listener had its most requests in flight (responses still being sent count) for as long as a request may wait.",
             ),
             &["listener"],
         )?;
@@ -105,24 +112,37 @@ impl HttpMetrics {
 #[derive(Clone, Debug)]
 pub struct InFlight {
     permits: Arc<Semaphore>,
+    wait: Duration,
     shed: prometheus::IntCounter,
 }
 
 impl InFlight {
-    /// At most `max` requests of `listener` in flight.
-    pub fn new(max: usize, listener: &str, metrics: &HttpMetrics) -> Self {
+    /// At most `max` requests of `listener` in flight; one beyond waits up to `wait` for a
+    /// permit. A waiting request holds its connection and nothing else (the table is taken
+    /// once the permit is), so the connection cap bounds the queue.
+    pub fn new(max: usize, wait: Duration, listener: &str, metrics: &HttpMetrics) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(max)),
+            wait,
             shed: metrics.shed.with_label_values(&[listener]),
         }
     }
 }
 
-/// The middleware of [`InFlight`] (`axum::middleware::from_fn_with_state`): beyond the cap a
-/// request is answered 503 at once instead of queueing, so a waiting client holds nothing and
-/// a scraper retries at its next interval.
+/// The middleware of [`InFlight`] (`axum::middleware::from_fn_with_state`): a request that gets
+/// no permit within the wait is answered 503, and the client retries (a scraper at its next
+/// interval).
 pub async fn in_flight(State(cap): State<InFlight>, request: Request, next: Next) -> Response {
-    let Ok(permit) = Arc::clone(&cap.permits).try_acquire_owned() else {
+    let permits = Arc::clone(&cap.permits);
+    let permit = match permits.clone().try_acquire_owned() {
+        Ok(permit) => Ok(permit),
+        Err(_) => tokio::time::timeout(cap.wait, permits.acquire_owned())
+            .await
+            .map_err(|_| ())
+            // The semaphore is never closed; a closed one would refuse like a full one.
+            .and_then(|acquired| acquired.map_err(|_| ())),
+    };
+    let Ok(permit) = permit else {
         cap.shed.inc();
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -210,6 +230,7 @@ pub async fn serve(
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.stall_timeout)
+                .max_buf_size(CONNECTION_BUFFER)
                 .serve_connection(io, service);
             tokio::pin!(conn);
             let result = tokio::select! {

@@ -83,9 +83,12 @@ pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// Largest request body accepted (no route takes one); larger gets 413.
 pub const MAX_BODY: usize = 4096;
 /// Requests of the metrics listener in flight at once, responses still being sent included;
-/// more are answered 503 (see [`crate::conn::in_flight`]), so a burst of scrapes or clients
-/// that stop reading cannot exhaust memory.
+/// more wait up to [`IN_FLIGHT_WAIT`], then are answered 503 (see [`crate::conn::in_flight`]),
+/// so a burst of scrapes or clients that stop reading cannot exhaust memory.
 pub const MAX_CONCURRENT: usize = 32;
+/// How long a request of the metrics listener waits for one of [`MAX_CONCURRENT`]: under the
+/// request timeout, so the answer says why (503, not 408).
+pub const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The router over `state`, with a timeout and a body limit on every route and one cap on
 /// requests in flight over all of them but the probes: an agent on every node must not be the
@@ -150,7 +153,8 @@ async fn readyz(State(state): State<Arc<Exposition>>) -> Response {
     }
 }
 
-/// Trace streams open at once, over all traces.
+/// Trace streams open at once, over all traces; one more is answered 503 at once (streams end
+/// when their client leaves, which may be never).
 pub const MAX_TRACE_STREAMS: usize = 64;
 
 /// The router of the trace streams (`GET /traces/<name>`, Server-Sent Events): a listener of its

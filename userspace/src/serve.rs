@@ -200,7 +200,12 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     let reload = tokio::spawn(reload_on_sighup(
         traces.as_ref().map(|t| Arc::clone(&t.specs)),
     ));
-    let in_flight = crate::conn::InFlight::new(http::MAX_CONCURRENT, "metrics", &http_metrics);
+    let in_flight = crate::conn::InFlight::new(
+        http::MAX_CONCURRENT,
+        http::IN_FLIGHT_WAIT,
+        "metrics",
+        &http_metrics,
+    );
     crate::conn::serve(
         listener,
         http::router(exposition, in_flight),
@@ -360,7 +365,12 @@ fn start_traces(
     let listener = std::net::TcpListener::bind(settings.listen)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .and_then(tokio::net::TcpListener::from_std);
-    let in_flight = crate::conn::InFlight::new(http::MAX_TRACE_STREAMS, "traces", http_metrics);
+    let in_flight = crate::conn::InFlight::new(
+        http::MAX_TRACE_STREAMS,
+        Duration::ZERO,
+        "traces",
+        http_metrics,
+    );
     let router = http::trace_router(Arc::clone(&hub), settings.token.clone(), in_flight);
     let (limits, http_metrics) = (opts.http, http_metrics.clone());
     let http = tokio::spawn(async move {

@@ -9,7 +9,7 @@ use std::{
 
 use swoll::{
     conn::{HttpMetrics, InFlight, Limits, serve},
-    http::{Exposition, MAX_BODY, MAX_CONCURRENT, router},
+    http::{Exposition, IN_FLIGHT_WAIT, MAX_BODY, MAX_CONCURRENT, router},
     maps::Snapshot,
     metrics::{Label, Renderer, RowSource, SelfMetrics, Workload},
 };
@@ -36,7 +36,7 @@ fn endpoints_answer_and_bound_requests() {
     let metrics = HttpMetrics::new(&exposition.self_metrics).expect("HTTP metrics");
     let app = router(
         Arc::clone(&exposition),
-        InFlight::new(MAX_CONCURRENT, "metrics", &metrics),
+        InFlight::new(MAX_CONCURRENT, IN_FLIGHT_WAIT, "metrics", &metrics),
     );
     let limits = Limits {
         max_connections: 8,
