@@ -376,6 +376,17 @@ pub struct ServeArgs {
     /// `syscall="other"` series (0: no limit).
     #[arg(long, env = "SWOLL_MAX_SERIES", default_value_t = 50_000)]
     pub max_series: usize,
+    /// Connections each HTTP listener keeps open at once; more are closed as soon as they are
+    /// accepted (counted in swoll_http_connections_rejected_total). Prometheus keeps one per
+    /// scrape target.
+    #[arg(long, env = "SWOLL_MAX_CONNECTIONS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_connections: u32,
+    /// How long an HTTP client may go without sending a request's headers, or without reading
+    /// any of a response (a /metrics body, a trace stream) while the agent has bytes for it,
+    /// before it is disconnected and releases what its response holds.
+    #[arg(long, env = "SWOLL_HTTP_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub http_write_timeout: Duration,
     /// This Kubernetes node's name: label series with the pods running here (watched through
     /// KUBECONFIG or the in-cluster config). Without it swoll runs in local mode and makes no
     /// API calls; containers are labelled by short id.
@@ -459,6 +470,10 @@ impl ServeArgs {
             proc_root: self.proc_root,
             labels: self.labels,
             max_series: self.max_series,
+            http: crate::conn::Limits {
+                max_connections: self.max_connections as usize,
+                stall_timeout: self.http_write_timeout,
+            },
             node_name: self.node_name.filter(|n| !n.is_empty()),
             bpf_stats: self.bpf_stats,
             traces: (!self.no_traces).then(|| {

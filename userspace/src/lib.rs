@@ -6,6 +6,7 @@
 pub mod btf;
 pub mod charts;
 pub mod cli;
+pub mod conn;
 pub mod errno;
 pub mod host;
 pub mod http;

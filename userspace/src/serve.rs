@@ -36,6 +36,8 @@ pub struct ServeOptions {
     pub labels: Vec<Label>,
     /// Most series of their own (0: no limit); the rest fold into `syscall="other"`.
     pub max_series: usize,
+    /// Bounds of both HTTP listeners' connections.
+    pub http: crate::conn::Limits,
     /// The Kubernetes node whose pods label the series; `None` is local mode (no API calls).
     pub node_name: Option<String>,
     /// Turn on the kernel's BPF run statistics for `swoll_probe_run_time_ns_per_syscall`.
@@ -131,6 +133,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         proc_root: opts.proc_root.clone(),
         counting_since: probes.counting_since(),
     });
+    let http_metrics = crate::conn::HttpMetrics::new(&exposition.self_metrics)?;
     let mut traces = None;
     let (pods_listed, first_list) = mpsc::channel::<()>();
     let pods: Option<Box<dyn PodIndex>> = match &opts.node_name {
@@ -162,6 +165,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
                     settings,
                     &opts,
                     &exposition,
+                    &http_metrics,
                 )?);
             }
             Some(Box::new(index))
@@ -200,10 +204,21 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     let reload = tokio::spawn(reload_on_sighup(
         traces.as_ref().map(|t| Arc::clone(&t.specs)),
     ));
-    let served = axum::serve(listener, http::router(exposition))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(ServeError::Http);
+    let in_flight = crate::conn::InFlight::new(
+        http::MAX_CONCURRENT,
+        http::IN_FLIGHT_WAIT,
+        "metrics",
+        &http_metrics,
+    );
+    crate::conn::serve(
+        listener,
+        http::router(exposition, in_flight),
+        opts.http,
+        "metrics",
+        &http_metrics,
+        shutdown_signal(),
+    )
+    .await;
     reload.abort();
     drop(stop_reader);
     if reader.join().is_err() {
@@ -222,7 +237,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
              restarts); bye"
         ),
     }
-    served
+    Ok(())
 }
 
 /// Turns on the kernel's BPF run statistics for as long as the returned fd lives. Refused up
@@ -319,6 +334,7 @@ fn start_traces(
     settings: &TraceSettings,
     opts: &ServeOptions,
     exposition: &Exposition,
+    http_metrics: &crate::conn::HttpMetrics,
 ) -> Result<Traces, ServeError> {
     let hub = Arc::new(TraceHub::new(&exposition.self_metrics)?);
     let settings_listen = settings.listen;
@@ -353,7 +369,14 @@ fn start_traces(
     let listener = std::net::TcpListener::bind(settings.listen)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .and_then(tokio::net::TcpListener::from_std);
-    let router = http::trace_router(Arc::clone(&hub), settings.token.clone());
+    let in_flight = crate::conn::InFlight::new(
+        http::MAX_TRACE_STREAMS,
+        Duration::ZERO,
+        "traces",
+        http_metrics,
+    );
+    let router = http::trace_router(Arc::clone(&hub), settings.token.clone(), in_flight);
+    let (limits, http_metrics) = (opts.http, http_metrics.clone());
     let http = tokio::spawn(async move {
         let listener = match listener {
             Ok(listener) => listener,
@@ -365,9 +388,16 @@ fn start_traces(
         if let Ok(local) = listener.local_addr() {
             tracing::info!(%local, "serving /traces/<name>");
         }
-        if let Err(err) = axum::serve(listener, router).await {
-            tracing::error!(error = %err, "the trace streams' listener failed");
-        }
+        // Stopped by aborting this task (`Traces::stop`): streams end with the trace agent.
+        crate::conn::serve(
+            listener,
+            router,
+            limits,
+            "traces",
+            &http_metrics,
+            std::future::pending(),
+        )
+        .await;
     });
     let agent_opts = TraceAgentOptions {
         btf: opts.load.btf_path.clone(),

@@ -225,3 +225,250 @@ fn the_agent_runs_with_the_manifests_privileges_and_mounts() {
     }
     assert!(agent.stop().success());
 }
+
+/// The agent's own metric `name{listener="metrics"}`, read with a fresh connection.
+fn listener_metric(agent: &Agent, name: &str) -> u64 {
+    let (code, body) = http_get(agent.addr, "/metrics").expect("GET /metrics");
+    assert_eq!(code, 200, "{body}");
+    sample(&body, &format!("{name}{{listener=\"metrics\"}}"))
+        .unwrap_or_else(|| panic!("no {name} in\n{body}"))
+}
+
+/// Whether the agent closed `stream`: what it had sent is read, then end of file or a reset,
+/// within the read timeout.
+fn closed_by_peer(stream: &mut std::net::TcpStream) -> bool {
+    use std::io::Read as _;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("read timeout");
+    let mut buf = [0u8; 65536];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+/// A connection to `addr` with a 4 KiB receive buffer, set before the handshake so the window
+/// it advertises stays small: a client that never reads then stalls the agent's writes after a
+/// few KiB instead of after the kernel's default buffers.
+fn small_window_connect(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd as _;
+    let std::net::SocketAddr::V4(v4) = addr else {
+        panic!("the agent listens on IPv4 loopback")
+    };
+    // SAFETY: no pointers; the new socket is owned by the TcpStream made from it below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: fd is a socket just opened and owned by nothing else.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let size: libc::c_int = 4096;
+    // SAFETY: fd is open; size lives across the call.
+    let set = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*v4.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sin is a valid sockaddr_in for the call's duration.
+    let connected = unsafe {
+        libc::connect(
+            fd,
+            (&raw const sin).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(connected, 0, "connect: {}", std::io::Error::last_os_error());
+    stream
+}
+
+/// Beyond `--max-connections` a connection is closed as soon as it is accepted, and counted;
+/// once the open ones close, the listener serves again.
+#[test]
+fn connections_beyond_the_cap_are_closed_and_counted() {
+    let _serial = swoll_kernel_tests::exclusive();
+    let Some(agent) = Agent::start(&["--interval", "200ms", "--max-connections", "8"]) else {
+        return;
+    };
+    assert_eq!(
+        listener_metric(&agent, "swoll_http_connections_rejected_total"),
+        0
+    );
+    let idle: Vec<_> = (0..8)
+        .map(|_| std::net::TcpStream::connect(agent.addr).expect("connect"))
+        .collect();
+    // The agent accepts as fast as it can; 500 ms is ample for 8 on loopback.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut ninth = std::net::TcpStream::connect(agent.addr).expect("connect");
+    let started = Instant::now();
+    assert!(closed_by_peer(&mut ninth), "the 9th connection stayed open");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    drop(idle);
+    // The 8 slots free as the agent sees the closes; a probe made before is rejected too.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let rejected = loop {
+        if let Ok((200, body)) = http_get(agent.addr, "/metrics") {
+            break sample(
+                &body,
+                "swoll_http_connections_rejected_total{listener=\"metrics\"}",
+            )
+            .expect("the rejected counter");
+        }
+        assert!(Instant::now() < deadline, "the listener did not recover");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(rejected >= 1, "rejected {rejected}");
+    assert!(agent.stop().success());
+}
+
+/// A child killed and reaped when dropped, a failed assertion included.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// 500 clients that never read (450 send `GET /metrics`, 50 send nothing) while namespaces churn
+/// so that every map read makes a new series table of 128 KiB of text or more: the agent's memory
+/// stays bounded, `/healthz` answers within 2 s throughout, and after the write timeout the agent
+/// has closed every one of them and holds no more fds than before. (On loopback the kernel's
+/// send buffer, autotuned to a 64 KiB MSS, takes a body this size whole, so what stays pinned
+/// here is socket memory until the timeout; a body larger than the send buffer would keep its
+/// in-flight permit, at most 32 of them.)
+#[test]
+fn clients_that_never_read_pin_nothing_and_are_cut_off() {
+    let _serial = swoll_kernel_tests::exclusive();
+    let Some(agent) = Agent::start(&[
+        "--interval",
+        "2s",
+        "--max-connections",
+        "600",
+        "--http-write-timeout",
+        "5s",
+    ]) else {
+        return;
+    };
+    let churn = Reaped(
+        std::process::Command::new(WORKLOAD)
+            .args([
+                "--spawn-pidns",
+                "1000000",
+                "getppid",
+                "2",
+                "openat-missing",
+                "1",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawning the namespace churn"),
+    );
+    // Tables of the churn's namespaces (each stays an interval after it dies): wait for a body
+    // of more than 128 KiB, four times what hyper buffers of a response, scraping (and so
+    // warming the allocator) as a Prometheus would. The churn's rate, and so the size, varies
+    // with the machine's load.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body_len = loop {
+        let (code, body) = http_get(agent.addr, "/metrics").expect("GET /metrics");
+        assert_eq!(code, 200);
+        if body.len() > 128 * 1024 {
+            break body.len();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the churn made a body of only {} bytes",
+            body.len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", agent.pid()))
+            .expect("the agent's fds")
+            .count()
+    };
+    let fds_before = fds();
+    let rss_before = agent.rss_kib();
+    let probe = || {
+        let started = Instant::now();
+        let (code, _) = http_get(agent.addr, "/healthz").expect("GET /healthz");
+        assert_eq!(code, 200);
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "/healthz took {took:?}");
+    };
+    let mut stalled = Vec::new();
+    for i in 0..500 {
+        if i % 10 == 0 {
+            // Sends nothing at all (slowloris without the headers).
+            stalled.push(std::net::TcpStream::connect(agent.addr).expect("connect"));
+        } else {
+            use std::io::Write as _;
+            let mut s = small_window_connect(agent.addr);
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .expect("sending the request");
+            stalled.push(s);
+        }
+        if i % 50 == 0 {
+            probe();
+        }
+    }
+    let opened = Instant::now();
+    let mut rss_max = agent.rss_kib();
+    // Requests beyond the in-flight cap wait up to 5 s (`IN_FLIGHT_WAIT`) for a permit the
+    // stall timeout frees, then stall 5 s with it, or get a 503 and idle 5 s (the header
+    // timeout): all are closed within 3 stalls of the last opened; 30 s is ample. Watched by
+    // the agent's fds: a scrape would queue behind the stalled bodies' permits.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fds() > fds_before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "fds {} before {fds_before}",
+            fds()
+        );
+        probe();
+        rss_max = rss_max.max(agent.rss_kib());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(churn);
+    // 32 pinned tables of a body this size (the in-flight cap), plus a 64 KiB allowance per
+    // connection (hyper's 32 KiB buffer, a task): some 40 MiB, well under the manifest's
+    // 256 MiB limit, where 450 copies of the body alone would be 130 MB.
+    let bound_kib = (32 * body_len as u64 + 500 * 65536) / 1024;
+    assert!(
+        rss_max < rss_before + bound_kib,
+        "VmRSS {rss_max} KiB, {rss_before} KiB before the 500 (bound {bound_kib} KiB more; \
+         a body of {body_len} bytes)"
+    );
+    let timed_out = listener_metric(&agent, "swoll_http_connections_timed_out_total");
+    assert!(timed_out >= 50 + 32, "timed out: {timed_out}");
+    let still_open = stalled
+        .iter_mut()
+        .map(closed_by_peer)
+        .filter(|closed| !closed)
+        .count();
+    assert_eq!(still_open, 0, "connections the agent did not close");
+    let open = listener_metric(&agent, "swoll_http_connections_open");
+    assert!(open <= 1, "open: {open} (the scrape's own)");
+    let shed = listener_metric(&agent, "swoll_http_requests_rejected_total");
+    eprintln!(
+        "VmRSS {rss_before} -> max {rss_max} KiB; body {body_len} bytes; timed out {timed_out}; \
+         503: {shed}; all closed {:?} after the last opened",
+        opened.elapsed()
+    );
+    assert!(agent.stop().success());
+}
