@@ -227,10 +227,19 @@ fn no_ui_without_kubernetes_gives_a_shared_pid_namespace_no_container() {
     let first = Workload(child);
     let join = format!("/proc/{}/ns/pid_for_children", first.0.id());
     let sidecar_dir = sidecar.dir.to_string_lossy().into_owned();
-    let top = std::thread::spawn(move || top_once(&bin, &["--interval", "3s"], &[]));
+    let top = Command::new(&bin)
+        .args(["top", "--no-ui", "--limit", "0", "--interval", "6s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running swoll top --no-ui");
     // While top counts (the app container's process calls every 100 ms, so its record comes
     // first): the sidecar's process joins the namespace and makes a call that is new there, so
-    // the probes' record of the namespace moves to the sidecar's cgroup.
+    // the probes' record of the namespace moves to the sidecar's cgroup. Only once top's
+    // probes are attached, and its resolver (which looks every 200 ms) has seen the app's
+    // record: under emulation loading the probes takes seconds, and a join before it would
+    // never be seen.
+    wait_for_attached_links(top.id(), 1);
     std::thread::sleep(Duration::from_millis(1500));
     let joined = swoll_kernel_tests::workload(
         WORKLOAD,
@@ -244,7 +253,14 @@ fn no_ui_without_kubernetes_gives_a_shared_pid_namespace_no_container() {
         ],
     );
     assert_eq!(joined, ns, "joined another namespace");
-    let text = top.join().expect("swoll top");
+    let out = top.wait_with_output().expect("swoll top");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "swoll top failed ({}):\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let row = table_row(&text, "sys_getppid", ns)
         .unwrap_or_else(|| panic!("no sys_getppid OK row of pid-ns {ns}:\n{text}"));
     // Neither container's id: the namespace is both containers'.
@@ -252,6 +268,30 @@ fn no_ui_without_kubernetes_gives_a_shared_pid_namespace_no_container() {
     drop(first);
     drop(sidecar);
     drop(app);
+}
+
+/// Waits (up to 60 s) until process `pid` holds `n` BPF links: its probes are attached (`top`
+/// counts without time: one link, on `sys_exit`). A link's fdinfo names its `link_type`.
+fn wait_for_attached_links(pid: u32, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let links = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|fd| {
+                std::fs::read_to_string(fd.path()).is_ok_and(|info| info.contains("link_type:"))
+            })
+            .count();
+        if links >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "swoll top ({pid}) has {links} BPF links after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A tmux server of its own (its own socket, so no user's server or options are touched),
