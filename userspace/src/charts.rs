@@ -3,7 +3,7 @@
 //! Swoll had this page; it is kept because a Sankey answers at a glance what a dashboard needs
 //! several panels for: which classes of calls a namespace makes, from which pods, and how they
 //! fail. Everything is computed here, on the server, from the rows of the last map read
-//! ([`crate::http::Exposition::rows`]): each path through the chosen order of labels (class →
+//! ([`crate::exposition::Exposition::rows`]): each path through the chosen order of labels (class →
 //! group → namespace → pod → syscall → errno by default) adds its call count to every link on
 //! it. The page is plain HTML with the nodes and links inlined as JSON; echarts, embedded in the
 //! binary at build time (`build.rs`), draws them, so the page works on a node with no way out.
@@ -34,7 +34,7 @@ use axum::{
 };
 
 use crate::{
-    http::Exposition,
+    exposition::Exposition,
     metrics::{Label, Row},
 };
 
@@ -906,7 +906,7 @@ async fn script_handler() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Workload;
+    use crate::resolver::Workload;
 
     fn row(syscall: &'static str, err: &'static str, ns: &str, pod: &str, count: u64) -> Row {
         Row {

@@ -126,7 +126,7 @@ fn apiserver(node: Option<&str>) -> Check {
         Err(err) => return check("apiserver", Outcome::Fail, err.to_string(), fix),
     };
     let answer = runtime.block_on(async {
-        let client = crate::serve::kube_client()
+        let client = crate::resolver::pods::kube_client()
             .await
             .map_err(|e| crate::error_chain(&e))?;
         let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::all(client);
@@ -172,15 +172,9 @@ fn release() -> String {
         .unwrap_or_default()
 }
 
-/// (major, minor) of a kernel release string.
-pub fn parse_release(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-}
-
 fn kernel_version() -> Check {
     let release = release();
-    match parse_release(&release) {
+    match host::parse_release(&release) {
         Some(v) if v >= (5, 8) => check(
             "kernel",
             Outcome::Pass,
@@ -262,7 +256,7 @@ fn privileges() -> Check {
             fix,
         );
     };
-    let before_5_11 = parse_release(&release()).is_some_and(|v| v < (5, 11));
+    let before_5_11 = host::parse_release(&release()).is_some_and(|v| v < (5, 11));
     // (capability, its name, what lacking it costs, whether that costs swoll anything here)
     let optional = [
         (
@@ -545,15 +539,6 @@ fn pipe() -> std::io::Result<(i32, i32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn releases() {
-        assert_eq!(parse_release("6.18.44-fc-v669"), Some((6, 18)));
-        assert_eq!(parse_release("5.10.0-46-amd64"), Some((5, 10)));
-        assert_eq!(parse_release("7.3.4+deb13-amd64"), Some((7, 3)));
-        assert_eq!(parse_release(""), None);
-        assert!(parse_release("5.4.0").is_some_and(|v| v < (5, 8)));
-    }
 
     #[test]
     fn failed_checks_print_their_fix() {

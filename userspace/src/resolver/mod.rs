@@ -20,13 +20,31 @@ pub mod cgroup;
 pub mod pods;
 pub mod procfs;
 
-use std::{num::NonZeroUsize, time::Instant};
+use std::{
+    num::NonZeroUsize,
+    time::{Duration, Instant},
+};
 
 use lru::LruCache;
 use swoll_maps_schema::pidns::PidNsSeen;
 
 use self::{cgroup::ContainerRef, procfs::Procfs};
-use crate::metrics::Workload;
+
+/// How often new pid namespaces are looked for between map reads: a container is resolved
+/// while its processes live, however short its life.
+pub const DISCOVER_EVERY: Duration = Duration::from_millis(200);
+
+/// The Kubernetes identity of a pid namespace: empty strings for host processes and for
+/// namespaces not (yet) resolved.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Workload {
+    /// Kubernetes namespace of the pod.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// Container name.
+    pub container: String,
+}
 
 /// The pods of this node, by container id; what a Kubernetes pod cache offers the resolver.
 pub trait PodIndex: Send + Sync {

@@ -15,12 +15,11 @@ use std::{
 
 use anyhow::Context as _;
 use lru::LruCache;
-use swoll_maps_schema::trace::{ANY_PID_NS, ANY_SYSCALL, RuleKey, SYSCALLS_ENTRIES, TraceEvent};
+use swoll_maps_schema::trace::{ANY_PID_NS, TraceEvent};
 
 use super::{
-    capture,
     event::{self, Container},
-    filter::{Filter, Slot},
+    filter::{Filter, Slot, keys, write_captures},
     ring,
     selector::Selector,
 };
@@ -110,28 +109,6 @@ fn install_signal_handlers() {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
     }
-}
-
-/// Writes the capture table: what the probe reads for each syscall number.
-pub fn write_captures(maps: &mut TraceMaps, capture_bytes: u32) -> anyhow::Result<()> {
-    for nr in 0..SYSCALLS_ENTRIES {
-        let value = capture::capture_for(Arch::NATIVE, nr, capture_bytes);
-        maps.syscalls
-            .set(nr, value, 0)
-            .with_context(|| format!("writing the capture table for syscall {nr}"))?;
-    }
-    Ok(())
-}
-
-/// The filter keys of one pid namespace (or every namespace) for `syscalls` (empty: all).
-pub fn keys(pid_ns: u32, syscalls: &[u32]) -> Vec<RuleKey> {
-    if syscalls.is_empty() {
-        return vec![RuleKey {
-            pid_ns,
-            nr: ANY_SYSCALL,
-        }];
-    }
-    syscalls.iter().map(|&nr| RuleKey { pid_ns, nr }).collect()
 }
 
 /// Runs `swoll trace` until Ctrl-C, `--count` or `--duration`.
@@ -241,7 +218,7 @@ impl Scope {
             None => None,
             Some(selector) => {
                 let query = selector.query(opts.node_name.as_deref());
-                let pods = pods::watch_from_thread(&query, crate::serve::FIRST_LIST_WAIT).context(
+                let pods = pods::watch_from_thread(&query, pods::FIRST_LIST_WAIT).context(
                     "selecting pods needs a Kubernetes cluster (KUBECONFIG or in-cluster)",
                 )?;
                 Some((pods, selector.clone()))

@@ -9,7 +9,10 @@
 use std::collections::BTreeMap;
 
 use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
-use swoll_maps_schema::trace::{MAX_TRACES, Rule, RuleKey};
+use swoll_maps_schema::trace::{ANY_SYSCALL, MAX_TRACES, Rule, RuleKey, SYSCALLS_ENTRIES};
+
+use super::capture;
+use crate::{loader::TraceMaps, syscalls::Arch};
 
 /// The kernel's filter map.
 pub type Rules = PerCpuHashMap<MapData, RuleKey, Rule>;
@@ -30,6 +33,28 @@ impl Slot {
     }
 }
 
+/// Writes the capture table: what the probe reads for each syscall number.
+pub fn write_captures(maps: &mut TraceMaps, capture_bytes: u32) -> Result<(), FilterError> {
+    for nr in 0..SYSCALLS_ENTRIES {
+        let value = capture::capture_for(Arch::NATIVE, nr, capture_bytes);
+        maps.syscalls
+            .set(nr, value, 0)
+            .map_err(|source| FilterError::Captures { nr, source })?;
+    }
+    Ok(())
+}
+
+/// The filter keys of one pid namespace (or every namespace) for `syscalls` (empty: all).
+pub fn keys(pid_ns: u32, syscalls: &[u32]) -> Vec<RuleKey> {
+    if syscalls.is_empty() {
+        return vec![RuleKey {
+            pid_ns,
+            nr: ANY_SYSCALL,
+        }];
+    }
+    syscalls.iter().map(|&nr| RuleKey { pid_ns, nr }).collect()
+}
+
 /// Why the filter could not be changed.
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
@@ -39,6 +64,15 @@ pub enum FilterError {
     /// Writing a kernel map failed (the rules map is full, or the kernel refused).
     #[error("updating the kernel trace filter")]
     Map(#[source] aya::maps::MapError),
+    /// Writing the capture table failed.
+    #[error("writing the capture table for syscall {nr}")]
+    Captures {
+        /// The syscall whose row was refused.
+        nr: u32,
+        /// Why.
+        #[source]
+        source: aya::maps::MapError,
+    },
     /// The number of CPUs could not be read (per-CPU values need it).
     #[error("reading the number of CPUs")]
     Cpus(#[source] std::io::Error),
