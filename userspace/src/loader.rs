@@ -15,10 +15,11 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
-        ProgramFd, RawTracePoint,
+        ProgramFd, ProgramType, RawTracePoint,
         links::{FdLink, PinnedLink},
         raw_trace_point::RawTracePointLinkId,
     },
+    sys::{BpfHelper, is_helper_supported},
 };
 use swoll_maps_schema::{
     config::{
@@ -882,27 +883,28 @@ where
         .map_err(|source| LoadError::Map { name, source })
 }
 
-/// Whether the running kernel has `bpf_get_current_task_btf` (Linux 5.11 and newer).
+/// Whether the running kernel has `bpf_get_current_task_btf` (Linux 5.11 and newer, or a
+/// vendor kernel with it backported).
 pub fn has_task_btf() -> bool {
-    kernel_at_least((5, 11))
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| has_helper(BpfHelper::BPF_FUNC_get_current_task_btf))
 }
 
-/// Whether the running kernel has `bpf_task_pt_regs` (Linux 5.15 and newer).
+/// Whether the running kernel has `bpf_task_pt_regs` (Linux 5.15 and newer, or backported).
 fn has_task_regs() -> bool {
-    kernel_at_least((5, 15))
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| has_helper(BpfHelper::BPF_FUNC_task_pt_regs))
 }
 
-/// Whether the running kernel's release is `version` or newer. The release is read once: it
-/// cannot change under a running agent, and every load asks for several features.
-fn kernel_at_least(version: (u32, u32)) -> bool {
-    static RELEASE: std::sync::OnceLock<Option<(u32, u32)>> = std::sync::OnceLock::new();
-    RELEASE
-        .get_or_init(|| {
-            std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .ok()
-                .and_then(|r| crate::host::parse_release(r.trim()))
-        })
-        .is_some_and(|v| v >= version)
+/// Whether raw tracepoint programs may call `helper`, asked of the verifier (a two-instruction
+/// program, as libbpf probes), not of the release string, which says nothing of backports.
+/// A probe that cannot run (no `CAP_BPF`: the load fails anyway) counts as no: the probes then
+/// take the path every kernel from 5.8 has.
+fn has_helper(helper: BpfHelper) -> bool {
+    is_helper_supported(ProgramType::RawTracePoint, helper).unwrap_or_else(|err| {
+        tracing::debug!(?helper, error = %err, "cannot probe for a BPF helper; assuming it is missing");
+        false
+    })
 }
 
 /// How the probes read the task on this kernel, for logs and `swoll selftest`.
