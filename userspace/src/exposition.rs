@@ -11,13 +11,13 @@ use std::{
     time::Duration,
 };
 
-use crate::metrics::{RowSource, SelfMetrics, Table};
+use crate::metrics::{RowSource, SelfMetrics, SeriesTable};
 
 /// What the endpoints serve, updated by the map reader.
 #[derive(Debug)]
 pub struct Exposition {
     /// The syscall families' series at the last map read.
-    syscalls: RwLock<Arc<Table>>,
+    syscalls: RwLock<Arc<SeriesTable>>,
     /// The keys of the last map read, for pages that chart them.
     rows: RwLock<Arc<RowSource>>,
     /// The agent's own metrics, encoded at each scrape.
@@ -32,7 +32,7 @@ impl Exposition {
     /// An exposition with no syscall series yet and not ready.
     pub fn new(self_metrics: SelfMetrics) -> Self {
         Self {
-            syscalls: RwLock::new(Arc::new(Table::default())),
+            syscalls: RwLock::new(Arc::new(SeriesTable::default())),
             rows: RwLock::new(Arc::new(RowSource::default())),
             self_metrics,
             ready: AtomicBool::new(false),
@@ -52,7 +52,7 @@ impl Exposition {
 
     /// Replaces the syscall families and the keys behind their rows, and marks the agent
     /// ready.
-    pub fn publish(&self, syscalls: Arc<Table>, rows: RowSource) {
+    pub fn publish(&self, syscalls: Arc<SeriesTable>, rows: RowSource) {
         replace(&self.syscalls, syscalls);
         replace(&self.rows, Arc::new(rows));
         self.ready.store(true, Ordering::Release);
@@ -64,7 +64,7 @@ impl Exposition {
     }
 
     /// The syscall families' series at the last map read.
-    pub fn syscalls(&self) -> Arc<Table> {
+    pub fn syscalls(&self) -> Arc<SeriesTable> {
         current(&self.syscalls)
     }
 

@@ -5,7 +5,7 @@
 //! `swoll_node_metrics_syscall_time` (nanoseconds), counters labelled `syscall, err, class,
 //! group, namespace, pod, container, kns`. With `--histogram` a third family,
 //! `swoll_node_metrics_syscall_duration_seconds`, is a Prometheus histogram with the same labels.
-//! Each map read (every `--interval`) sums the keys into a [`Table`] of series (labels made once
+//! Each map read (every `--interval`) sums the keys into a [`SeriesTable`] of series (labels made once
 //! per key and shared, totals); each scrape streams the text made from that table a chunk at a
 //! time, so no full-size exposition (tens of megabytes on a full map) is ever held or copied.
 //! The agent's own metrics (`swoll_*`) live in a `prometheus` registry and are encoded at
@@ -213,7 +213,7 @@ struct Histogram {
     time_ns: u64,
 }
 
-/// One series of a [`Table`].
+/// One series of a [`SeriesTable`].
 #[derive(Debug)]
 struct Totals {
     /// Its labels, shared with the [`Renderer`] (and with every table that has the series).
@@ -224,11 +224,11 @@ struct Totals {
 /// The syscall families at one map read: every series' labels and totals, in label order.
 ///
 /// A few dozen bytes a series, where its text is a few hundred (tens of megabytes at a full
-/// map): scrapes make the text from it a chunk at a time ([`Table::chunks`]) and share it
+/// map): scrapes make the text from it a chunk at a time ([`SeriesTable::chunks`]) and share it
 /// through an `Arc`, so no full-size exposition is held, copied, or left behind by the
 /// allocator.
 #[derive(Debug, Default)]
-pub struct Table {
+pub struct SeriesTable {
     series: Vec<Totals>,
     /// Each series' histogram, when the read had histograms (`--histogram`): then their family
     /// is exported, even with no series. Boxed: a histogram is ten times a series, and many
@@ -248,7 +248,7 @@ static LE: LazyLock<Vec<String>> = LazyLock::new(|| {
         .collect()
 });
 
-impl Table {
+impl SeriesTable {
     /// The text exposition of the families, in chunks of about [`CHUNK_BYTES`] that end at
     /// line ends.
     pub fn chunks(self: &Arc<Self>) -> Chunks {
@@ -265,7 +265,7 @@ impl Table {
     }
 }
 
-/// A family of a [`Table`], in exposition order.
+/// A family of a [`SeriesTable`], in exposition order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Family {
     Count,
@@ -273,10 +273,10 @@ enum Family {
     Duration,
 }
 
-/// The text of a [`Table`], a chunk at a time ([`Table::chunks`]).
+/// The text of a [`SeriesTable`], a chunk at a time ([`SeriesTable::chunks`]).
 #[derive(Debug)]
 pub struct Chunks {
-    table: Arc<Table>,
+    table: Arc<SeriesTable>,
     /// The family being written; `None` when done.
     family: Option<Family>,
     /// The next series of the family; at 0 its header comes first.
@@ -338,7 +338,7 @@ impl Family {
 
     /// The lines of series `at` of `table`: one sample, or a histogram's (none if the series
     /// has none).
-    fn sample(self, table: &Table, at: usize, series: &Totals, out: &mut String) {
+    fn sample(self, table: &SeriesTable, at: usize, series: &Totals, out: &mut String) {
         let labels = &*series.labels;
         match self {
             Family::Count => sample_line(out, SYSCALL_COUNT, labels, series.value.count),
@@ -459,7 +459,7 @@ impl Sums {
 #[derive(Debug, Default)]
 pub struct Rendered {
     /// The series and their totals, which scrapes turn into text.
-    pub table: Arc<Table>,
+    pub table: Arc<SeriesTable>,
     /// Series in each family.
     pub series: usize,
     /// Keys folded into `syscall="other"` series because the budget was spent.
@@ -638,7 +638,7 @@ impl Renderer {
         self.order = Some(order);
         Rendered {
             series: series.len(),
-            table: Arc::new(Table { series, histograms }),
+            table: Arc::new(SeriesTable { series, histograms }),
             folded,
         }
     }

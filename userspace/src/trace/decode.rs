@@ -19,7 +19,7 @@ use swoll_maps_schema::trace::{
 use super::capture::{
     ITIMERSPEC_BYTES, RLIMIT_BYTES, SIGACTION_BYTES, TIMESPEC_BYTES, capture_for,
 };
-use super::flags::{self, Table};
+use super::flags::{self, Names};
 use super::sockaddr;
 use crate::syscalls::{Arch, describe};
 
@@ -44,11 +44,11 @@ enum Kind {
     /// A `mode_t`: octal, `0644`.
     Mode,
     /// An `int` flag set, by table.
-    Flags(&'static Table),
+    Flags(&'static Names),
     /// An `unsigned long` flag set, by table.
-    Flags64(&'static Table),
+    Flags64(&'static Names),
     /// An `int` enumeration, by table: the name or the decimal value.
-    Enum(&'static Table),
+    Enum(&'static Names),
     /// `open` flags: access mode, then flags, per architecture.
     OpenFlags,
     /// `socket`'s type: the type, then `SOCK_NONBLOCK`/`SOCK_CLOEXEC`.

@@ -13,12 +13,12 @@ use std::borrow::Cow;
 use crate::syscalls::Arch;
 
 /// A flag set or an enumeration: `(value, name)` pairs in output order.
-pub type Table = [(u64, &'static str)];
+pub type Names = [(u64, &'static str)];
 
 /// The names of the flags set in `value`, in `table` order, then `0x<rest>` for bits no entry
 /// names, so that nothing the caller passed is hidden. An entry matches when all its bits are
 /// still unclaimed; a zero entry matches only when `value` is 0. Empty for 0 without such entry.
-pub fn flag_names(table: &Table, value: u64) -> Vec<Cow<'static, str>> {
+pub fn flag_names(table: &Names, value: u64) -> Vec<Cow<'static, str>> {
     let mut names = Vec::new();
     let mut rest = value;
     for &(bits, name) in table {
@@ -39,7 +39,7 @@ pub fn flag_names(table: &Table, value: u64) -> Vec<Cow<'static, str>> {
 }
 
 /// The name of `value` in the enumeration `table`, if it has one.
-pub fn enum_name(table: &Table, value: u64) -> Option<&'static str> {
+pub fn enum_name(table: &Names, value: u64) -> Option<&'static str> {
     table
         .iter()
         .find(|&&(v, _)| v == value)
@@ -48,7 +48,7 @@ pub fn enum_name(table: &Table, value: u64) -> Option<&'static str> {
 
 /// The name of `value` in `table`, or its decimal value: an unknown command or request still
 /// shows, distinguishable, as a string like the names.
-pub fn enum_or_number(table: &Table, value: u64) -> Cow<'static, str> {
+pub fn enum_or_number(table: &Names, value: u64) -> Cow<'static, str> {
     match enum_name(table, value) {
         Some(name) => Cow::Borrowed(name),
         None => Cow::Owned(value.to_string()),
@@ -57,7 +57,7 @@ pub fn enum_or_number(table: &Table, value: u64) -> Cow<'static, str> {
 
 /// `open`'s access modes, the low two bits (`O_ACCMODE`), an enumeration rather than flags:
 /// `O_RDONLY` is 0.
-pub const O_ACCESS_MODES: &Table = &[
+pub const O_ACCESS_MODES: &Names = &[
     (0, "O_RDONLY"),
     (1, "O_WRONLY"),
     (2, "O_RDWR"),
@@ -68,7 +68,7 @@ pub const O_ACCESS_MODES: &Table = &[
 const O_ACCMODE: u64 = 3;
 
 /// `open` flags above the access mode on x86_64 (`asm-generic/fcntl.h`).
-pub const O_FLAGS_X86_64: &Table = &[
+pub const O_FLAGS_X86_64: &Names = &[
     (0o100, "O_CREAT"),
     (0o200, "O_EXCL"),
     (0o400, "O_NOCTTY"),
@@ -90,7 +90,7 @@ pub const O_FLAGS_X86_64: &Table = &[
 
 /// `open` flags above the access mode on aarch64, whose `O_DIRECTORY`, `O_NOFOLLOW`,
 /// `O_DIRECT` and `O_LARGEFILE` differ (`arch/arm64/include/uapi/asm/fcntl.h`).
-pub const O_FLAGS_AARCH64: &Table = &[
+pub const O_FLAGS_AARCH64: &Names = &[
     (0o100, "O_CREAT"),
     (0o200, "O_EXCL"),
     (0o400, "O_NOCTTY"),
@@ -127,7 +127,7 @@ pub const AT_FDCWD: i32 = -100;
 
 /// `*at` flags (`linux/fcntl.h`). 0x200 means `AT_REMOVEDIR` for `unlinkat` and `AT_EACCESS`
 /// for `faccessat`; see [`AT_UNLINK_FLAGS`] and [`AT_ACCESS_FLAGS`].
-pub const AT_FLAGS: &Table = &[
+pub const AT_FLAGS: &Names = &[
     (0x100, "AT_SYMLINK_NOFOLLOW"),
     (0x400, "AT_SYMLINK_FOLLOW"),
     (0x800, "AT_NO_AUTOMOUNT"),
@@ -138,20 +138,20 @@ pub const AT_FLAGS: &Table = &[
 ];
 
 /// `unlinkat` flags.
-pub const AT_UNLINK_FLAGS: &Table = &[(0x200, "AT_REMOVEDIR")];
+pub const AT_UNLINK_FLAGS: &Names = &[(0x200, "AT_REMOVEDIR")];
 
 /// `faccessat`/`faccessat2` flags.
-pub const AT_ACCESS_FLAGS: &Table = &[
+pub const AT_ACCESS_FLAGS: &Names = &[
     (0x100, "AT_SYMLINK_NOFOLLOW"),
     (0x200, "AT_EACCESS"),
     (0x1000, "AT_EMPTY_PATH"),
 ];
 
 /// `access` modes (`unistd.h`): `F_OK` is 0.
-pub const ACCESS_MODES: &Table = &[(0, "F_OK"), (4, "R_OK"), (2, "W_OK"), (1, "X_OK")];
+pub const ACCESS_MODES: &Names = &[(0, "F_OK"), (4, "R_OK"), (2, "W_OK"), (1, "X_OK")];
 
 /// `mount` flags (`linux/mount.h`).
-pub const MS_FLAGS: &Table = &[
+pub const MS_FLAGS: &Names = &[
     (1, "MS_RDONLY"),
     (2, "MS_NOSUID"),
     (4, "MS_NODEV"),
@@ -186,7 +186,7 @@ pub const MS_FLAGS: &Table = &[
 ];
 
 /// `umount2` flags (`sys/mount.h`).
-pub const MNT_FLAGS: &Table = &[
+pub const MNT_FLAGS: &Names = &[
     (1, "MNT_FORCE"),
     (2, "MNT_DETACH"),
     (4, "MNT_EXPIRE"),
@@ -194,7 +194,7 @@ pub const MNT_FLAGS: &Table = &[
 ];
 
 /// Socket types, the low four bits of `socket`'s `type` (`SOCK_TYPE_MASK`).
-pub const SOCK_TYPES: &Table = &[
+pub const SOCK_TYPES: &Names = &[
     (1, "SOCK_STREAM"),
     (2, "SOCK_DGRAM"),
     (3, "SOCK_RAW"),
@@ -205,7 +205,7 @@ pub const SOCK_TYPES: &Table = &[
 ];
 
 /// Flags above the socket type (also `accept4`'s flags).
-pub const SOCK_FLAGS: &Table = &[(0o4000, "SOCK_NONBLOCK"), (0o2000000, "SOCK_CLOEXEC")];
+pub const SOCK_FLAGS: &Names = &[(0o4000, "SOCK_NONBLOCK"), (0o2000000, "SOCK_CLOEXEC")];
 
 /// Mask of the type in `socket`'s `type`.
 const SOCK_TYPE_MASK: u64 = 0xf;
@@ -218,7 +218,7 @@ pub fn sock_type(value: u64) -> Vec<Cow<'static, str>> {
 }
 
 /// Address families (`bits/socket.h`).
-pub const AF_FAMILIES: &Table = &[
+pub const AF_FAMILIES: &Names = &[
     (0, "AF_UNSPEC"),
     (1, "AF_UNIX"),
     (2, "AF_INET"),
@@ -268,7 +268,7 @@ pub const AF_FAMILIES: &Table = &[
 ];
 
 /// IP protocols (`netinet/in.h`), for `socket`'s `protocol` in `AF_INET`/`AF_INET6`.
-pub const IPPROTO: &Table = &[
+pub const IPPROTO: &Names = &[
     (0, "IPPROTO_IP"),
     (1, "IPPROTO_ICMP"),
     (2, "IPPROTO_IGMP"),
@@ -301,7 +301,7 @@ pub const IPPROTO: &Table = &[
 ];
 
 /// `send`/`recv` flags (`bits/socket.h`).
-pub const MSG_FLAGS: &Table = &[
+pub const MSG_FLAGS: &Names = &[
     (0x1, "MSG_OOB"),
     (0x2, "MSG_PEEK"),
     (0x4, "MSG_DONTROUTE"),
@@ -326,7 +326,7 @@ pub const MSG_FLAGS: &Table = &[
 ];
 
 /// `inotify_add_watch` mask (`linux/inotify.h`).
-pub const IN_FLAGS: &Table = &[
+pub const IN_FLAGS: &Names = &[
     (0x1, "IN_ACCESS"),
     (0x2, "IN_MODIFY"),
     (0x4, "IN_ATTRIB"),
@@ -352,13 +352,13 @@ pub const IN_FLAGS: &Table = &[
 ];
 
 /// `timerfd_create` flags (`linux/timerfd.h`).
-pub const TFD_CREATE_FLAGS: &Table = &[(0o4000, "TFD_NONBLOCK"), (0o2000000, "TFD_CLOEXEC")];
+pub const TFD_CREATE_FLAGS: &Names = &[(0o4000, "TFD_NONBLOCK"), (0o2000000, "TFD_CLOEXEC")];
 
 /// `timerfd_settime` flags.
-pub const TFD_SETTIME_FLAGS: &Table = &[(1, "TFD_TIMER_ABSTIME"), (2, "TFD_TIMER_CANCEL_ON_SET")];
+pub const TFD_SETTIME_FLAGS: &Names = &[(1, "TFD_TIMER_ABSTIME"), (2, "TFD_TIMER_CANCEL_ON_SET")];
 
 /// Clocks (`linux/time.h`), for `timerfd_create` and `clock_nanosleep`.
-pub const CLOCKS: &Table = &[
+pub const CLOCKS: &Names = &[
     (0, "CLOCK_REALTIME"),
     (1, "CLOCK_MONOTONIC"),
     (2, "CLOCK_PROCESS_CPUTIME_ID"),
@@ -373,10 +373,10 @@ pub const CLOCKS: &Table = &[
 ];
 
 /// `clock_nanosleep` flags.
-pub const TIMER_FLAGS: &Table = &[(1, "TIMER_ABSTIME")];
+pub const TIMER_FLAGS: &Names = &[(1, "TIMER_ABSTIME")];
 
 /// `clone` flags (`linux/sched.h`), above the exit signal in the low byte (`CSIGNAL`).
-pub const CLONE_FLAGS: &Table = &[
+pub const CLONE_FLAGS: &Names = &[
     (0x100, "CLONE_VM"),
     (0x200, "CLONE_FS"),
     (0x400, "CLONE_FILES"),
@@ -429,7 +429,7 @@ pub fn namespace_flags(value: u64) -> Vec<Cow<'static, str>> {
 }
 
 /// Memory protections (`asm-generic/mman-common.h`).
-pub const PROT_FLAGS: &Table = &[
+pub const PROT_FLAGS: &Names = &[
     (0, "PROT_NONE"),
     (0x1, "PROT_READ"),
     (0x2, "PROT_WRITE"),
@@ -440,14 +440,14 @@ pub const PROT_FLAGS: &Table = &[
 ];
 
 /// Mapping types, the low four bits of `mmap`'s flags (`MAP_TYPE`).
-pub const MAP_TYPES: &Table = &[
+pub const MAP_TYPES: &Names = &[
     (1, "MAP_SHARED"),
     (2, "MAP_PRIVATE"),
     (3, "MAP_SHARED_VALIDATE"),
 ];
 
 /// `mmap` flags above the mapping type (x86_64 and aarch64 agree; `MAP_32BIT` is x86_64's).
-pub const MAP_FLAGS: &Table = &[
+pub const MAP_FLAGS: &Names = &[
     (0x10, "MAP_FIXED"),
     (0x20, "MAP_ANONYMOUS"),
     (0x40, "MAP_32BIT"),
@@ -476,7 +476,7 @@ pub fn mmap_flags(value: u64) -> Vec<Cow<'static, str>> {
 }
 
 /// `madvise` advice (`asm-generic/mman-common.h`).
-pub const MADV: &Table = &[
+pub const MADV: &Names = &[
     (0, "MADV_NORMAL"),
     (1, "MADV_RANDOM"),
     (2, "MADV_SEQUENTIAL"),
@@ -505,7 +505,7 @@ pub const MADV: &Table = &[
 ];
 
 /// Signals (`asm-generic/signal.h`; x86_64 and aarch64 agree).
-pub const SIGNALS: &Table = &[
+pub const SIGNALS: &Names = &[
     (1, "SIGHUP"),
     (2, "SIGINT"),
     (3, "SIGQUIT"),
@@ -565,7 +565,7 @@ pub fn signal_set(mask: u64) -> Vec<Cow<'static, str>> {
 }
 
 /// `sigaction` flags (`asm-generic/signal-defs.h`; `SA_RESTORER` from x86_64 and aarch64).
-pub const SA_FLAGS: &Table = &[
+pub const SA_FLAGS: &Names = &[
     (0x1, "SA_NOCLDSTOP"),
     (0x2, "SA_NOCLDWAIT"),
     (0x4, "SA_SIGINFO"),
@@ -579,7 +579,7 @@ pub const SA_FLAGS: &Table = &[
 ];
 
 /// `fcntl` commands (`asm-generic/fcntl.h`, `linux/fcntl.h`).
-pub const FCNTL_CMDS: &Table = &[
+pub const FCNTL_CMDS: &Names = &[
     (0, "F_DUPFD"),
     (1, "F_GETFD"),
     (2, "F_SETFD"),
@@ -614,10 +614,10 @@ pub const FCNTL_CMDS: &Table = &[
 ];
 
 /// `fcntl(F_SETFD)` flags.
-pub const FD_FLAGS: &Table = &[(1, "FD_CLOEXEC")];
+pub const FD_FLAGS: &Names = &[(1, "FD_CLOEXEC")];
 
 /// `prctl` options (`linux/prctl.h`).
-pub const PRCTL_OPTIONS: &Table = &[
+pub const PRCTL_OPTIONS: &Names = &[
     (1, "PR_SET_PDEATHSIG"),
     (2, "PR_GET_PDEATHSIG"),
     (3, "PR_GET_DUMPABLE"),
@@ -682,7 +682,7 @@ pub const PRCTL_OPTIONS: &Table = &[
 ];
 
 /// `ptrace` requests (`linux/ptrace.h`, plus x86_64's `asm/ptrace-abi.h`).
-pub const PTRACE_REQUESTS: &Table = &[
+pub const PTRACE_REQUESTS: &Names = &[
     (0, "PTRACE_TRACEME"),
     (1, "PTRACE_PEEKTEXT"),
     (2, "PTRACE_PEEKDATA"),
@@ -726,7 +726,7 @@ pub const PTRACE_REQUESTS: &Table = &[
 ];
 
 /// Resource limits (`asm-generic/resource.h`; x86_64 and aarch64 agree).
-pub const RLIMITS: &Table = &[
+pub const RLIMITS: &Names = &[
     (0, "RLIMIT_CPU"),
     (1, "RLIMIT_FSIZE"),
     (2, "RLIMIT_DATA"),
@@ -746,7 +746,7 @@ pub const RLIMITS: &Table = &[
 ];
 
 /// Socket option levels: `SOL_SOCKET` and the protocols' own (`SOL_IP` is `IPPROTO_IP`, …).
-pub const SOL_LEVELS: &Table = &[
+pub const SOL_LEVELS: &Names = &[
     (0, "SOL_IP"),
     (1, "SOL_SOCKET"),
     (6, "SOL_TCP"),
@@ -765,7 +765,7 @@ pub const SOL_LEVELS: &Table = &[
 pub const SOL_SOCKET: u64 = 1;
 
 /// `SOL_SOCKET` options (`asm-generic/socket.h`), the common ones.
-pub const SO_OPTIONS: &Table = &[
+pub const SO_OPTIONS: &Names = &[
     (1, "SO_DEBUG"),
     (2, "SO_REUSEADDR"),
     (3, "SO_TYPE"),
@@ -811,14 +811,14 @@ pub const SO_OPTIONS: &Table = &[
 ];
 
 /// `epoll_ctl` operations (`linux/eventpoll.h`).
-pub const EPOLL_CTL_OPS: &Table = &[
+pub const EPOLL_CTL_OPS: &Names = &[
     (1, "EPOLL_CTL_ADD"),
     (2, "EPOLL_CTL_DEL"),
     (3, "EPOLL_CTL_MOD"),
 ];
 
 /// `futex` commands (`linux/futex.h`), the op without [`FUTEX_OP_FLAGS`].
-pub const FUTEX_CMDS: &Table = &[
+pub const FUTEX_CMDS: &Names = &[
     (0, "FUTEX_WAIT"),
     (1, "FUTEX_WAKE"),
     (2, "FUTEX_FD"),
@@ -836,7 +836,7 @@ pub const FUTEX_CMDS: &Table = &[
 ];
 
 /// Flags of a `futex` op above its command.
-pub const FUTEX_OP_FLAGS: &Table = &[(128, "FUTEX_PRIVATE_FLAG"), (256, "FUTEX_CLOCK_REALTIME")];
+pub const FUTEX_OP_FLAGS: &Names = &[(128, "FUTEX_PRIVATE_FLAG"), (256, "FUTEX_CLOCK_REALTIME")];
 
 /// Mask of the command in a `futex` op (`FUTEX_CMD_MASK`).
 const FUTEX_CMD_MASK: u64 = 0x7f;
@@ -849,7 +849,7 @@ pub fn futex_op(value: u64) -> Vec<Cow<'static, str>> {
 }
 
 /// `seccomp` operations (`linux/seccomp.h`).
-pub const SECCOMP_OPS: &Table = &[
+pub const SECCOMP_OPS: &Names = &[
     (0, "SECCOMP_SET_MODE_STRICT"),
     (1, "SECCOMP_SET_MODE_FILTER"),
     (2, "SECCOMP_GET_ACTION_AVAIL"),
@@ -857,7 +857,7 @@ pub const SECCOMP_OPS: &Table = &[
 ];
 
 /// `seccomp(SECCOMP_SET_MODE_FILTER)` flags.
-pub const SECCOMP_FILTER_FLAGS: &Table = &[
+pub const SECCOMP_FILTER_FLAGS: &Names = &[
     (1, "SECCOMP_FILTER_FLAG_TSYNC"),
     (2, "SECCOMP_FILTER_FLAG_LOG"),
     (4, "SECCOMP_FILTER_FLAG_SPEC_ALLOW"),
@@ -867,7 +867,7 @@ pub const SECCOMP_FILTER_FLAGS: &Table = &[
 ];
 
 /// `lseek` whence (`linux/fs.h`).
-pub const SEEK_WHENCE: &Table = &[
+pub const SEEK_WHENCE: &Names = &[
     (0, "SEEK_SET"),
     (1, "SEEK_CUR"),
     (2, "SEEK_END"),
@@ -876,7 +876,7 @@ pub const SEEK_WHENCE: &Table = &[
 ];
 
 /// `membarrier` commands (`linux/membarrier.h`).
-pub const MEMBARRIER_CMDS: &Table = &[
+pub const MEMBARRIER_CMDS: &Names = &[
     (0, "MEMBARRIER_CMD_QUERY"),
     (1, "MEMBARRIER_CMD_GLOBAL"),
     (2, "MEMBARRIER_CMD_GLOBAL_EXPEDITED"),
@@ -891,7 +891,7 @@ pub const MEMBARRIER_CMDS: &Table = &[
 ];
 
 /// `syslog` actions (`SYSLOG_ACTION_*`, `include/linux/syslog.h`).
-pub const SYSLOG_ACTIONS: &Table = &[
+pub const SYSLOG_ACTIONS: &Names = &[
     (0, "SYSLOG_ACTION_CLOSE"),
     (1, "SYSLOG_ACTION_OPEN"),
     (2, "SYSLOG_ACTION_READ"),
@@ -906,27 +906,27 @@ pub const SYSLOG_ACTIONS: &Table = &[
 ];
 
 /// `mlock2` flags.
-pub const MLOCK_FLAGS: &Table = &[(1, "MLOCK_ONFAULT")];
+pub const MLOCK_FLAGS: &Names = &[(1, "MLOCK_ONFAULT")];
 
 /// `eventfd2`/`signalfd4`/`pipe2`/`dup3`/`epoll_create1`/`inotify_init1` style flags: the
 /// `O_NONBLOCK` and `O_CLOEXEC` bits, which these all take.
-pub const NONBLOCK_CLOEXEC: &Table = &[(0o4000, "O_NONBLOCK"), (0o2000000, "O_CLOEXEC")];
+pub const NONBLOCK_CLOEXEC: &Names = &[(0o4000, "O_NONBLOCK"), (0o2000000, "O_CLOEXEC")];
 
 /// `renameat2` flags (`linux/fs.h`).
-pub const RENAME_FLAGS: &Table = &[
+pub const RENAME_FLAGS: &Names = &[
     (1, "RENAME_NOREPLACE"),
     (2, "RENAME_EXCHANGE"),
     (4, "RENAME_WHITEOUT"),
 ];
 
 /// `shutdown`'s `how` (`sys/socket.h`).
-pub const SHUT_HOW: &Table = &[(0, "SHUT_RD"), (1, "SHUT_WR"), (2, "SHUT_RDWR")];
+pub const SHUT_HOW: &Names = &[(0, "SHUT_RD"), (1, "SHUT_WR"), (2, "SHUT_RDWR")];
 
 /// `mlockall` flags (`asm-generic/mman-common.h`).
-pub const MCL_FLAGS: &Table = &[(1, "MCL_CURRENT"), (2, "MCL_FUTURE"), (4, "MCL_ONFAULT")];
+pub const MCL_FLAGS: &Names = &[(1, "MCL_CURRENT"), (2, "MCL_FUTURE"), (4, "MCL_ONFAULT")];
 
 /// `setxattr` flags (`linux/xattr.h`).
-pub const XATTR_FLAGS: &Table = &[(1, "XATTR_CREATE"), (2, "XATTR_REPLACE")];
+pub const XATTR_FLAGS: &Names = &[(1, "XATTR_CREATE"), (2, "XATTR_REPLACE")];
 
 #[cfg(test)]
 mod tests {
@@ -1006,7 +1006,7 @@ mod tests {
 
     #[test]
     fn flags_tables_have_unique_names_and_values() {
-        let tables: &[&Table] = &[
+        let tables: &[&Names] = &[
             O_ACCESS_MODES,
             O_FLAGS_X86_64,
             O_FLAGS_AARCH64,
