@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) only parses arguments and reports errors; everything else lives in
 //! these modules, each named after what it holds.
 
+pub mod auth;
 pub mod btf;
 pub mod charts;
 pub mod cli;

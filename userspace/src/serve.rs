@@ -42,6 +42,8 @@ pub struct ServeOptions {
     pub node_name: Option<String>,
     /// Turn on the kernel's BPF run statistics for `swoll_probe_run_time_ns_per_syscall`.
     pub bpf_stats: bool,
+    /// Authenticate and authorize requests through the Kubernetes API server (`--auth`).
+    pub auth: bool,
     /// Traces from a ConfigMap (with `node_name`); `None`: metrics only.
     pub traces: Option<TraceSettings>,
     /// How the probes are loaded.
@@ -57,8 +59,8 @@ pub struct TraceSettings {
     pub configmap_name: String,
     /// The listener of `GET /traces/<name>`.
     pub listen: SocketAddr,
-    /// The bearer token the streams require, if any.
-    pub token: Option<String>,
+    /// The file of the bearer token the streams require, if any.
+    pub token_file: Option<std::path::PathBuf>,
     /// Ring buffer bytes.
     pub ring_bytes: u32,
     /// The most bytes of read/write buffers a trace may capture.
@@ -97,6 +99,9 @@ pub enum ServeError {
     /// `--bpf-stats`: the kernel refused to turn on BPF run statistics.
     #[error("enabling BPF run statistics (--bpf-stats)")]
     RunStats(#[source] std::io::Error),
+    /// `--traces-token-file` cannot be used.
+    #[error(transparent)]
+    TokenFile(#[from] crate::auth::TokenFileError),
     /// The HTTP server or the signal handlers failed.
     #[error("serving HTTP")]
     Http(#[source] std::io::Error),
@@ -134,6 +139,17 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         counting_since: probes.counting_since(),
     });
     let http_metrics = crate::conn::HttpMetrics::new(&exposition.self_metrics)?;
+    let auth_metrics = crate::auth::AuthMetrics::new(&exposition.self_metrics)?;
+    let reviewer = if opts.auth {
+        Some(crate::auth::Reviewer::new(kube_client().await?, auth_metrics.clone()))
+    } else {
+        None
+    };
+    let access = |token: Option<Arc<str>>| match (&reviewer, token) {
+        (Some(reviewer), _) => crate::auth::Access::Reviews(reviewer.clone()),
+        (None, Some(token)) => crate::auth::Access::Token(token),
+        (None, None) => crate::auth::Access::Open,
+    };
     let mut traces = None;
     let (pods_listed, first_list) = mpsc::channel::<()>();
     let pods: Option<Box<dyn PodIndex>> = match &opts.node_name {
@@ -159,6 +175,11 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
             });
             tracing::info!(node, "watching this node's pods");
             if let Some(settings) = &opts.traces {
+                let token = match &settings.token_file {
+                    Some(path) => Some(crate::auth::read_token(path)?),
+                    None => None,
+                };
+                let gate = crate::auth::Gate::new(access(token), "traces", &auth_metrics);
                 traces = Some(start_traces(
                     client,
                     index.clone(),
@@ -166,6 +187,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
                     &opts,
                     &exposition,
                     &http_metrics,
+                    gate,
                 )?);
             }
             Some(Box::new(index))
@@ -212,7 +234,11 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     );
     crate::conn::serve(
         listener,
-        http::router(exposition, in_flight),
+        http::router(
+            exposition,
+            crate::auth::Gate::new(access(None), "metrics", &auth_metrics),
+            in_flight,
+        ),
         opts.http,
         "metrics",
         &http_metrics,
@@ -335,6 +361,7 @@ fn start_traces(
     opts: &ServeOptions,
     exposition: &Exposition,
     http_metrics: &crate::conn::HttpMetrics,
+    gate: crate::auth::Gate,
 ) -> Result<Traces, ServeError> {
     let hub = Arc::new(TraceHub::new(&exposition.self_metrics)?);
     let settings_listen = settings.listen;
@@ -375,7 +402,7 @@ fn start_traces(
         "traces",
         http_metrics,
     );
-    let router = http::trace_router(Arc::clone(&hub), settings.token.clone(), in_flight);
+    let router = http::trace_router(Arc::clone(&hub), gate, in_flight);
     let (limits, http_metrics) = (opts.http, http_metrics.clone());
     let http = tokio::spawn(async move {
         let listener = match listener {
