@@ -194,7 +194,10 @@ impl Reviewer {
 
     async fn authenticate(&self, token: &str) -> Result<Authenticated, ReviewError> {
         if let Some(hit) = cached(&self.tokens, token) {
-            self.metrics.cache_hits.with_label_values(&["tokenreview"]).inc();
+            self.metrics
+                .cache_hits
+                .with_label_values(&["tokenreview"])
+                .inc();
             return Ok(hit);
         }
         let review = TokenReview {
@@ -282,7 +285,10 @@ impl Reviewer {
             Err(_) => Err(Unanswered::Timeout),
         };
         let label = if result.is_ok() { "answered" } else { "error" };
-        self.metrics.reviews.with_label_values(&[review, label]).inc();
+        self.metrics
+            .reviews
+            .with_label_values(&[review, label])
+            .inc();
         result
     }
 }
@@ -303,7 +309,9 @@ impl Unanswered {
 }
 
 fn cached<T: Clone>(cache: &Mutex<LruCache<String, Expiring<T>>>, key: &str) -> Option<T> {
-    let mut cache = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut cache = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     match cache.get(key) {
         Some(entry) if entry.until > Instant::now() => Some(entry.value.clone()),
         Some(_) => {
@@ -315,7 +323,9 @@ fn cached<T: Clone>(cache: &Mutex<LruCache<String, Expiring<T>>>, key: &str) -> 
 }
 
 fn remember<T>(cache: &Mutex<LruCache<String, Expiring<T>>>, key: String, ttl: Duration, value: T) {
-    let mut cache = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut cache = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     cache.put(
         key,
         Expiring {

@@ -616,7 +616,10 @@ mod tests {
             .expect_err("--traces-token is refused");
         let message = err.to_string();
         assert!(message.contains("--traces-token-file"), "{message}");
-        assert!(!message.contains("secret"), "the token is not echoed: {message}");
+        assert!(
+            !message.contains("secret"),
+            "the token is not echoed: {message}"
+        );
         let err = Cli::try_parse_from(["swoll", "serve", "--auth", "--traces-token-file", "/t"])
             .expect_err("--auth and --traces-token-file conflict");
         assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);

@@ -124,7 +124,10 @@ pub fn router(
         .merge(crate::charts::routes())
         .merge(crate::seccomp::routes())
         .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(gate, crate::auth::check))
+        .layer(axum::middleware::from_fn_with_state(
+            gate,
+            crate::auth::check,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             in_flight,
             crate::conn::in_flight,
@@ -193,7 +196,10 @@ pub fn trace_router(
     Router::new()
         .route("/traces/{name}", get(trace_stream))
         .with_state(hub)
-        .layer(axum::middleware::from_fn_with_state(gate, crate::auth::check))
+        .layer(axum::middleware::from_fn_with_state(
+            gate,
+            crate::auth::check,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             in_flight,
             crate::conn::in_flight,

@@ -141,7 +141,10 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     let http_metrics = crate::conn::HttpMetrics::new(&exposition.self_metrics)?;
     let auth_metrics = crate::auth::AuthMetrics::new(&exposition.self_metrics)?;
     let reviewer = if opts.auth {
-        Some(crate::auth::Reviewer::new(kube_client().await?, auth_metrics.clone()))
+        Some(crate::auth::Reviewer::new(
+            kube_client().await?,
+            auth_metrics.clone(),
+        ))
     } else {
         None
     };
