@@ -428,6 +428,17 @@ pub struct ServeArgs {
     /// agent's service account needs `create` on tokenreviews and subjectaccessreviews.
     #[arg(long, env = "SWOLL_AUTH")]
     pub auth: bool,
+    /// Serve both listeners over TLS with this PEM certificate chain (e.g. a mounted
+    /// kubernetes.io/tls Secret's tls.crt), re-read every --tls-reload-interval: a renewed
+    /// certificate is served to new connections without a restart.
+    #[arg(long, env = "SWOLL_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of --tls-cert-file (tls.key).
+    #[arg(long, env = "SWOLL_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// How often the certificate and key files are read again for changes.
+    #[arg(long, env = "SWOLL_TLS_RELOAD_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
     /// Size of the trace ring buffer in bytes (a power of two).
     #[arg(long, env = "SWOLL_TRACE_RING_BYTES", default_value_t = swoll_maps_schema::trace::DEFAULT_RING_BYTES)]
     pub trace_ring_bytes: u32,
@@ -491,6 +502,14 @@ impl ServeArgs {
             node_name: self.node_name.filter(|n| !n.is_empty()),
             bpf_stats: self.bpf_stats,
             auth: self.auth,
+            tls: self
+                .tls_cert_file
+                .zip(self.tls_key_file)
+                .map(|(cert, key)| crate::tls::CertFiles {
+                    cert,
+                    key,
+                    reload_every: self.tls_reload_interval,
+                }),
             traces: (!self.no_traces).then(|| {
                 let (namespace, name) =
                     match self.trace_configmap.as_deref().map(|c| c.split_once('/')) {

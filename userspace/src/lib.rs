@@ -21,6 +21,7 @@ pub mod seccomp;
 pub mod selftest;
 pub mod serve;
 pub mod syscalls;
+pub mod tls;
 pub mod top;
 pub mod trace;
 

@@ -44,6 +44,8 @@ pub struct ServeOptions {
     pub bpf_stats: bool,
     /// Authenticate and authorize requests through the Kubernetes API server (`--auth`).
     pub auth: bool,
+    /// Serve both listeners over TLS with this certificate, reloaded when it changes.
+    pub tls: Option<crate::tls::CertFiles>,
     /// Traces from a ConfigMap (with `node_name`); `None`: metrics only.
     pub traces: Option<TraceSettings>,
     /// How the probes are loaded.
@@ -102,6 +104,9 @@ pub enum ServeError {
     /// `--traces-token-file` cannot be used.
     #[error(transparent)]
     TokenFile(#[from] crate::auth::TokenFileError),
+    /// `--tls-cert-file` and `--tls-key-file` cannot serve.
+    #[error("TLS (--tls-cert-file, --tls-key-file)")]
+    Tls(#[from] crate::tls::TlsError),
     /// The HTTP server or the signal handlers failed.
     #[error("serving HTTP")]
     Http(#[source] std::io::Error),
@@ -116,6 +121,10 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         Some(enable_run_stats()?)
     } else {
         None
+    };
+    let (tls, tls_reload) = match opts.tls.clone().map(crate::tls::acceptor).transpose()? {
+        Some((acceptor, reload)) => (Some(acceptor), Some(reload)),
+        None => (None, None),
     };
     let probes = loader::load(&opts.load)?;
     let pin_set = probes.pin_set().map(|p| p.display().to_string());
@@ -140,6 +149,12 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     });
     let http_metrics = crate::conn::HttpMetrics::new(&exposition.self_metrics)?;
     let auth_metrics = crate::auth::AuthMetrics::new(&exposition.self_metrics)?;
+    let tls_reload = match tls_reload {
+        Some(reload) => Some(tokio::spawn(
+            reload.run(crate::tls::TlsMetrics::new(&exposition.self_metrics)?),
+        )),
+        None => None,
+    };
     let reviewer = if opts.auth {
         Some(crate::auth::Reviewer::new(
             kube_client().await?,
@@ -190,7 +205,10 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
                     &opts,
                     &exposition,
                     &http_metrics,
-                    gate,
+                    Guard {
+                        gate,
+                        tls: tls.clone(),
+                    },
                 )?);
             }
             Some(Box::new(index))
@@ -243,12 +261,16 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
             in_flight,
         ),
         opts.http,
+        tls,
         "metrics",
         &http_metrics,
         shutdown_signal(),
     )
     .await;
     reload.abort();
+    if let Some(tls_reload) = tls_reload {
+        tls_reload.abort();
+    }
     drop(stop_reader);
     if reader.join().is_err() {
         tracing::error!("the map reader panicked");
@@ -356,6 +378,12 @@ impl Traces {
     }
 }
 
+/// Who may call a listener, and over what.
+struct Guard {
+    gate: crate::auth::Gate,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
 /// Starts trace mode: the ConfigMap watch, the trace thread and the streams' listener.
 fn start_traces(
     client: kube::Client,
@@ -364,8 +392,9 @@ fn start_traces(
     opts: &ServeOptions,
     exposition: &Exposition,
     http_metrics: &crate::conn::HttpMetrics,
-    gate: crate::auth::Gate,
+    guard: Guard,
 ) -> Result<Traces, ServeError> {
+    let Guard { gate, tls } = guard;
     let hub = Arc::new(TraceHub::new(&exposition.self_metrics)?);
     let settings_listen = settings.listen;
     let errors = exposition.self_metrics.resolver_errors("apiserver");
@@ -423,6 +452,7 @@ fn start_traces(
             listener,
             router,
             limits,
+            tls,
             "traces",
             &http_metrics,
             std::future::pending(),
