@@ -234,3 +234,259 @@ fn trace_streams_take_their_token_from_a_file() {
         (404, "no such trace is running\n".to_owned())
     );
 }
+
+/// Runs `openssl` with `args` in `dir`, panicking with its stderr on failure.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running openssl (the Debian package)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA (`ca.crt`) and, for each name, a P-256 key `<name>.key` and a certificate
+/// `<name>.crt` it signed, for 127.0.0.1, with `CN=<name>`.
+fn certificates(dir: &Path, names: &[&str]) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        "/CN=swoll test CA",
+        "-days",
+        "1",
+    ]);
+    openssl(dir, &ca);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("san.ext");
+    for name in names {
+        let (key, csr, crt, subj) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("/CN={name}"),
+        );
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &req);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "1",
+                "-extfile",
+                "san.ext",
+            ],
+        );
+    }
+}
+
+/// Puts `<name>.crt` and `<name>.key` of `certs` into `secret` as the kubelet updates a Secret
+/// volume: a new timestamped directory, then `..data` swapped to it by a rename of a symlink;
+/// `tls.crt` and `tls.key` are symlinks through `..data`.
+fn publish(secret: &Path, certs: &Path, name: &str) {
+    let version = format!("..{name}");
+    std::fs::create_dir_all(secret.join(&version)).expect("the version directory");
+    for (from, to) in [("crt", "tls.crt"), ("key", "tls.key")] {
+        std::fs::copy(
+            certs.join(format!("{name}.{from}")),
+            secret.join(&version).join(to),
+        )
+        .expect("copying the certificate");
+        let link = secret.join(to);
+        if link.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(to), link).expect("symlink");
+        }
+    }
+    let tmp = secret.join("..data_tmp");
+    std::os::unix::fs::symlink(&version, &tmp).expect("symlink ..data_tmp");
+    std::fs::rename(&tmp, secret.join("..data")).expect("swapping ..data");
+}
+
+/// `curl -v` of `https://<addr><path>`, verifying against `ca`: (status code, body, the
+/// served certificate's subject as curl prints it).
+fn curl(addr: SocketAddr, path: &str, ca: &Path) -> Option<(u16, String, String)> {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-v",
+            "--max-time",
+            "5",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+        ])
+        .arg(ca)
+        .arg(format!("https://{addr}{path}"))
+        .output()
+        .expect("running curl");
+    if !out.status.success() {
+        return None;
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (body, code) = stdout.rsplit_once('\n')?;
+    let subject = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find_map(|l| {
+            l.trim_start_matches(['*', ' '])
+                .strip_prefix("subject: ")
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    Some((code.parse().ok()?, body.to_owned(), subject))
+}
+
+/// issue #14: with a certificate from a Secret volume the agent serves TLS a verifying client
+/// accepts, and when the Secret changes (the kubelet's symlink swap) new connections get the new
+/// certificate without a restart. Run as the DaemonSet runs the agent, with the Secret volume as
+/// a directory shared with the agent (the harness reproduces only hostPath volumes).
+#[test]
+fn tls_serves_the_mounted_certificate_and_its_renewal() {
+    let _serial = swoll_kernel_tests::exclusive();
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    if let Err(why) = swoll_kernel_tests::deployed::available() {
+        skip(&why);
+        return;
+    }
+    let dir = TempDir::new("swoll-tls");
+    let certs = dir.0.join("certs");
+    let secret = dir.0.join("secret");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    std::fs::create_dir_all(&secret).expect("secret dir");
+    certificates(&certs, &["first", "second"]);
+    publish(&secret, &certs, "first");
+    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let (cert, key) = (secret.join("tls.crt"), secret.join("tls.key"));
+    let args: Vec<std::ffi::OsString> = vec![
+        "serve".into(),
+        "--listen".into(),
+        addr.to_string().into(),
+        "--traces-listen".into(),
+        "127.0.0.1:0".into(),
+        "--no-pin".into(),
+        "--interval".into(),
+        "200ms".into(),
+        "--tls-cert-file".into(),
+        cert.into(),
+        "--tls-key-file".into(),
+        key.into(),
+        "--tls-reload-interval".into(),
+        "200ms".into(),
+    ];
+    let bin = swoll_kernel_tests::swoll_bin();
+    if !bin.exists() && skip(&format!("{} is not built", bin.display())) {
+        return;
+    }
+    let d = swoll_kernel_tests::manifest::daemonset();
+    let mut run = swoll_kernel_tests::deployed::Run {
+        shared: vec![secret.clone()],
+        ..Default::default()
+    };
+    if let Some(proc_root) = d.arg("proc-root") {
+        run.env.push(("SWOLL_PROC_ROOT".into(), proc_root.into()));
+    }
+    let root = TempDir::new("swoll-pod");
+    let mut agent = Running(
+        swoll_kernel_tests::deployed::command(d, &bin, &args, &root.0, &run)
+            .spawn()
+            .expect("spawning swoll serve"),
+    );
+    let ca = certs.join("ca.crt");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let ready = loop {
+        if let Some(answer) = curl(addr, "/readyz", &ca).filter(|(code, ..)| *code == 200) {
+            break answer;
+        }
+        assert!(
+            agent.0.try_wait().expect("waiting").is_none(),
+            "swoll serve exited"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready over TLS in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(ready, (200, "ready\n".to_owned(), "CN=first".to_owned()));
+    // Plain HTTP to the TLS port is no request.
+    assert!(!swoll_kernel_tests::http_get(addr, "/healthz").is_ok_and(|(code, _)| code == 200));
+
+    publish(&secret, &certs, "second");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body, subject) = curl(addr, "/metrics", &ca).expect("a verified /metrics");
+        assert_eq!(code, 200);
+        if subject == "CN=second" {
+            assert_eq!(
+                sample(
+                    &body,
+                    "swoll_tls_certificate_reloads_total{result=\"served\"}"
+                ),
+                Some(1),
+                "{body}"
+            );
+            assert_eq!(
+                sample(
+                    &body,
+                    "swoll_http_tls_handshakes_failed_total{listener=\"metrics\"}"
+                ),
+                Some(1),
+                "the plain HTTP request: {body}"
+            );
+            break;
+        }
+        assert_eq!(subject, "CN=first");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still CN=first 10 s after the swap"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A deployed run's `unshare`, killed (and with it the agent, its pid 1) and reaped when
+/// dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(agent) = swoll_kernel_tests::deployed::child_of(self.0.id())
+            && let Ok(agent) = i32::try_from(agent)
+        {
+            // SAFETY: signals the agent this test started.
+            unsafe { libc::kill(agent, libc::SIGKILL) };
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
