@@ -90,7 +90,9 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// No Kubernetes client configuration (KUBECONFIG or in-cluster) could be found.
-    #[error("configuring the Kubernetes client for --node-name (set KUBECONFIG or run in a pod)")]
+    #[error(
+        "configuring the Kubernetes client for --node-name or --auth (set KUBECONFIG or run in a pod)"
+    )]
     Kube(#[source] kube::Error),
     /// `--bpf-stats` without `CAP_SYS_ADMIN`, which `BPF_ENABLE_STATS` requires.
     #[error(
@@ -155,13 +157,17 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         )),
         None => None,
     };
-    let reviewer = if opts.auth {
-        Some(crate::auth::Reviewer::new(
-            kube_client().await?,
+    // One client for the pod watch, the trace specs and the reviews.
+    let client = match (&opts.node_name, opts.auth) {
+        (None, false) => None,
+        _ => Some(kube_client().await?),
+    };
+    let reviewer = match (&client, opts.auth) {
+        (Some(client), true) => Some(crate::auth::Reviewer::new(
+            client.clone(),
             auth_metrics.clone(),
-        ))
-    } else {
-        None
+        )),
+        _ => None,
     };
     let access = |token: Option<Arc<str>>| match (&reviewer, token) {
         (Some(reviewer), _) => crate::auth::Access::Reviews(reviewer.clone()),
@@ -170,14 +176,8 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     };
     let mut traces = None;
     let (pods_listed, first_list) = mpsc::channel::<()>();
-    let pods: Option<Box<dyn PodIndex>> = match &opts.node_name {
-        None => {
-            // No pods to wait for: the reader starts at once.
-            drop(pods_listed);
-            None
-        }
-        Some(node) => {
-            let client = kube_client().await?;
+    let pods: Option<Box<dyn PodIndex>> = match (&opts.node_name, client) {
+        (Some(node), Some(client)) => {
             let errors = exposition.self_metrics.resolver_errors("apiserver");
             let (index, drive) =
                 pods::watch(client.clone(), &pods::PodQuery::node(node), move |err| {
@@ -212,6 +212,11 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
                 )?);
             }
             Some(Box::new(index))
+        }
+        _ => {
+            // No pods to wait for: the reader starts at once.
+            drop(pods_listed);
+            None
         }
     };
     let resolver = Resolver::new(Procfs::new(&opts.proc_root), opts.load.host_pid_ns, pods);
