@@ -490,3 +490,65 @@ impl Drop for Running {
         let _ = self.0.wait();
     }
 }
+
+/// With `--auth` the trace streams are behind the same reviews as `/metrics`, on their own path:
+/// a grant of `/metrics` does not open them, one of `/traces/*` does.
+#[test]
+fn trace_streams_need_a_grant_of_their_path() {
+    let _serial = swoll_kernel_tests::exclusive();
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let api = FakeApiServer::start();
+    api.add_token("reader-token", READER, &[]);
+    api.add_token("tracer-token", "tracer", &["sre"]);
+    api.grant(READER, "/metrics", "get");
+    api.grant("sre", "/traces/*", "get");
+    let dir = TempDir::new("swoll-authn-traces");
+    let kubeconfig = api.kubeconfig(&dir.0);
+    let traces: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let traces_listen = traces.to_string();
+    let Some(agent) = Agent::start_with_env(
+        &[
+            "--interval",
+            "200ms",
+            "--node-name",
+            "node-a",
+            "--auth",
+            "--traces-listen",
+            &traces_listen,
+        ],
+        &[("KUBECONFIG", kubeconfig.as_path())],
+    ) else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(traces).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no trace listener on {traces}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(get(traces, "/traces/none", None).0, 401);
+    assert_eq!(get(traces, "/traces/none", Some("reader-token")).0, 403);
+    assert_eq!(
+        get(traces, "/traces/none", Some("tracer-token")),
+        (404, "no such trace is running\n".to_owned())
+    );
+    assert_eq!(get(agent.addr, "/metrics", Some("tracer-token")).0, 403);
+    let (code, body) = get(agent.addr, "/metrics", Some("reader-token"));
+    assert_eq!(code, 200);
+    let decision = |listener: &str, d: &str| {
+        sample(
+            &body,
+            &format!("swoll_http_auth_decisions_total{{decision=\"{d}\",listener=\"{listener}\"}}"),
+        )
+    };
+    assert_eq!(decision("traces", "unauthenticated"), Some(1));
+    assert_eq!(decision("traces", "forbidden"), Some(1));
+    assert_eq!(decision("traces", "allowed"), Some(1));
+    assert_eq!(decision("metrics", "forbidden"), Some(1));
+}
