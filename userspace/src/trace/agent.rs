@@ -44,9 +44,8 @@ use tokio::sync::broadcast;
 
 use super::{
     capture,
-    command::{keys, write_captures},
     event::{self, Container},
-    filter::{Filter, Slot},
+    filter::{Filter, Slot, keys, write_captures},
     ring,
     spec::{self, Trace},
 };
