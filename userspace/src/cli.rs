@@ -411,9 +411,34 @@ pub struct ServeArgs {
     /// default: trace events carry paths and argv.
     #[arg(long, env = "SWOLL_TRACES_LISTEN", default_value = "127.0.0.1:9096")]
     pub traces_listen: SocketAddr,
-    /// A bearer token the trace streams require (`Authorization: Bearer <token>`).
-    #[arg(long, env = "SWOLL_TRACES_TOKEN", hide_env_values = true)]
+    /// A file holding the bearer token the trace streams require (`Authorization: Bearer
+    /// <token>`), e.g. a mounted Secret's key; read at start. With --auth the API server
+    /// decides instead.
+    #[arg(long, env = "SWOLL_TRACES_TOKEN_FILE", conflicts_with = "auth")]
+    pub traces_token_file: Option<PathBuf>,
+    /// Removed: a token in argv or the environment is readable by whoever can list processes
+    /// or read the pod spec. Refused with a message naming --traces-token-file.
+    #[arg(long, env = "SWOLL_TRACES_TOKEN", hide = true, hide_env_values = true,
+          value_parser = RemovedTracesToken)]
     pub traces_token: Option<String>,
+    /// Authenticate and authorize every request of both listeners but /healthz and /readyz
+    /// through the Kubernetes API server, as kube-rbac-proxy does: the bearer token goes to a
+    /// TokenReview, its user to a SubjectAccessReview of the request's path as a non-resource
+    /// URL (`get /metrics`). Answers are cached (tokens 2 min, allowed 5 min, denied 30 s). The
+    /// agent's service account needs `create` on tokenreviews and subjectaccessreviews.
+    #[arg(long, env = "SWOLL_AUTH")]
+    pub auth: bool,
+    /// Serve both listeners over TLS with this PEM certificate chain (e.g. a mounted
+    /// kubernetes.io/tls Secret's tls.crt), re-read every --tls-reload-interval: a renewed
+    /// certificate is served to new connections without a restart.
+    #[arg(long, env = "SWOLL_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of --tls-cert-file (tls.key).
+    #[arg(long, env = "SWOLL_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// How often the certificate and key files are read again for changes.
+    #[arg(long, env = "SWOLL_TLS_RELOAD_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
     /// Size of the trace ring buffer in bytes (a power of two).
     #[arg(long, env = "SWOLL_TRACE_RING_BYTES", default_value_t = swoll_maps_schema::trace::DEFAULT_RING_BYTES)]
     pub trace_ring_bytes: u32,
@@ -476,6 +501,15 @@ impl ServeArgs {
             },
             node_name: self.node_name.filter(|n| !n.is_empty()),
             bpf_stats: self.bpf_stats,
+            auth: self.auth,
+            tls: self
+                .tls_cert_file
+                .zip(self.tls_key_file)
+                .map(|(cert, key)| crate::tls::CertFiles {
+                    cert,
+                    key,
+                    reload_every: self.tls_reload_interval,
+                }),
             traces: (!self.no_traces).then(|| {
                 let (namespace, name) =
                     match self.trace_configmap.as_deref().map(|c| c.split_once('/')) {
@@ -490,7 +524,7 @@ impl ServeArgs {
                     configmap_namespace: namespace,
                     configmap_name: name,
                     listen: self.traces_listen,
-                    token: self.traces_token.clone().filter(|t| !t.is_empty()),
+                    token_file: self.traces_token_file.clone(),
                     ring_bytes: self.trace_ring_bytes,
                     max_capture_bytes: self.max_capture_bytes,
                     stdout: self.trace_stdout,
@@ -498,6 +532,29 @@ impl ServeArgs {
             }),
             load,
         }
+    }
+}
+
+/// The value parser of the removed `--traces-token`: always an error saying what replaced it,
+/// without the value (clap's own errors would repeat the token).
+#[derive(Clone, Copy, Debug)]
+struct RemovedTracesToken;
+
+impl clap::builder::TypedValueParser for RemovedTracesToken {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        _: &clap::Command,
+        _: Option<&clap::Arg>,
+        _: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        Err(clap::Error::raw(
+            clap::error::ErrorKind::ValueValidation,
+            "--traces-token (SWOLL_TRACES_TOKEN) was removed: a token on the command line or in \
+             the environment is readable by whoever can list processes or read the pod spec; put \
+             it in a file (a mounted Secret) and pass --traces-token-file, or use --auth\n",
+        ))
     }
 }
 
@@ -570,6 +627,21 @@ mod tests {
             None
         );
         assert_eq!(pin_path(&["--no-pin"]), None);
+    }
+
+    #[test]
+    fn the_removed_traces_token_says_what_replaced_it() {
+        let err = Cli::try_parse_from(["swoll", "serve", "--traces-token", "secret"])
+            .expect_err("--traces-token is refused");
+        let message = err.to_string();
+        assert!(message.contains("--traces-token-file"), "{message}");
+        assert!(
+            !message.contains("secret"),
+            "the token is not echoed: {message}"
+        );
+        let err = Cli::try_parse_from(["swoll", "serve", "--auth", "--traces-token-file", "/t"])
+            .expect_err("--auth and --traces-token-file conflict");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 
     #[test]

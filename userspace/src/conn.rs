@@ -1,7 +1,8 @@
 //! The HTTP listeners' connections and requests, bounded so that no client can starve the
 //! endpoints or pin memory: a cap on open connections per listener, a cap on requests in flight
 //! whose permit lives until the response body is sent or dropped, a header read timeout
-//! (slowloris) and a write stall timeout (a client that stops reading).
+//! (slowloris) and a write stall timeout (a client that stops reading); over TLS when given a
+//! certificate ([`crate::tls`]), the handshake bounded by the same timeout.
 use std::{
     io,
     pin::Pin,
@@ -54,6 +55,7 @@ pub struct HttpMetrics {
     rejected: IntCounterVec,
     stalled: IntCounterVec,
     shed: IntCounterVec,
+    handshakes_failed: IntCounterVec,
 }
 
 impl HttpMetrics {
@@ -87,21 +89,31 @@ impl HttpMetrics {
             ),
             &["listener"],
         )?;
+        let handshakes_failed = IntCounterVec::new(
+            Opts::new(
+                "swoll_http_tls_handshakes_failed_total",
+                "TLS connections closed because their handshake failed or took longer than --http-write-timeout (a client that does not trust the certificate, or speaks plain HTTP).",
+            ),
+            &["listener"],
+        )?;
         for listener in ["metrics", "traces"] {
             open.with_label_values(&[listener]);
             rejected.with_label_values(&[listener]);
             stalled.with_label_values(&[listener]);
             shed.with_label_values(&[listener]);
+            handshakes_failed.with_label_values(&[listener]);
         }
         self_metrics.register(Box::new(open.clone()))?;
         self_metrics.register(Box::new(rejected.clone()))?;
         self_metrics.register(Box::new(stalled.clone()))?;
         self_metrics.register(Box::new(shed.clone()))?;
+        self_metrics.register(Box::new(handshakes_failed.clone()))?;
         Ok(Self {
             open,
             rejected,
             stalled,
             shed,
+            handshakes_failed,
         })
     }
 }
@@ -186,12 +198,14 @@ impl http_body::Body for Held {
     }
 }
 
-/// Serves `router` on `listener` under `limits` until `shutdown` resolves, then gives open
-/// connections [`SHUTDOWN_GRACE`] to finish their responses. `name` labels the metrics.
+/// Serves `router` on `listener` under `limits`, over TLS with `tls`, until `shutdown`
+/// resolves, then gives open connections [`SHUTDOWN_GRACE`] to finish their responses. `name`
+/// labels the metrics.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     name: &'static str,
     metrics: &HttpMetrics,
     shutdown: impl std::future::Future<Output = ()>,
@@ -200,6 +214,7 @@ pub async fn serve(
     let open = metrics.open.with_label_values(&[name]);
     let rejected = metrics.rejected.with_label_values(&[name]);
     let stalled = metrics.stalled.with_label_values(&[name]);
+    let handshakes_failed = metrics.handshakes_failed.with_label_values(&[name]);
     let (closing, closed) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -223,22 +238,27 @@ pub async fn serve(
             continue;
         };
         open.inc();
-        let io = TokioIo::new(Stalls::new(stream, limits.stall_timeout));
+        let io = Stalls::new(stream, limits.stall_timeout);
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
-        let (open, stalled, mut closed) = (open.clone(), stalled.clone(), closed.clone());
+        let (open, stalled, closed) = (open.clone(), stalled.clone(), closed.clone());
+        let (tls, handshakes_failed) = (tls.clone(), handshakes_failed.clone());
         tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.stall_timeout)
-                .max_buf_size(CONNECTION_BUFFER)
-                .serve_connection(io, service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                // Only ever set to true, or dropped with the listener: either way, closing.
-                _ = closed.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            let result = match tls {
+                None => connection(io, service, limits, closed).await,
+                Some(tls) => {
+                    match tokio::time::timeout(limits.stall_timeout, tls.accept(io)).await {
+                        Ok(Ok(io)) => connection(io, service, limits, closed).await,
+                        Ok(Err(err)) => {
+                            handshakes_failed.inc();
+                            tracing::debug!(listener = name, error = %err, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            handshakes_failed.inc();
+                            tracing::debug!(listener = name, "TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
                 }
             };
             if let Err(err) = result {
@@ -261,6 +281,33 @@ pub async fn serve(
             listener = name,
             "connections still open after the shutdown grace are dropped"
         );
+    }
+}
+
+/// Serves HTTP/1.1 on one connection until it ends, or until `closed` says the listener is
+/// closing (then gracefully).
+async fn connection<I>(
+    io: I,
+    service: hyper_util::service::TowerToHyperService<Router>,
+    limits: Limits,
+    mut closed: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.stall_timeout)
+        .max_buf_size(CONNECTION_BUFFER)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => result,
+        // Only ever set to true, or dropped with the listener: either way, closing.
+        _ = closed.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
     }
 }
 

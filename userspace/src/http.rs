@@ -32,8 +32,14 @@ pub const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(5
 /// The router over `state`, with a timeout and a body limit on every route and one cap on
 /// requests in flight over all of them but the probes: an agent on every node must not be the
 /// thing a misbehaving client can stall. `/healthz` and `/readyz` answer a constant or a flag,
-/// holding nothing, so they stay out of the cap and answer while it is full.
-pub fn router(state: Arc<Exposition>, in_flight: crate::conn::InFlight) -> Router {
+/// holding nothing, so they stay out of the cap and answer while it is full; the kubelet probes
+/// them without credentials, so they also stay outside `gate`, which every other route is
+/// behind (inside the cap, which so also bounds the reviews under way).
+pub fn router(
+    state: Arc<Exposition>,
+    gate: crate::auth::Gate,
+    in_flight: crate::conn::InFlight,
+) -> Router {
     let probes = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -43,6 +49,10 @@ pub fn router(state: Arc<Exposition>, in_flight: crate::conn::InFlight) -> Route
         .merge(crate::charts::routes())
         .merge(crate::seccomp::routes())
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            gate,
+            crate::auth::check,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             in_flight,
             crate::conn::in_flight,
@@ -98,19 +108,23 @@ async fn readyz(State(state): State<Arc<Exposition>>) -> Response {
 pub const MAX_TRACE_STREAMS: usize = 64;
 
 /// The router of the trace streams (`GET /traces/<name>`, Server-Sent Events): a listener of its
-/// own, loopback by default, because trace events carry paths and argv; with `token`, a stream
-/// needs `Authorization: Bearer <token>`. No request timeout (streams are long), but a cap on
+/// own, loopback by default, because trace events carry paths and argv; every stream is behind
+/// `gate` (a token file, or Kubernetes reviews). No request timeout (streams are long), but a cap on
 /// open streams (`in_flight`, of [`MAX_TRACE_STREAMS`]: a stream holds its permit until it
 /// ends); a client that falls behind loses events (and is told how many) instead of slowing the
 /// agent, and one that stops reading is cut off by the write stall timeout.
 pub fn trace_router(
     hub: Arc<crate::trace::agent::TraceHub>,
-    token: Option<String>,
+    gate: crate::auth::Gate,
     in_flight: crate::conn::InFlight,
 ) -> Router {
     Router::new()
         .route("/traces/{name}", get(trace_stream))
-        .with_state((hub, token.map(Arc::<str>::from)))
+        .with_state(hub)
+        .layer(axum::middleware::from_fn_with_state(
+            gate,
+            crate::auth::check,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             in_flight,
             crate::conn::in_flight,
@@ -118,25 +132,12 @@ pub fn trace_router(
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
 }
 
-type TraceState = (Arc<crate::trace::agent::TraceHub>, Option<Arc<str>>);
-
 async fn trace_stream(
-    State((hub, token)): State<TraceState>,
+    State(hub): State<Arc<crate::trace::agent::TraceHub>>,
     axum::extract::Path(name): axum::extract::Path<String>,
-    headers: axum::http::HeaderMap,
 ) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
-    if let Some(token) = token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !same_secret(given.as_bytes(), token.as_bytes()) {
-            return (StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response();
-        }
-    }
     let Some(events) = hub.subscribe(&name) else {
         return (StatusCode::NOT_FOUND, "no such trace is running\n").into_response();
     };
@@ -153,9 +154,4 @@ async fn trace_stream(
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
-}
-
-/// Compares two secrets in time that depends on their lengths only.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

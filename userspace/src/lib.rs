@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) only parses arguments and reports errors; everything else lives in
 //! these modules, each named after what it holds.
 
+pub mod auth;
 pub mod btf;
 pub mod charts;
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod seccomp;
 pub mod selftest;
 pub mod serve;
 pub mod syscalls;
+pub mod tls;
 pub mod top;
 pub mod trace;
 

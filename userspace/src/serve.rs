@@ -42,6 +42,10 @@ pub struct ServeOptions {
     pub node_name: Option<String>,
     /// Turn on the kernel's BPF run statistics for `swoll_probe_run_time_ns_per_syscall`.
     pub bpf_stats: bool,
+    /// Authenticate and authorize requests through the Kubernetes API server (`--auth`).
+    pub auth: bool,
+    /// Serve both listeners over TLS with this certificate, reloaded when it changes.
+    pub tls: Option<crate::tls::CertFiles>,
     /// Traces from a ConfigMap (with `node_name`); `None`: metrics only.
     pub traces: Option<TraceSettings>,
     /// How the probes are loaded.
@@ -57,8 +61,8 @@ pub struct TraceSettings {
     pub configmap_name: String,
     /// The listener of `GET /traces/<name>`.
     pub listen: SocketAddr,
-    /// The bearer token the streams require, if any.
-    pub token: Option<String>,
+    /// The file of the bearer token the streams require, if any.
+    pub token_file: Option<std::path::PathBuf>,
     /// Ring buffer bytes.
     pub ring_bytes: u32,
     /// The most bytes of read/write buffers a trace may capture.
@@ -97,6 +101,12 @@ pub enum ServeError {
     /// `--bpf-stats`: the kernel refused to turn on BPF run statistics.
     #[error("enabling BPF run statistics (--bpf-stats)")]
     RunStats(#[source] std::io::Error),
+    /// `--traces-token-file` cannot be used.
+    #[error(transparent)]
+    TokenFile(#[from] crate::auth::TokenFileError),
+    /// `--tls-cert-file` and `--tls-key-file` cannot serve.
+    #[error("TLS (--tls-cert-file, --tls-key-file)")]
+    Tls(#[from] crate::tls::TlsError),
     /// The HTTP server or the signal handlers failed.
     #[error("serving HTTP")]
     Http(#[source] std::io::Error),
@@ -111,6 +121,10 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         Some(enable_run_stats()?)
     } else {
         None
+    };
+    let (tls, tls_reload) = match opts.tls.clone().map(crate::tls::acceptor).transpose()? {
+        Some((acceptor, reload)) => (Some(acceptor), Some(reload)),
+        None => (None, None),
     };
     let probes = loader::load(&opts.load)?;
     let pin_set = probes.pin_set().map(|p| p.display().to_string());
@@ -134,16 +148,34 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         counting_since: probes.counting_since(),
     });
     let http_metrics = crate::conn::HttpMetrics::new(&exposition.self_metrics)?;
+    let auth_metrics = crate::auth::AuthMetrics::new(&exposition.self_metrics)?;
+    let tls_reload = match tls_reload {
+        Some(reload) => Some(tokio::spawn(
+            reload.run(crate::tls::TlsMetrics::new(&exposition.self_metrics)?),
+        )),
+        None => None,
+    };
+    // One client for the pod watch, the trace specs and the reviews.
+    let client = match (&opts.node_name, opts.auth) {
+        (None, false) => None,
+        _ => Some(pods::kube_client().await?),
+    };
+    let reviewer = match (&client, opts.auth) {
+        (Some(client), true) => Some(crate::auth::Reviewer::new(
+            client.clone(),
+            auth_metrics.clone(),
+        )),
+        _ => None,
+    };
+    let access = |token: Option<Arc<str>>| match (&reviewer, token) {
+        (Some(reviewer), _) => crate::auth::Access::Reviews(reviewer.clone()),
+        (None, Some(token)) => crate::auth::Access::Token(token),
+        (None, None) => crate::auth::Access::Open,
+    };
     let mut traces = None;
     let (pods_listed, first_list) = mpsc::channel::<()>();
-    let pods: Option<Box<dyn PodIndex>> = match &opts.node_name {
-        None => {
-            // No pods to wait for: the reader starts at once.
-            drop(pods_listed);
-            None
-        }
-        Some(node) => {
-            let client = pods::kube_client().await?;
+    let pods: Option<Box<dyn PodIndex>> = match (&opts.node_name, client) {
+        (Some(node), Some(client)) => {
             let errors = exposition.self_metrics.resolver_errors("apiserver");
             let (index, drive) =
                 pods::watch(client.clone(), &pods::PodQuery::node(node), move |err| {
@@ -159,6 +191,11 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
             });
             tracing::info!(node, "watching this node's pods");
             if let Some(settings) = &opts.traces {
+                let token = match &settings.token_file {
+                    Some(path) => Some(crate::auth::read_token(path)?),
+                    None => None,
+                };
+                let gate = crate::auth::Gate::new(access(token), "traces", &auth_metrics);
                 traces = Some(start_traces(
                     client,
                     index.clone(),
@@ -166,9 +203,18 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
                     &opts,
                     &exposition,
                     &http_metrics,
+                    Guard {
+                        gate,
+                        tls: tls.clone(),
+                    },
                 )?);
             }
             Some(Box::new(index))
+        }
+        _ => {
+            // No pods to wait for: the reader starts at once.
+            drop(pods_listed);
+            None
         }
     };
     let resolver = Resolver::new(Procfs::new(&opts.proc_root), opts.load.host_pid_ns, pods);
@@ -212,14 +258,22 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     );
     crate::conn::serve(
         listener,
-        http::router(exposition, in_flight),
+        http::router(
+            exposition,
+            crate::auth::Gate::new(access(None), "metrics", &auth_metrics),
+            in_flight,
+        ),
         opts.http,
+        tls,
         "metrics",
         &http_metrics,
         shutdown_signal(),
     )
     .await;
     reload.abort();
+    if let Some(tls_reload) = tls_reload {
+        tls_reload.abort();
+    }
     drop(stop_reader);
     if reader.join().is_err() {
         tracing::error!("the map reader panicked");
@@ -327,6 +381,12 @@ impl Traces {
     }
 }
 
+/// Who may call a listener, and over what.
+struct Guard {
+    gate: crate::auth::Gate,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
 /// Starts trace mode: the ConfigMap watch, the trace thread and the streams' listener.
 fn start_traces(
     client: kube::Client,
@@ -335,7 +395,9 @@ fn start_traces(
     opts: &ServeOptions,
     exposition: &Exposition,
     http_metrics: &crate::conn::HttpMetrics,
+    guard: Guard,
 ) -> Result<Traces, ServeError> {
+    let Guard { gate, tls } = guard;
     let hub = Arc::new(TraceHub::new(&exposition.self_metrics)?);
     let settings_listen = settings.listen;
     let errors = exposition.self_metrics.resolver_errors("apiserver");
@@ -375,7 +437,7 @@ fn start_traces(
         "traces",
         http_metrics,
     );
-    let router = http::trace_router(Arc::clone(&hub), settings.token.clone(), in_flight);
+    let router = http::trace_router(Arc::clone(&hub), gate, in_flight);
     let (limits, http_metrics) = (opts.http, http_metrics.clone());
     let http = tokio::spawn(async move {
         let listener = match listener {
@@ -393,6 +455,7 @@ fn start_traces(
             listener,
             router,
             limits,
+            tls,
             "traces",
             &http_metrics,
             std::future::pending(),

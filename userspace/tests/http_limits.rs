@@ -8,6 +8,7 @@ use std::{
 };
 
 use swoll::{
+    auth::{Access, AuthMetrics, Gate},
     conn::{HttpMetrics, InFlight, Limits, serve},
     exposition::Exposition,
     http::{IN_FLIGHT_WAIT, MAX_BODY, MAX_CONCURRENT, router},
@@ -36,8 +37,10 @@ fn endpoints_answer_and_bound_requests() {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let metrics = HttpMetrics::new(&exposition.self_metrics).expect("HTTP metrics");
+    let auth = AuthMetrics::new(&exposition.self_metrics).expect("auth metrics");
     let app = router(
         Arc::clone(&exposition),
+        Gate::new(Access::Open, "metrics", &auth),
         InFlight::new(MAX_CONCURRENT, IN_FLIGHT_WAIT, "metrics", &metrics),
     );
     let limits = Limits {
@@ -49,6 +52,7 @@ fn endpoints_answer_and_bound_requests() {
             listener,
             app,
             limits,
+            None,
             "metrics",
             &metrics,
             std::future::pending(),
@@ -127,6 +131,7 @@ fn the_in_flight_permit_lives_as_long_as_the_body() {
             listener,
             app,
             limits,
+            None,
             "metrics",
             &metrics,
             std::future::pending(),

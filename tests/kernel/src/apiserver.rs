@@ -21,7 +21,11 @@
 //!   the kept history gets a 410 `Expired` `ERROR` event, so a watcher relists. The stream is
 //!   held open until `timeoutSeconds` (default 1800), [`FakeApiServer::cut_connections`], an
 //!   outage, or the server's drop;
-//! - `GET /version`, `/healthz`, `/livez`, `/readyz`.
+//! - `GET /version`, `/healthz`, `/livez`, `/readyz`;
+//! - reviews: `POST /apis/authentication.k8s.io/v1/tokenreviews` and
+//!   `/apis/authorization.k8s.io/v1/subjectaccessreviews`, answered (201, the spec echoed) from
+//!   the tokens and non-resource URL grants a test sets ([`FakeApiServer::add_token`],
+//!   [`FakeApiServer::grant`]); each is in the request log, so a test can count them.
 //!
 //! One global, monotonically increasing resourceVersion (like etcd's revision) is stamped on
 //! every object the server stores. Any kind can be applied; `Pod`, `ConfigMap`, `Node`,
@@ -123,6 +127,16 @@ struct State {
     open_watches: usize,
     log: Vec<String>,
     uids: u64,
+    reviews: Reviews,
+}
+
+/// What the review endpoints answer from.
+#[derive(Default)]
+struct Reviews {
+    /// token → (username, groups)
+    tokens: HashMap<String, (String, Vec<String>)>,
+    /// (username or group, non-resource URL (a trailing `*` matches any rest), verb)
+    grants: Vec<(String, String, String)>,
 }
 
 struct Request {
@@ -131,6 +145,7 @@ struct Request {
     query: Vec<(String, String)>,
     close: bool,
     line: String,
+    body: Vec<u8>,
 }
 
 impl FakeApiServer {
@@ -175,6 +190,7 @@ impl FakeApiServer {
                 open_watches: 0,
                 log: Vec::new(),
                 uids: 0,
+                reviews: Reviews::default(),
             }),
             changed: Condvar::new(),
             requests: AtomicUsize::new(0),
@@ -399,6 +415,119 @@ users:
         );
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         path
+    }
+}
+
+/// Reviews: who a token is, and what they may get.
+impl FakeApiServer {
+    /// Makes TokenReviews of `token` answer: user `username` in `groups` (and
+    /// `system:authenticated`). Unknown tokens are not authenticated.
+    pub fn add_token(&self, token: &str, username: &str, groups: &[&str]) {
+        let mut groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
+        groups.push("system:authenticated".to_owned());
+        self.shared
+            .lock()
+            .reviews
+            .tokens
+            .insert(token.to_owned(), (username.to_owned(), groups));
+    }
+
+    /// Makes SubjectAccessReviews allow `verb` on non-resource URL `path` (a trailing `*`
+    /// matches any rest, as in RBAC) to `subject`, a username or a group. Nothing else is
+    /// allowed.
+    pub fn grant(&self, subject: &str, path: &str, verb: &str) {
+        self.shared.lock().reviews.grants.push((
+            subject.to_owned(),
+            path.to_owned(),
+            verb.to_owned(),
+        ));
+    }
+
+    /// How many requests of the log went to `POST …/<plural>` (`tokenreviews`,
+    /// `subjectaccessreviews`).
+    pub fn reviews(&self, plural: &str) -> usize {
+        let suffix = format!("/{plural}");
+        self.request_log()
+            .iter()
+            .filter(|line| {
+                line.strip_prefix("POST ")
+                    .and_then(|rest| rest.split([' ', '?']).next())
+                    .is_some_and(|path| path.ends_with(&suffix))
+            })
+            .count()
+    }
+}
+
+/// The answer to a review POST, or `None` for any other POST.
+fn review(reviews: &Reviews, req: &Request) -> Option<(u16, Value)> {
+    let path = req.path.trim_end_matches('/');
+    let bad = |why: &str| (400, status_json(400, "BadRequest", why));
+    let sent: Value = match serde_json::from_slice(&req.body) {
+        Ok(value) => value,
+        Err(e) => return Some(bad(&format!("the body is no JSON: {e}"))),
+    };
+    let spec = sent.get("spec").cloned().unwrap_or(Value::Null);
+    match path {
+        "/apis/authentication.k8s.io/v1/tokenreviews" => {
+            let token = spec.get("token").and_then(Value::as_str).unwrap_or("");
+            let status = match reviews.tokens.get(token) {
+                Some((username, groups)) => json!({
+                    "authenticated": true,
+                    "user": {"username": username, "uid": format!("uid-{username}"), "groups": groups},
+                    "audiences": ["https://kubernetes.default.svc"],
+                }),
+                None => json!({"authenticated": false, "error": "invalid bearer token"}),
+            };
+            Some((
+                201,
+                json!({
+                    "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                    "metadata": {"creationTimestamp": null}, "spec": spec, "status": status,
+                }),
+            ))
+        }
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews" => {
+            let Some(attrs) = spec.get("nonResourceAttributes") else {
+                return Some(bad(
+                    "the fake API server reviews only nonResourceAttributes",
+                ));
+            };
+            let field =
+                |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+            let (url, verb) = (field(attrs, "path"), field(attrs, "verb"));
+            let user = field(&spec, "user");
+            let groups: Vec<String> = spec
+                .get("groups")
+                .and_then(Value::as_array)
+                .map(|g| {
+                    g.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let allowed = reviews.grants.iter().any(|(subject, pattern, granted)| {
+                (*subject == user || groups.contains(subject))
+                    && (granted == "*" || *granted == verb)
+                    && match pattern.strip_suffix('*') {
+                        Some(prefix) => url.starts_with(prefix),
+                        None => *pattern == url,
+                    }
+            });
+            let status = if allowed {
+                json!({"allowed": true, "reason": "granted by the test"})
+            } else {
+                json!({"allowed": false, "reason": format!("no grant of {verb} {url} to {user}")})
+            };
+            Some((
+                201,
+                json!({
+                    "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                    "metadata": {"creationTimestamp": null}, "spec": spec, "status": status,
+                }),
+            ))
+        }
+        _ => None,
     }
 }
 
@@ -635,11 +764,12 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> io::Result<Option<Request>
             }
         }
     }
+    let mut body = Vec::new();
     if content_length > 0 {
-        io::copy(
-            &mut reader.by_ref().take(content_length as u64),
-            &mut io::sink(),
-        )?;
+        reader
+            .by_ref()
+            .take(content_length as u64)
+            .read_to_end(&mut body)?;
     }
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p.to_owned(), parse_query(q)),
@@ -651,6 +781,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> io::Result<Option<Request>
         query,
         close,
         line: request_line,
+        body,
     }))
 }
 
@@ -714,6 +845,12 @@ fn handle(shared: &Arc<Shared>, req: &Request, out: &mut TcpStream) -> io::Resul
             false,
         )
     };
+    if req.method == "POST"
+        && let Some((code, body)) = review(&shared.lock().reviews, req)
+    {
+        json_reply(out, code, &body)?;
+        return Ok(true);
+    }
     if req.method != "GET" {
         let body = status_json(
             405,
@@ -1138,6 +1275,7 @@ fn respond(
 fn reason_phrase(code: u16) -> &'static str {
     match code {
         200 => "OK",
+        201 => "Created",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
