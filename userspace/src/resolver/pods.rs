@@ -108,7 +108,9 @@ pub const FIRST_LIST_WAIT: Duration = Duration::from_secs(5);
 
 /// No Kubernetes client configuration (KUBECONFIG or in-cluster) could be found.
 #[derive(Debug, thiserror::Error)]
-#[error("configuring the Kubernetes client for --node-name (set KUBECONFIG or run in a pod)")]
+#[error(
+    "configuring the Kubernetes client, which --node-name, --auth and pod selectors need (set KUBECONFIG or run in a pod)"
+)]
 pub struct KubeConfigError(#[source] kube::Error);
 
 /// A client from KUBECONFIG or the in-cluster config, without the client's own retries of
