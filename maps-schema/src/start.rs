@@ -47,10 +47,22 @@ pub const fn tag(tid: u32, slot_bits: u32) -> u32 {
     tid >> (slot_bits & 31)
 }
 
-/// The slot of thread `tid`.
+/// Slots per 64-byte cache line.
+const LINE_SLOTS_BITS: u32 = 3;
+
+/// The slot of thread `tid`: the low `slot_bits` bits of `tid`, rotated right by three bits, so
+/// that threads with consecutive ids (the threads of one process, mostly) never share a cache
+/// line: every syscall writes its thread's slot twice, and two CPUs writing one line would
+/// pass it back and forth on every call. A rotation maps the ids below `2^slot_bits` one to
+/// one onto the slots, so a thread's slot is still its own wherever it was.
 #[inline(always)]
 pub const fn slot(tid: u32, slot_bits: u32) -> u32 {
-    tid & ((1 << (slot_bits & 31)) - 1)
+    // The loader keeps `slot_bits` within [`MIN_SLOT_BITS`, `MAX_SLOT_BITS`]; the masks repeat
+    // that bound for the verifier.
+    let bits = slot_bits & 31;
+    let low = tid & ((1 << bits) - 1);
+    let line = low & ((1 << LINE_SLOTS_BITS) - 1);
+    (line << ((bits - LINE_SLOTS_BITS) & 31)) | (low >> LINE_SLOTS_BITS)
 }
 
 /// Nanoseconds from `value` (stored by [`value`]) to `now_ns`, if `value` is `tid`'s.
@@ -80,7 +92,7 @@ mod tests {
     fn a_thread_finds_its_own_start_and_no_other() {
         let bits = 16;
         let v = value(70_000, bits, 1_000);
-        assert_eq!(slot(70_000, bits), 70_000 - 65_536);
+        assert_eq!(slot(70_000, bits), slot(70_000 - 65_536, bits));
         assert_eq!(elapsed(v, 70_000, bits, 1_250), Some(250));
         // Same slot, other thread.
         assert_eq!(slot(70_000 - 65_536, bits), slot(70_000, bits));
@@ -94,6 +106,24 @@ mod tests {
         let start = TIME_MASK - 10;
         let v = value(4_194_303, bits, start);
         assert_eq!(elapsed(v, 4_194_303, bits, start + 25), Some(25));
+    }
+
+    #[test]
+    fn every_id_below_the_slot_count_has_its_own_slot_and_neighbours_a_line_apart() {
+        let bits = MIN_SLOT_BITS;
+        let mut seen = [false; 1 << MIN_SLOT_BITS];
+        for tid in 0..1u32 << bits {
+            let s = slot(tid, bits) as usize;
+            assert!(!seen[s], "thread {tid} shares slot {s}");
+            seen[s] = true;
+            let next = slot(tid + 1, bits) as usize;
+            assert_ne!(
+                s / 8,
+                next / 8,
+                "threads {tid} and {} share a cache line",
+                tid + 1
+            );
+        }
     }
 
     #[test]
