@@ -230,7 +230,10 @@ fn configmap_traces_select_pods_stream_and_stop() {
         "swoll-traces",
         &[
             ("good.yaml", GOOD),
-            ("bad.yaml", "name: opens\nnamespace: team-t\nsyscalls: [openat]\n"),
+            (
+                "bad.yaml",
+                "name: opens\nnamespace: team-t\nsyscalls: [openat]\n",
+            ),
         ],
     ));
     wait_metrics(&agent, 30, "two traces", |b| {
