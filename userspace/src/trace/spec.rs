@@ -1069,4 +1069,112 @@ captureBytes: 64
             );
         }
     }
+
+    /// The original project's README example, as a Trace's spec (JSON, as the API server sends
+    /// it): its `fieldSelector.matchLabels` and `hostSelector` mean what they meant there.
+    #[test]
+    fn the_original_readme_trace_parses() {
+        let spec = serde_json::json!({
+            "syscalls": ["connect", "accept4", "bind", "listen", "execve", "openat"],
+            "labelSelector": {"matchLabels": {"app": "nginx"}},
+            "fieldSelector": {"matchLabels": {"status.phase": "Running"}},
+            "hostSelector": ["nginx"],
+        });
+        let trace = parse_resource("swoll", "trace-nginx-hosts", &spec).expect("valid");
+        assert_eq!(trace.name, "swoll.trace-nginx-hosts");
+        assert_eq!(trace.namespace.as_deref(), Some("swoll"));
+        assert_eq!(trace.syscalls.len(), 6);
+        let labels = vec![LabelRequirement {
+            key: "app".into(),
+            operator: LabelOperator::In,
+            values: BTreeSet::from(["nginx".into()]),
+        }];
+        let fields = vec![FieldRequirement {
+            field: PodField::Phase,
+            value: "Running".into(),
+            equal: true,
+        }];
+        let selector = Selector::new(Some("swoll".into()), labels, fields)
+            .with_containers(BTreeSet::from(["nginx".into()]));
+        assert_eq!(trace.selector, selector);
+        assert!(trace.selector.follows_container("nginx"));
+        assert!(!trace.selector.follows_container("sidecar"));
+    }
+
+    #[test]
+    fn a_trace_resource_selects_its_own_namespace_only() {
+        use SpecError as E;
+        let trace = parse_resource("team-a", "all", &serde_json::json!({"syscalls": ["read"]}))
+            .expect("valid");
+        assert_eq!(trace.namespace.as_deref(), Some("team-a"));
+        assert_eq!(
+            trace.selector,
+            Selector::new(Some("team-a".into()), vec![], vec![])
+        );
+        let cases: &[(serde_json::Value, ErrorCheck)] = &[
+            (
+                serde_json::json!({"syscalls": ["read"], "namespace": "team-b"}),
+                |e| matches!(e, E::UnknownField { field, .. } if field == "namespace"),
+            ),
+            (
+                serde_json::json!({"syscalls": ["read"], "name": "x"}),
+                |e| matches!(e, E::UnknownField { field, .. } if field == "name"),
+            ),
+            (
+                serde_json::json!({"syscalls": ["read"], "fieldSelector": {"matchExpressions": []}}),
+                |e| matches!(e, E::UnknownField { field, .. } if field == "fieldSelector.matchExpressions"),
+            ),
+            (
+                serde_json::json!({"syscalls": ["read"], "hostSelector": [""]}),
+                |e| matches!(e, E::ContainerNameEmpty { .. }),
+            ),
+            (serde_json::Value::Null, |e| {
+                matches!(e, E::EmptySyscalls { .. })
+            }),
+            (serde_json::json!({"syscalls": 5}), |e| {
+                matches!(e, E::Yaml { .. })
+            }),
+        ];
+        for (spec, check) in cases {
+            let err = parse_resource("team-a", "t", spec).expect_err("invalid");
+            assert!(check(&err), "{spec}: got {err:?}");
+            assert!(err.to_string().contains("`team-a/t`"), "{err}");
+        }
+    }
+
+    #[test]
+    fn configmap_specs_without_namespace_need_allowing() {
+        let data = BTreeMap::from([
+            ("wide".to_owned(), "syscalls: [read]".to_owned()),
+            (
+                "shop".to_owned(),
+                "namespace: shop\nsyscalls: [read]".to_owned(),
+            ),
+        ]);
+        let (traces, errors) = parse_configmap(&data, false);
+        assert_eq!(traces.len(), 1);
+        assert_eq!(traces[0].name, "shop");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].0, "wide");
+        assert!(matches!(errors[0].1, SpecError::ClusterWide { .. }));
+        assert!(
+            errors[0]
+                .1
+                .to_string()
+                .contains("--allow-cluster-wide-traces")
+        );
+        let (traces, errors) = parse_configmap(&data, true);
+        assert_eq!((traces.len(), errors.len()), (2, 0));
+    }
+
+    #[test]
+    fn field_selector_forms_agree() {
+        let terms = parse("k", "syscalls: [read]\nfieldSelector: status.phase=Running").unwrap();
+        let map = parse(
+            "k",
+            "syscalls: [read]\nfieldSelector: {matchLabels: {status.phase: Running}}",
+        )
+        .unwrap();
+        assert_eq!(terms.selector, map.selector);
+    }
 }
