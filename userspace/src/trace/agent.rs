@@ -256,6 +256,10 @@ pub async fn watch_specs(
     }
 }
 
+/// What became of a Trace's spec: the validated trace and its end (once its start is recorded),
+/// or the error that stops it.
+type Outcome = Result<(Trace, Option<Timestamp>), String>;
+
 /// Where a trace's spec is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Origin {
@@ -589,11 +593,7 @@ impl Tracer {
     }
 
     /// Publishes this node's report on every Trace (see [`resource::Report`]).
-    fn report(
-        &self,
-        resources: &[(Observed, Result<(Trace, Option<Timestamp>), String>)],
-        now: Timestamp,
-    ) {
+    fn report(&self, resources: &[(Observed, Outcome)], now: Timestamp) {
         let mut reports = Reports::new();
         for (observed, outcome) in resources {
             let key = (observed.namespace.clone(), observed.name.clone());
