@@ -318,3 +318,58 @@ fn an_ended_trace_stays_ended_when_the_agent_restarts() {
     );
     assert!(agent.stop().success());
 }
+
+/// How agents share a Trace's status, through the real kube client: merge patches of
+/// `status.nodes.<node>` by two nodes leave each other's entry, and a `startTime` patch that
+/// carries a resourceVersion someone else moved past is refused (409), so the start is
+/// recorded once. No kernel needed.
+#[tokio::test(flavor = "current_thread")]
+async fn status_patches_of_two_nodes_do_not_clobber_each_other() {
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    let api = FakeApiServer::start();
+    let stored = api.apply(trace("shop", "web", json!({"syscalls": ["read"]})));
+    let config = kube::Config::new(api.url().parse().expect("server url"));
+    let client = kube::Client::try_from(config).expect("kube client");
+    let gvk = GroupVersionKind::gvk("tools.swoll.criticalstack.com", "v1alpha1", "Trace");
+    let traces: Api<DynamicObject> =
+        Api::namespaced_with(client, "shop", &ApiResource::from_gvk(&gvk));
+    let patch = |node: &str, delivered: u64| json!({"status": {"nodes": {node: {"pods": ["web-0"], "eventsDelivered": delivered}}}});
+    let pp = PatchParams::default();
+    let seen = stored["metadata"]["resourceVersion"].as_str().unwrap();
+    let first = json!({"metadata": {"resourceVersion": seen},
+                       "status": {"phase": "Running", "startTime": "2026-01-01T00:00:00Z"}});
+    traces
+        .patch_status("web", &pp, &Patch::Merge(&first))
+        .await
+        .expect("the first start");
+    let second = json!({"metadata": {"resourceVersion": seen},
+                        "status": {"phase": "Running", "startTime": "2026-01-01T00:00:09Z"}});
+    let err = traces
+        .patch_status("web", &pp, &Patch::Merge(&second))
+        .await
+        .expect_err("a second start, from the version without one");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 409),
+        "{err:?}"
+    );
+    traces
+        .patch_status("web", &pp, &Patch::Merge(&patch("node-a", 3)))
+        .await
+        .unwrap();
+    let got = traces
+        .patch_status("web", &pp, &Patch::Merge(&patch("node-b", 5)))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.data["status"],
+        json!({"phase": "Running", "startTime": "2026-01-01T00:00:00Z", "nodes": {
+            "node-a": {"pods": ["web-0"], "eventsDelivered": 3},
+            "node-b": {"pods": ["web-0"], "eventsDelivered": 5},
+        }})
+    );
+    assert_eq!(got.data["spec"], json!({"syscalls": ["read"]}));
+    // A user's update of the Trace leaves the status alone, as with the status subresource.
+    api.apply(trace("shop", "web", json!({"syscalls": ["write"]})));
+    let stored = api.get("Trace", "shop", "web").unwrap();
+    assert_eq!(stored["status"], got.data["status"]);
+}
