@@ -222,7 +222,8 @@ impl FakeApiServer {
     /// Creates or replaces an object (by kind, namespace, name): `ADDED` or `MODIFIED` to
     /// watchers. The server sets `metadata.resourceVersion`, fills a missing `apiVersion` (`v1`),
     /// namespace (`default`, for namespaced kinds), `uid` (kept from the replaced object) and
-    /// `creationTimestamp`. Returns the object as stored.
+    /// `creationTimestamp`; a `Trace` keeps its stored status, as with the real status
+    /// subresource. Returns the object as stored.
     pub fn apply(&self, object: Value) -> Value {
         let mut obj = object;
         let kind = obj["kind"]

@@ -554,7 +554,7 @@ impl Tracer {
             .map(|(name, _)| name.clone())
             .collect();
         for name in gone {
-            self.end(&name, "removed, changed or ended");
+            self.end(&name, "removed, changed, or its recorded end passed");
             self.running.remove(&name);
         }
         for (name, (origin, trace)) in wanted {
