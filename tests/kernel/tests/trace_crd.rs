@@ -2,8 +2,9 @@
 //! pods of its own namespace only (a pod of another namespace with the same labels is not
 //! traced), the agent as deployed keeps its status (running, this node's pods and containers,
 //! events delivered; ended with its reason once its duration passed), a malformed Trace gets
-//! `Failed` while the others run, and a Trace that ended does not start again when the agent
-//! restarts (the fake API server keeps the status the agent patched).
+//! `Failed` while the others run, `hostSelector` picks containers by name, and a Trace that
+//! ended does not start again when the agent restarts (the fake API server keeps the status
+//! the agent patched).
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     time::{Duration, Instant},
@@ -158,6 +159,12 @@ fn a_trace_follows_pods_of_its_own_namespace_and_reports_them() {
         "broken",
         json!({"syscalls": ["no_such_call"]}),
     ));
+    // The pod's container is `app`: a Trace of its `sidecar` containers traces nothing.
+    api.apply(trace(
+        "team-t",
+        "sidecars",
+        json!({"syscalls": ["getppid"], "hostSelector": ["sidecar"]}),
+    ));
     let dir = TempDir::new("trace-crd");
     let kubeconfig = api.kubeconfig(&dir.0);
     let traces_addr = free_addr();
@@ -167,9 +174,9 @@ fn a_trace_follows_pods_of_its_own_namespace_and_reports_them() {
     wait_metrics(
         &agent,
         60,
-        "the Trace running, the broken one counted",
+        "two Traces running, the broken one counted",
         |b| {
-            sample(b, "swoll_traces_active") == Some(1)
+            sample(b, "swoll_traces_active") == Some(2)
                 && sample(b, "swoll_trace_spec_errors_total{key=\"team-t/broken\"}") == Some(1)
         },
     );
@@ -203,6 +210,9 @@ fn a_trace_follows_pods_of_its_own_namespace_and_reports_them() {
             .is_some_and(|t| t.ends_with('Z')),
         "{status:#}"
     );
+    let sidecars = api.get("Trace", "team-t", "sidecars").unwrap()["status"].clone();
+    assert_eq!(sidecars["phase"], "Running", "{sidecars:#}");
+    assert_eq!(sidecars["nodes"][NODE]["pods"], json!([]), "{sidecars:#}");
     assert!(child_a.wait().unwrap().success());
     assert!(child_b.wait().unwrap().success());
 
@@ -231,9 +241,14 @@ fn a_trace_follows_pods_of_its_own_namespace_and_reports_them() {
         let ev: Value = serde_json::from_str(&line).expect("a JSON event");
         assert_ne!(ev["pid_ns"], ns_b, "a pod of team-b was traced: {ev}");
     }
-    wait_metrics(&agent, 10, "7 events delivered", |b| {
+    let body = wait_metrics(&agent, 10, "7 events delivered", |b| {
         sample(b, "swoll_trace_events_total{trace=\"team-t.pings\"}") == Some(7)
     });
+    assert_eq!(
+        sample(&body, "swoll_trace_events_total{trace=\"team-t.sidecars\"}"),
+        Some(0),
+        "no container named sidecar: {body}"
+    );
     let status = wait_status(&api, ("team-t", "pings"), 15, "7 events in status", |s| {
         s["nodes"][NODE]["eventsDelivered"] == 7
     });
