@@ -26,6 +26,9 @@ cargo fmt --all --check
 step "generated tables are up to date"
 scripts/check-generated.sh
 
+step "the module graph points one way (no import cycle)"
+scripts/module-graph.py
+
 step "clippy (userspace, schema, tests)"
 cargo clippy --locked --release --workspace --exclude swoll-probes --all-targets -- -D warnings
 step "clippy (probes, for bpfel-unknown-none)"

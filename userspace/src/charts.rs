@@ -3,7 +3,7 @@
 //! Swoll had this page; it is kept because a Sankey answers at a glance what a dashboard needs
 //! several panels for: which classes of calls a namespace makes, from which pods, and how they
 //! fail. Everything is computed here, on the server, from the rows of the last map read
-//! ([`crate::http::Exposition::rows`]): each path through the chosen order of labels (class →
+//! ([`crate::exposition::Exposition::rows`]): each path through the chosen order of labels (class →
 //! group → namespace → pod → syscall → errno by default) adds its call count to every link on
 //! it. The page is plain HTML with the nodes and links inlined as JSON; echarts, embedded in the
 //! binary at build time (`build.rs`), draws them, so the page works on a node with no way out.
@@ -33,8 +33,10 @@ use axum::{
     routing::get,
 };
 
+use serde::Serialize;
+
 use crate::{
-    http::Exposition,
+    exposition::Exposition,
     metrics::{Label, Row},
 };
 
@@ -232,6 +234,8 @@ pub fn parse_order(ord: &str) -> Result<Vec<Label>, BadQuery> {
 }
 
 /// Decodes `%XX` escapes and `+` (a space, as HTML forms send it) of one query component.
+/// Not `form_urlencoded::parse`: it passes a malformed escape through as text and replaces
+/// invalid UTF-8, so a mistyped `namespace=` would silently match nothing instead of a 400.
 fn percent_decode(s: &str) -> Result<String, BadQuery> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -408,77 +412,81 @@ pub fn sankey(rows: &[Row], query: &Query, max_paths: usize) -> Sankey {
 }
 
 impl Sankey {
-    /// The Sankey as JSON, safe to inline in a `<script>` element (`<`, `>` and `&` are
-    /// escaped inside strings, so no label can close the element).
+    /// The Sankey as JSON, safe to inline in a `<script>` element: `<`, `>` and `&` (which JSON
+    /// has only inside strings) are written as `\u00XX`, so no label can close the element, and
+    /// U+2028/U+2029 as escapes too, which old JavaScript parsers took for line ends.
     pub fn to_json(&self, query: &Query) -> String {
-        let mut out = String::with_capacity(128 + self.nodes.len() * 80 + self.links.len() * 90);
-        out.push_str("{\"order\":[");
-        for (i, l) in self.order.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
+        let view = SankeyJson {
+            order: self.order.iter().map(|l| l.name()).collect(),
+            namespace: query.namespace.as_deref(),
+            kns: query.kns,
+            paths: self.paths,
+            folded_paths: self.folded_paths,
+            folded_calls: self.folded_calls,
+            calls: self.calls,
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| NodeJson {
+                    name: &n.name,
+                    depth: n.depth,
+                    text: &n.text,
+                    calls: n.value,
+                })
+                .collect(),
+            links: self
+                .links
+                .iter()
+                .map(|l| LinkJson {
+                    source: &self.nodes[l.source].name,
+                    target: &self.nodes[l.target].name,
+                    value: l.value,
+                })
+                .collect(),
+        };
+        // Plain structs of strings and numbers: serializing them cannot fail.
+        let json = serde_json::to_string(&view).unwrap_or_default();
+        let mut out = String::with_capacity(json.len());
+        for c in json.chars() {
+            match c {
+                '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                    write!(out, "\\u{:04x}", u32::from(c)).unwrap_or_default();
+                }
+                c => out.push(c),
             }
-            json_str(&mut out, l.name());
         }
-        out.push_str("],\"namespace\":");
-        match &query.namespace {
-            Some(ns) => json_str(&mut out, ns),
-            None => out.push_str("null"),
-        }
-        out.push_str(",\"kns\":");
-        match query.kns {
-            Some(kns) => write!(out, "{kns}").unwrap_or_default(),
-            None => out.push_str("null"),
-        }
-        write!(
-            out,
-            ",\"paths\":{},\"foldedPaths\":{},\"foldedCalls\":{},\"calls\":{},\"nodes\":[",
-            self.paths, self.folded_paths, self.folded_calls, self.calls
-        )
-        .unwrap_or_default();
-        for (i, n) in self.nodes.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str("{\"name\":");
-            json_str(&mut out, &n.name);
-            write!(out, ",\"depth\":{},\"text\":", n.depth).unwrap_or_default();
-            json_str(&mut out, &n.text);
-            write!(out, ",\"calls\":{}}}", n.value).unwrap_or_default();
-        }
-        out.push_str("],\"links\":[");
-        for (i, l) in self.links.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str("{\"source\":");
-            json_str(&mut out, &self.nodes[l.source].name);
-            out.push_str(",\"target\":");
-            json_str(&mut out, &self.nodes[l.target].name);
-            write!(out, ",\"value\":{}}}", l.value).unwrap_or_default();
-        }
-        out.push_str("]}");
         out
     }
 }
 
-/// Appends `s` as a JSON string that is also inert inside HTML (`<`, `>`, `&` as `\u00XX`, and
-/// U+2028/U+2029, which old JavaScript parsers took for line ends).
-fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' | '\u{0}'..='\u{1f}' => {
-                write!(out, "\\u{:04x}", u32::from(c)).unwrap_or_default();
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+/// The JSON shape of a [`Sankey`], which the page's script reads: links name their nodes.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SankeyJson<'a> {
+    order: Vec<&'static str>,
+    namespace: Option<&'a str>,
+    kns: Option<u32>,
+    paths: usize,
+    folded_paths: usize,
+    folded_calls: u64,
+    calls: u64,
+    nodes: Vec<NodeJson<'a>>,
+    links: Vec<LinkJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct NodeJson<'a> {
+    name: &'a str,
+    depth: usize,
+    text: &'a str,
+    calls: u64,
+}
+
+#[derive(Serialize)]
+struct LinkJson<'a> {
+    source: &'a str,
+    target: &'a str,
+    value: u64,
 }
 
 /// Escapes text for HTML element content and quoted attribute values.
@@ -687,7 +695,7 @@ pub fn page(rows: &[Row], query: &Query, base: &str) -> String {
             "calls" => thousands(sankey.calls),
             "chart" => chart.clone(),
             "tables" => tables.clone(),
-            // Inside <script type="application/json">: json_str escaped `<`, `>`, `&`.
+            // Inside <script type="application/json">: to_json escaped `<`, `>`, `&`.
             "data" => sankey.to_json(query),
             "scripts" => scripts.clone(),
             "version" => escape_html(env!("CARGO_PKG_VERSION")).into_owned(),
@@ -711,7 +719,10 @@ fn query_string(query: &Query) -> String {
         parts.push(format!("ord={}", order.join(",")));
     }
     if let Some(ns) = &query.namespace {
-        parts.push(format!("namespace={}", percent_encode(ns)));
+        parts.push(format!(
+            "namespace={}",
+            form_urlencoded::byte_serialize(ns.as_bytes()).collect::<String>()
+        ));
     }
     if let Some(kns) = query.kns {
         parts.push(format!("kns={kns}"));
@@ -721,19 +732,6 @@ fn query_string(query: &Query) -> String {
     } else {
         format!("?{}", parts.join("&"))
     }
-}
-
-/// Percent-encodes a query component (all but unreserved characters).
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            write!(out, "%{b:02X}").unwrap_or_default();
-        }
-    }
-    out
 }
 
 /// The two top-N tables as HTML.
@@ -906,7 +904,7 @@ async fn script_handler() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Workload;
+    use crate::resolver::Workload;
 
     fn row(syscall: &'static str, err: &'static str, ns: &str, pod: &str, count: u64) -> Row {
         Row {
@@ -1116,11 +1114,14 @@ mod tests {
             escape_html("<a href=\"x\">'&'</a>"),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
         );
-        let mut j = String::new();
-        json_str(&mut j, "</script><b>\"\\\n\u{1}&\u{2028}");
-        assert_eq!(
-            j,
-            r#""\u003c/script\u003e\u003cb\u003e\"\\\n\u0001\u0026\u2028""#
+        let q = Query {
+            namespace: Some("</script><b>\"\\\n\u{1}&\u{2028}".into()),
+            ..Query::default()
+        };
+        let j = Sankey::default().to_json(&q);
+        assert!(
+            j.contains(r#""namespace":"\u003c/script\u003e\u003cb\u003e\"\\\n\u0001\u0026\u2028""#),
+            "{j}"
         );
         let evil = "</script><script>alert(1)</script>{{data}}";
         let rows = vec![row("sys_openat", "ENOENT", evil, evil, 3)];

@@ -1,5 +1,6 @@
-//! Facts about the host the agent runs on: its initial pid namespace, procfs, capabilities.
-use std::{io, os::unix::fs::MetadataExt as _, path::Path};
+//! Facts about the host the agent runs on: its initial pid namespace, procfs, kernel release,
+//! boot clock, capabilities.
+use std::{io, os::unix::fs::MetadataExt as _, path::Path, time::Duration};
 
 /// The inode number of the kernel's initial pid namespace, the host's: `PROC_PID_INIT_INO`
 /// (`include/linux/proc_ns.h`), fixed since Linux 3.8. A constant rather than a read of
@@ -23,6 +24,29 @@ pub fn own_tgid(proc_root: &Path) -> u32 {
         .ok()
         .and_then(|target| target.to_str()?.parse().ok())
         .unwrap_or_else(std::process::id)
+}
+
+/// (major, minor) of a kernel release string.
+pub fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// The time since boot (`CLOCK_BOOTTIME`, the clock of `/proc/<pid>/stat` start times and of
+/// BPF programs' load times).
+pub fn since_boot() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    (rc == 0).then(|| {
+        Duration::new(
+            u64::try_from(ts.tv_sec).unwrap_or(0),
+            u32::try_from(ts.tv_nsec).unwrap_or(0),
+        )
+    })
 }
 
 /// Capability numbers (`include/uapi/linux/capability.h`) of the ones swoll asks about.
@@ -62,6 +86,15 @@ pub fn has_cap(caps: u64, cap: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn releases() {
+        assert_eq!(parse_release("6.18.44-fc-v669"), Some((6, 18)));
+        assert_eq!(parse_release("5.10.0-46-amd64"), Some((5, 10)));
+        assert_eq!(parse_release("7.3.4+deb13-amd64"), Some((7, 3)));
+        assert_eq!(parse_release(""), None);
+        assert!(parse_release("5.4.0").is_some_and(|v| v < (5, 8)));
+    }
 
     #[test]
     fn the_initial_pid_namespace_is_proc_pid_init_ino() {

@@ -1,13 +1,7 @@
 //! The HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, the charts page
 //! (`/metrics/charts`, built in [`crate::charts`]) and the seccomp profiles (`/seccomp/…`,
 //! built in [`crate::seccomp`]).
-use std::{
-    convert::Infallible,
-    sync::{
-        Arc, RwLock,
-        atomic::{AtomicBool, Ordering},
-    },
-};
+use std::{convert::Infallible, sync::Arc};
 
 use axum::{
     Router,
@@ -18,79 +12,10 @@ use axum::{
     routing::get,
 };
 
-use crate::metrics::{RowSource, SelfMetrics, Table};
+use crate::exposition::Exposition;
 
 /// The content type of the Prometheus text format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// What the endpoints serve, updated by the map reader.
-#[derive(Debug)]
-pub struct Exposition {
-    /// The syscall families' series at the last map read.
-    syscalls: RwLock<Arc<Table>>,
-    /// The keys of the last map read, for pages that chart them.
-    rows: RwLock<Arc<RowSource>>,
-    /// The agent's own metrics, encoded at each scrape.
-    pub self_metrics: SelfMetrics,
-    /// Set once the first map read is rendered.
-    ready: AtomicBool,
-    /// What the seccomp profiles are dated against, set once the probes are loaded.
-    seccomp_origin: std::sync::OnceLock<crate::seccomp::Origin>,
-}
-
-impl Exposition {
-    /// An exposition with no syscall series yet and not ready.
-    pub fn new(self_metrics: SelfMetrics) -> Self {
-        Self {
-            syscalls: RwLock::new(Arc::new(Table::default())),
-            rows: RwLock::new(Arc::new(RowSource::default())),
-            self_metrics,
-            ready: AtomicBool::new(false),
-            seccomp_origin: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// Sets what the seccomp profiles are dated against (once; later calls are ignored).
-    pub fn set_seccomp_origin(&self, origin: crate::seccomp::Origin) {
-        let _ = self.seccomp_origin.set(origin);
-    }
-
-    /// What the seccomp profiles are dated against, once set.
-    pub fn seccomp_origin(&self) -> Option<crate::seccomp::Origin> {
-        self.seccomp_origin.get().cloned()
-    }
-
-    /// Replaces the syscall families and the keys behind their rows, and marks the agent
-    /// ready.
-    pub fn publish(&self, syscalls: Arc<Table>, rows: RowSource) {
-        replace(&self.syscalls, syscalls);
-        replace(&self.rows, Arc::new(rows));
-        self.ready.store(true, Ordering::Release);
-    }
-
-    fn syscalls(&self) -> Arc<Table> {
-        current(&self.syscalls)
-    }
-
-    /// The keys of the last map read, which make its rows.
-    pub fn rows(&self) -> Arc<RowSource> {
-        current(&self.rows)
-    }
-}
-
-fn replace<T>(lock: &RwLock<Arc<T>>, value: Arc<T>) {
-    match lock.write() {
-        Ok(mut guard) => *guard = value,
-        Err(poisoned) => *poisoned.into_inner() = value,
-    }
-}
-
-fn current<T>(lock: &RwLock<Arc<T>>) -> Arc<T> {
-    match lock.read() {
-        Ok(guard) => Arc::clone(&guard),
-        Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-    }
-}
 
 /// Longest a request may take before it is answered 408.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -157,7 +82,7 @@ async fn metrics(State(state): State<Arc<Exposition>>) -> Response {
 }
 
 async fn readyz(State(state): State<Arc<Exposition>>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
+    if state.is_ready() {
         "ready\n".into_response()
     } else {
         (

@@ -8,6 +8,7 @@ pub mod charts;
 pub mod cli;
 pub mod conn;
 pub mod errno;
+pub mod exposition;
 pub mod host;
 pub mod http;
 pub mod loader;

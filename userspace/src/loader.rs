@@ -478,7 +478,7 @@ fn load_new(plan: &Plan<'_>, staging: Option<&Path>) -> Result<Probes, LoadError
     if let Some(staging) = staging {
         links = pin(&mut ebpf, staging, plan.histogram, hooks(opts.time), links)?;
     }
-    let counting_since = crate::seccomp::since_boot();
+    let counting_since = crate::host::since_boot();
     let maps = user_maps(plan.histogram, opts.map_size, |name| {
         ebpf.take_map(name).ok_or(LoadError::MissingMap(name))
     })?;
@@ -664,7 +664,7 @@ fn pinned_load_time(set: &Path) -> Option<std::time::Duration> {
         .ok()?
         .loaded_at()?;
     let ago = std::time::SystemTime::now().duration_since(loaded).ok()?;
-    crate::seccomp::since_boot()?.checked_sub(ago)
+    crate::host::since_boot()?.checked_sub(ago)
 }
 
 /// Opens the pin set `set` (see [`take_over`]).
@@ -900,7 +900,7 @@ fn kernel_at_least(version: (u32, u32)) -> bool {
         .get_or_init(|| {
             std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .ok()
-                .and_then(|r| crate::selftest::parse_release(r.trim()))
+                .and_then(|r| crate::host::parse_release(r.trim()))
         })
         .is_some_and(|v| v >= version)
 }

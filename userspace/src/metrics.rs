@@ -23,7 +23,7 @@ use swoll_maps_schema::{
     stats::Stat,
 };
 
-use crate::{errno, maps::Snapshot, syscalls};
+use crate::{errno, maps::Snapshot, resolver::Workload, syscalls};
 
 /// Name of the call-count family.
 pub const SYSCALL_COUNT: &str = "swoll_node_metrics_syscall_count";
@@ -36,18 +36,6 @@ pub const SYSCALL_DURATION: &str = "swoll_node_metrics_syscall_duration_seconds"
 const SYSCALL_DURATION_HELP: &str = "Latency of system calls, timed in the kernel from sys_enter \
     to sys_exit, in log2 buckets: le is 2^k ns for k = 1..31 (0.000000002 s to 2.147483648 s), \
     then +Inf. Calls whose start was not seen (start_missing) are not observed.";
-
-/// The Kubernetes identity of a pid namespace: empty strings for host processes and for
-/// namespaces not (yet) resolved.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Workload {
-    /// Kubernetes namespace of the pod.
-    pub namespace: String,
-    /// Pod name.
-    pub pod: String,
-    /// Container name.
-    pub container: String,
-}
 
 /// One kernel key with its labels resolved: what the charts page and `swoll top` show.
 #[derive(Clone, Debug, PartialEq, Eq)]

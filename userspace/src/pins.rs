@@ -119,15 +119,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PinPathError + '_ {
 
 /// Whether `path` is on a BPF filesystem.
 fn is_bpffs(path: &Path) -> Result<bool, PinPathError> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| io_err(path)(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    // SAFETY: statfs writes into the zeroed struct we pass and reads the NUL-terminated path.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::statfs(c.as_ptr(), &raw mut st) } != 0 {
-        return Err(io_err(path)(io::Error::last_os_error()));
-    }
+    let st = rustix::fs::statfs(path).map_err(|e| io_err(path)(e.into()))?;
     Ok(st.f_type == BPF_FS_MAGIC)
 }
 

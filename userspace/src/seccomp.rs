@@ -19,7 +19,7 @@
 //! `swoll seccomp` are at the end.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::{Path, PathBuf},
+    path::Path,
     sync::Arc,
     time::Duration,
 };
@@ -35,8 +35,8 @@ use serde::{Deserialize, Serialize};
 use swoll_maps_schema::metrics::{MetricKey, MetricValue};
 
 use crate::{
-    http::Exposition,
-    metrics::Workload,
+    exposition::Exposition,
+    resolver::Workload,
     syscalls::{self, Arch},
 };
 
@@ -625,33 +625,6 @@ fn blocked_in(text: &str) -> Option<u32> {
 fn start_ticks(stat: &str) -> Option<u64> {
     let (_, rest) = stat.rsplit_once(')')?;
     rest.split_whitespace().nth(22 - 3)?.parse().ok()
-}
-
-/// The time since boot (`CLOCK_BOOTTIME`, the clock of `/proc/<pid>/stat` start times and of
-/// BPF programs' load times).
-pub fn since_boot() -> Option<Duration> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    (rc == 0).then(|| {
-        Duration::new(
-            u64::try_from(ts.tv_sec).unwrap_or(0),
-            u32::try_from(ts.tv_nsec).unwrap_or(0),
-        )
-    })
-}
-
-/// What the seccomp routes need besides the rows: where procfs is, and since when the probes
-/// count. Set once the probes are loaded.
-#[derive(Clone, Debug)]
-pub struct Origin {
-    /// The host's procfs (`--proc-root`), to date pid namespaces.
-    pub proc_root: PathBuf,
-    /// When the probes began counting, after boot; `None` if not known.
-    pub counting_since: Option<Duration>,
 }
 
 /// The routes, merged into the agent's router by [`crate::http::router`].
@@ -1388,7 +1361,7 @@ mod tests {
         let found = live(Path::new("/proc"), &BTreeSet::from([own]));
         let facts = found.get(&own).expect("a process of our own namespace");
         let started = facts.first_start.expect("a start time");
-        assert!(started <= since_boot().expect("boot time"));
+        assert!(started <= crate::host::since_boot().expect("boot time"));
         assert!(live(Path::new("/nonexistent"), &BTreeSet::from([own])).is_empty());
     }
 }

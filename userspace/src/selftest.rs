@@ -126,7 +126,7 @@ fn apiserver(node: Option<&str>) -> Check {
         Err(err) => return check("apiserver", Outcome::Fail, err.to_string(), fix),
     };
     let answer = runtime.block_on(async {
-        let client = crate::serve::kube_client()
+        let client = crate::resolver::pods::kube_client()
             .await
             .map_err(|e| crate::error_chain(&e))?;
         let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::all(client);
@@ -172,15 +172,9 @@ fn release() -> String {
         .unwrap_or_default()
 }
 
-/// (major, minor) of a kernel release string.
-pub fn parse_release(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-}
-
 fn kernel_version() -> Check {
     let release = release();
-    match parse_release(&release) {
+    match host::parse_release(&release) {
         Some(v) if v >= (5, 8) => check(
             "kernel",
             Outcome::Pass,
@@ -262,7 +256,7 @@ fn privileges() -> Check {
             fix,
         );
     };
-    let before_5_11 = parse_release(&release()).is_some_and(|v| v < (5, 11));
+    let before_5_11 = host::parse_release(&release()).is_some_and(|v| v < (5, 11));
     // (capability, its name, what lacking it costs, whether that costs swoll anything here)
     let optional = [
         (
@@ -474,11 +468,18 @@ enum ChildError {
 /// `getppid` calls, then runs `look` with its pid while it is still alive (and its namespace
 /// readable), its calls made.
 fn in_child<T>(calls: u64, flags: i32, look: impl FnOnce(i64) -> T) -> Result<T, ChildError> {
+    use rustix::{
+        fd::AsRawFd as _,
+        process::{Pid, WaitOptions, waitpid},
+    };
     // Two pipes: the child says "done" on one and waits for "go" on the other.
-    let (done_r, done_w) = pipe().map_err(ChildError::Pipe)?;
-    let (go_r, go_w) = pipe().map_err(ChildError::Pipe)?;
+    let (done_r, done_w) = rustix::pipe::pipe().map_err(|e| ChildError::Pipe(e.into()))?;
+    let (go_r, go_w) = rustix::pipe::pipe().map_err(|e| ChildError::Pipe(e.into()))?;
+    let (child_done, child_go) = (done_w.as_raw_fd(), go_r.as_raw_fd());
     // SAFETY: clone without CLONE_VM works like fork: the child gets a copy of the address
-    // space and runs only raw syscalls (no allocation, no locks) before _exit.
+    // space and runs only raw syscalls (no allocation, no locks, no destructors) before _exit.
+    // The raw call because the child needs its own pid namespace, which fork cannot give and
+    // rustix has no clone for.
     let child = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -487,73 +488,45 @@ fn in_child<T>(calls: u64, flags: i32, look: impl FnOnce(i64) -> T) -> Result<T,
         )
     };
     if child == 0 {
-        // SAFETY: raw syscalls on our own fds; `_exit` ends the child without unwinding.
+        // SAFETY: raw syscalls on the child's copies of our fds; `_exit` ends the child
+        // without unwinding.
         unsafe {
             for _ in 0..calls {
                 libc::syscall(libc::SYS_getppid);
             }
             let byte = 1u8;
-            libc::write(done_w, (&raw const byte).cast(), 1);
+            libc::write(child_done, (&raw const byte).cast(), 1);
             let mut go = 0u8;
-            libc::read(go_r, (&raw mut go).cast(), 1);
+            libc::read(child_go, (&raw mut go).cast(), 1);
             libc::_exit(0);
         }
     }
     // Read before the closes below can overwrite errno.
     let clone_error = (child < 0).then(std::io::Error::last_os_error);
-    // SAFETY: closes the child's ends, which are its own copies now (or, if the clone failed,
-    // nobody's): a child that dies early then ends the read below instead of blocking it.
-    unsafe {
-        libc::close(done_w);
-        libc::close(go_r);
-    }
+    // The child's ends are its own copies now (or, if the clone failed, nobody's): a child
+    // that dies early then ends the read below instead of blocking it.
+    drop((done_w, go_r));
     let result = if let Some(err) = clone_error {
         Err(ChildError::Clone(err))
     } else {
-        let mut byte = 0u8;
-        // SAFETY: reads one byte from our pipe into a local.
-        if unsafe { libc::read(done_r, (&raw mut byte).cast(), 1) } == 1 {
+        let mut byte = [0u8];
+        if rustix::io::read(&done_r, &mut byte) == Ok(1) {
             Ok(look(child))
         } else {
             Err(ChildError::Silent)
         }
     };
-    // SAFETY: releases the child, reaps it, and closes our two pipe ends.
-    unsafe {
-        let byte = 1u8;
-        libc::write(go_w, (&raw const byte).cast(), 1);
-        if let Ok(pid) = i32::try_from(child)
-            && pid > 0
-        {
-            let mut status = 0;
-            libc::waitpid(pid, &mut status, 0);
-        }
-        libc::close(done_r);
-        libc::close(go_w);
+    // Release the child and reap it; our pipe ends close when dropped.
+    let _ = rustix::io::write(&go_w, &[1]);
+    if let Some(pid) = i32::try_from(child).ok().and_then(Pid::from_raw) {
+        let _ = waitpid(Some(pid), WaitOptions::empty());
     }
     result
-}
-fn pipe() -> std::io::Result<(i32, i32)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe writes two fds into the array we pass.
-    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((fds[0], fds[1]))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn releases() {
-        assert_eq!(parse_release("6.18.44-fc-v669"), Some((6, 18)));
-        assert_eq!(parse_release("5.10.0-46-amd64"), Some((5, 10)));
-        assert_eq!(parse_release("7.3.4+deb13-amd64"), Some((7, 3)));
-        assert_eq!(parse_release(""), None);
-        assert!(parse_release("5.4.0").is_some_and(|v| v < (5, 8)));
-    }
 
     #[test]
     fn failed_checks_print_their_fix() {

@@ -10,8 +10,8 @@ use std::{
 use foldhash::HashSet;
 
 use crate::{
-    host,
-    http::{self, Exposition},
+    exposition::Exposition,
+    host, http,
     loader::{self, LoadError, LoadOptions, Probes},
     maps::Ledger,
     metrics::{Label, Renderer, RowSource, SelfMetrics},
@@ -91,8 +91,8 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// No Kubernetes client configuration (KUBECONFIG or in-cluster) could be found.
-    #[error("configuring the Kubernetes client for --node-name (set KUBECONFIG or run in a pod)")]
-    Kube(#[source] kube::Error),
+    #[error(transparent)]
+    Kube(#[from] pods::KubeConfigError),
     /// `--bpf-stats` without `CAP_SYS_ADMIN`, which `BPF_ENABLE_STATS` requires.
     #[error(
         "--bpf-stats needs CAP_SYS_ADMIN (BPF_ENABLE_STATS), which this process lacks: grant it \
@@ -134,7 +134,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         probes.attached().join("/"),
     );
     let exposition = Arc::new(Exposition::new(SelfMetrics::new()?));
-    exposition.set_seccomp_origin(crate::seccomp::Origin {
+    exposition.set_seccomp_origin(crate::exposition::Origin {
         proc_root: opts.proc_root.clone(),
         counting_since: probes.counting_since(),
     });
@@ -148,7 +148,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
             None
         }
         Some(node) => {
-            let client = kube_client().await?;
+            let client = pods::kube_client().await?;
             let errors = exposition.self_metrics.resolver_errors("apiserver");
             let (index, drive) =
                 pods::watch(client.clone(), &pods::PodQuery::node(node), move |err| {
@@ -457,37 +457,15 @@ fn start_traces(
     })
 }
 
-/// How long the first map read waits for the first list of the node's pods. Namespaces read
-/// before it arrives are labelled by container id alone, so each would show up as a series
-/// that ends once its pod is known (after every restart of the agent): waiting a moment avoids
-/// that. Bounded, so that an API server that does not answer only delays the metrics (they then
-/// carry the container id until the list comes), well within the liveness probe's first 10 s.
-pub const FIRST_LIST_WAIT: Duration = Duration::from_secs(5);
-
-/// Waits up to [`FIRST_LIST_WAIT`] for the pod watch's first list (`listed` is sent, or
+/// Waits up to [`pods::FIRST_LIST_WAIT`] for the pod watch's first list (`listed` is sent, or
 /// dropped in local mode).
 fn wait_for_pods(listed: &mpsc::Receiver<()>) {
-    if let Err(mpsc::RecvTimeoutError::Timeout) = listed.recv_timeout(FIRST_LIST_WAIT) {
+    if let Err(mpsc::RecvTimeoutError::Timeout) = listed.recv_timeout(pods::FIRST_LIST_WAIT) {
         tracing::warn!(
-            wait = ?FIRST_LIST_WAIT,
+            wait = ?pods::FIRST_LIST_WAIT,
             "no list of this node's pods yet: containers are labelled by id until it comes"
         );
     }
-}
-
-/// How often new pid namespaces are looked for between map reads: a container is resolved
-/// while its processes live, however short its life.
-pub const DISCOVER_EVERY: Duration = Duration::from_millis(200);
-
-/// A client from KUBECONFIG or the in-cluster config, without the client's own retries of
-/// 429/503/504 (up to minutes per request): the watcher's backoff retries instead, so every
-/// failure surfaces and is counted.
-pub async fn kube_client() -> Result<kube::Client, ServeError> {
-    let mut config = kube::Config::infer()
-        .await
-        .map_err(|e| ServeError::Kube(kube::Error::InferConfig(e)))?;
-    config.default_retry = false;
-    kube::Client::try_from(config).map_err(ServeError::Kube)
 }
 
 /// Reads the maps every `interval` until `stop` is dropped, resolving new pid namespaces in
@@ -527,7 +505,8 @@ fn read_loop(
                 interval,
             );
         }
-        let wait = DISCOVER_EVERY.min(next_read.saturating_duration_since(Instant::now()));
+        let wait = crate::resolver::DISCOVER_EVERY
+            .min(next_read.saturating_duration_since(Instant::now()));
         match stop.recv_timeout(wait) {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,

@@ -69,7 +69,7 @@ pub const NO_UI_LIMIT: usize = 50;
 /// Points kept for each sparkline: a minute at the default interval.
 pub const HISTORY: usize = 60;
 
-use crate::serve::DISCOVER_EVERY;
+use crate::resolver::DISCOVER_EVERY;
 
 /// Column titles of the table, in order; shared by the UI and `--no-ui`.
 pub const COLUMNS: [&str; 8] = [
@@ -653,7 +653,7 @@ fn watch_and_run(opts: TopOptions, logs: &LogLines) -> anyhow::Result<()> {
         None => None,
         Some(node) => {
             let query = pods::PodQuery::node(node);
-            let pods = pods::watch_from_thread(&query, crate::serve::FIRST_LIST_WAIT)
+            let pods = pods::watch_from_thread(&query, pods::FIRST_LIST_WAIT)
                 .context("--node-name: labelling pods needs KUBECONFIG or the in-cluster config")?;
             Some(Box::new(pods))
         }
@@ -847,7 +847,7 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Workload;
+    use crate::resolver::Workload;
 
     fn row(syscall: &'static str, err: &'static str, kns: u32, count: u64) -> Row {
         Row {

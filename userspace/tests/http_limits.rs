@@ -9,9 +9,11 @@ use std::{
 
 use swoll::{
     conn::{HttpMetrics, InFlight, Limits, serve},
-    http::{Exposition, IN_FLIGHT_WAIT, MAX_BODY, MAX_CONCURRENT, router},
+    exposition::Exposition,
+    http::{IN_FLIGHT_WAIT, MAX_BODY, MAX_CONCURRENT, router},
     maps::Snapshot,
-    metrics::{Label, Renderer, RowSource, SelfMetrics, Workload},
+    metrics::{Label, Renderer, RowSource, SelfMetrics},
+    resolver::Workload,
 };
 
 fn request(addr: SocketAddr, raw: &str) -> String {

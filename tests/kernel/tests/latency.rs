@@ -1,6 +1,9 @@
 //! Time: the in-kernel sum of syscall durations matches what the workload slept, and with
 //! `--histogram` every sleep lands in the bucket of its duration.
-use swoll::metrics::{Label, Renderer, SYSCALL_DURATION, Workload};
+use swoll::{
+    metrics::{Label, Renderer, SYSCALL_DURATION},
+    resolver::Workload,
+};
 use swoll_kernel_tests::{is_root, load, options, skip, value, workload};
 use swoll_maps_schema::{histogram, metrics::MetricKey};
 

@@ -165,7 +165,7 @@ fn a_killed_agent_restarted_continues_its_counters_exactly() {
     let (_, body) = http_get(second.addr, "/metrics").expect("GET /metrics");
     // The kernel reports recursion misses from 5.12 on; probes taken over report them too.
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
-    let reports_misses = swoll::selftest::parse_release(release.trim()) >= Some((5, 12));
+    let reports_misses = swoll::host::parse_release(release.trim()) >= Some((5, 12));
     assert_eq!(
         body.contains("swoll_probe_recursion_misses_total{program=\"sys_exit\"}"),
         reports_misses,
@@ -306,7 +306,7 @@ fn an_upgrade_the_kernel_rejects_leaves_the_old_probes_counting() {
         return;
     }
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
-    if swoll::selftest::parse_release(release.trim()) < Some((5, 11)) {
+    if swoll::host::parse_release(release.trim()) < Some((5, 11)) {
         // Before 5.11 maps are charged to RLIMIT_MEMLOCK, which the DaemonSet's CAP_SYS_RESOURCE
         // lifts: no pod limit applies, and the big map would simply be made.
         eprintln!(

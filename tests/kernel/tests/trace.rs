@@ -10,8 +10,7 @@ use serde_json::Value;
 use swoll::{
     loader::{self, TraceProbes},
     trace::{
-        command::{keys, write_captures},
-        filter::{Filter, Slot},
+        filter::{Filter, Slot, keys, write_captures},
         ring,
     },
 };

@@ -20,13 +20,32 @@ pub mod cgroup;
 pub mod pods;
 pub mod procfs;
 
-use std::{num::NonZeroUsize, time::Instant};
+use std::{
+    collections::HashMap,
+    num::NonZeroUsize,
+    time::{Duration, Instant},
+};
 
 use lru::LruCache;
 use swoll_maps_schema::pidns::PidNsSeen;
 
 use self::{cgroup::ContainerRef, procfs::Procfs};
-use crate::metrics::Workload;
+
+/// How often new pid namespaces are looked for between map reads: a container is resolved
+/// while its processes live, however short its life.
+pub const DISCOVER_EVERY: Duration = Duration::from_millis(200);
+
+/// The Kubernetes identity of a pid namespace: empty strings for host processes and for
+/// namespaces not (yet) resolved.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Workload {
+    /// Kubernetes namespace of the pod.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// Container name.
+    pub container: String,
+}
 
 /// The pods of this node, by container id; what a Kubernetes pod cache offers the resolver.
 pub trait PodIndex: Send + Sync {
@@ -39,6 +58,50 @@ pub trait PodIndex: Send + Sync {
     /// As [`PodIndex::pod`], but only if that pod runs its containers in one shared pid
     /// namespace (`shareProcessNamespace: true`).
     fn shared_pid_namespace(&self, uid: &str) -> Option<Workload>;
+}
+
+/// What the resolver asks of the host's processes and cgroups: [`Procfs`] reads them; a trait
+/// so that the resolver's decisions (host or container, a reused inode or a shared namespace,
+/// retry back-off, retirement) are tested on their own.
+pub trait Processes {
+    /// The pid namespace inode of process `pid`, if it is alive and visible.
+    fn pid_ns_of(&self, pid: u32) -> Option<u32>;
+    /// The container of process `pid`, from its cgroup.
+    fn container_of(&self, pid: u32) -> Option<ContainerRef>;
+    /// The container a cgroup id names, if its directory still exists.
+    fn container_of_cgroup(&mut self, cgroup_id: u64) -> Option<ContainerRef>;
+    /// One live process of each of the `wanted` pid namespaces that has one, by namespace.
+    fn find_processes(&self, wanted: &[u32]) -> HashMap<u32, u32>;
+    /// Makes sure [`Processes::cgroup_alive`] knows `cgroup_ids`.
+    fn index_cgroups_of(&mut self, cgroup_ids: &mut dyn Iterator<Item = u64>);
+    /// True while the cgroup directory `cgroup_id` exists.
+    fn cgroup_alive(&self, cgroup_id: u64) -> bool;
+}
+
+impl Processes for Procfs {
+    fn pid_ns_of(&self, pid: u32) -> Option<u32> {
+        Procfs::pid_ns_of(self, pid)
+    }
+
+    fn container_of(&self, pid: u32) -> Option<ContainerRef> {
+        Procfs::container_of(self, pid)
+    }
+
+    fn container_of_cgroup(&mut self, cgroup_id: u64) -> Option<ContainerRef> {
+        Procfs::container_of_cgroup(self, cgroup_id)
+    }
+
+    fn find_processes(&self, wanted: &[u32]) -> HashMap<u32, u32> {
+        Procfs::find_processes(self, wanted)
+    }
+
+    fn index_cgroups_of(&mut self, cgroup_ids: &mut dyn Iterator<Item = u64>) {
+        Procfs::index_cgroups_of(self, cgroup_ids);
+    }
+
+    fn cgroup_alive(&self, cgroup_id: u64) -> bool {
+        Procfs::cgroup_alive(self, cgroup_id)
+    }
 }
 
 /// What a pid namespace is.
@@ -71,8 +134,8 @@ struct Entry {
 }
 
 /// Resolves pid namespaces; see the module docs.
-pub struct Resolver {
-    procfs: Procfs,
+pub struct Resolver<P: Processes = Procfs> {
+    procfs: P,
     host_pid_ns: u32,
     known: LruCache<u32, Entry>,
     pods: Option<Box<dyn PodIndex>>,
@@ -82,7 +145,7 @@ pub struct Resolver {
     checks: u64,
 }
 
-impl std::fmt::Debug for Resolver {
+impl<P: Processes> std::fmt::Debug for Resolver<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Resolver")
             .field("host_pid_ns", &self.host_pid_ns)
@@ -106,10 +169,10 @@ const MAX_RETRY_GAP: u64 = 16;
 /// ends is found at most this many reads later (then retired after the grace period).
 const CHECK_IDLE_EVERY: u64 = 4;
 
-impl Resolver {
+impl<P: Processes> Resolver<P> {
     /// A resolver over `procfs`, treating `host_pid_ns` as the host, with an optional pod cache
     /// (none in local mode: containers are labelled by short id only).
-    pub fn new(procfs: Procfs, host_pid_ns: u32, pods: Option<Box<dyn PodIndex>>) -> Resolver {
+    pub fn new(procfs: P, host_pid_ns: u32, pods: Option<Box<dyn PodIndex>>) -> Resolver<P> {
         let capacity = NonZeroUsize::new(CAPACITY).unwrap_or(NonZeroUsize::MIN);
         Resolver {
             procfs,
@@ -322,7 +385,7 @@ impl Resolver {
             }
         }
         self.procfs
-            .index_cgroups_of(by_cgroup.iter().map(|&(_, id)| id));
+            .index_cgroups_of(&mut by_cgroup.iter().map(|&(_, id)| id));
         for (ns, cgroup_id) in by_cgroup {
             if self.procfs.cgroup_alive(cgroup_id) {
                 self.still_alive(ns);
@@ -368,5 +431,248 @@ fn pod_uid(identity: &Identity) -> Option<&str> {
         Identity::Container(c) => c.pod_uid.as_deref(),
         Identity::SharedPod(uid) => Some(uid),
         Identity::Host | Identity::Unknown => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{cell::Cell, time::Duration};
+
+    use super::*;
+
+    const HOST: u32 = 1000;
+    const POD_A: &str = "aaaaaaaa-0000-0000-0000-000000000001";
+    const POD_B: &str = "bbbbbbbb-0000-0000-0000-000000000002";
+
+    /// The host's processes and cgroups as plain maps; `walks` counts procfs walks.
+    #[derive(Default)]
+    struct Host {
+        /// pid → (its pid namespace, its cgroup id).
+        processes: HashMap<u32, (u32, u64)>,
+        /// Live cgroup directories: id → the container they name.
+        cgroups: HashMap<u64, ContainerRef>,
+        walks: Cell<usize>,
+    }
+
+    impl Processes for Host {
+        fn pid_ns_of(&self, pid: u32) -> Option<u32> {
+            self.processes.get(&pid).map(|&(ns, _)| ns)
+        }
+
+        fn container_of(&self, pid: u32) -> Option<ContainerRef> {
+            let (_, cgroup) = self.processes.get(&pid)?;
+            self.cgroups.get(cgroup).cloned()
+        }
+
+        fn container_of_cgroup(&mut self, cgroup_id: u64) -> Option<ContainerRef> {
+            self.cgroups.get(&cgroup_id).cloned()
+        }
+
+        fn find_processes(&self, wanted: &[u32]) -> HashMap<u32, u32> {
+            self.walks.set(self.walks.get() + 1);
+            self.processes
+                .iter()
+                .filter(|(_, (ns, _))| wanted.contains(ns))
+                .map(|(&pid, &(ns, _))| (ns, pid))
+                .collect()
+        }
+
+        fn index_cgroups_of(&mut self, _: &mut dyn Iterator<Item = u64>) {}
+
+        fn cgroup_alive(&self, cgroup_id: u64) -> bool {
+            self.cgroups.contains_key(&cgroup_id)
+        }
+    }
+
+    /// A pod: uid, namespace, name, whether it shares its pid namespace, and its containers
+    /// (id, name).
+    type Pod = (
+        &'static str,
+        &'static str,
+        &'static str,
+        bool,
+        Vec<(String, &'static str)>,
+    );
+
+    /// The node's pods.
+    struct Pods(Vec<Pod>);
+
+    impl PodIndex for Pods {
+        fn container(&self, id: &str) -> Option<Workload> {
+            self.0.iter().find_map(|(_, ns, pod, _, containers)| {
+                let (_, name) = containers.iter().find(|(c, _)| c == id)?;
+                Some(workload(ns, pod, name))
+            })
+        }
+
+        fn pod(&self, uid: &str) -> Option<Workload> {
+            let (_, ns, pod, _, _) = self.0.iter().find(|p| p.0 == uid)?;
+            Some(workload(ns, pod, ""))
+        }
+
+        fn shared_pid_namespace(&self, uid: &str) -> Option<Workload> {
+            self.0
+                .iter()
+                .find(|p| p.0 == uid && p.3)
+                .and_then(|_| self.pod(uid))
+        }
+    }
+
+    fn workload(namespace: &str, pod: &str, container: &str) -> Workload {
+        Workload {
+            namespace: namespace.into(),
+            pod: pod.into(),
+            container: container.into(),
+        }
+    }
+
+    fn id(n: u8) -> String {
+        format!("{n:02x}").repeat(32)
+    }
+
+    /// A container of pod `uid` with id `id(n)`.
+    fn container(uid: &str, n: u8) -> ContainerRef {
+        cgroup::from_path(&format!("/kubepods/pod{uid}/{}", id(n))).expect("a kubelet path")
+    }
+
+    fn seen(tgid: u32, cgroup_id: u64) -> Option<PidNsSeen> {
+        Some(PidNsSeen {
+            tgid,
+            cgroup_id,
+            ..PidNsSeen::default()
+        })
+    }
+
+    fn shop(shares: bool) -> Pods {
+        Pods(vec![
+            (
+                POD_A,
+                "shop",
+                "web",
+                shares,
+                vec![(id(1), "app"), (id(2), "sidecar")],
+            ),
+            (POD_B, "bank", "ledger", false, vec![(id(3), "db")]),
+        ])
+    }
+
+    fn resolver(host: Host, pods: Pods) -> Resolver<Host> {
+        Resolver::new(host, HOST, Some(Box::new(pods)))
+    }
+
+    #[test]
+    fn the_host_and_a_pods_container_get_their_labels() {
+        let mut host = Host::default();
+        host.cgroups.insert(11, container(POD_A, 1));
+        host.processes.insert(500, (7, 11));
+        let mut r = resolver(host, shop(false));
+        r.observe(HOST, seen(1, 1));
+        r.observe(7, seen(500, 11));
+        assert_eq!(r.identity(HOST), Identity::Host);
+        assert_eq!(r.workload(HOST), Workload::default());
+        assert_eq!(r.workload(7), workload("shop", "web", "app"));
+    }
+
+    #[test]
+    fn a_container_the_pod_list_lacks_gets_the_pod_and_its_short_id() {
+        let mut host = Host::default();
+        host.cgroups.insert(19, container(POD_A, 9));
+        host.processes.insert(500, (7, 19));
+        let mut r = resolver(host, shop(false));
+        r.observe(7, seen(500, 19));
+        assert_eq!(r.workload(7), workload("shop", "web", "090909090909"));
+    }
+
+    #[test]
+    fn an_exited_process_is_resolved_by_its_cgroup() {
+        let mut host = Host::default();
+        host.cgroups.insert(13, container(POD_B, 3));
+        let mut r = resolver(host, shop(false));
+        r.observe(8, seen(600, 13));
+        assert_eq!(r.workload(8), workload("bank", "ledger", "db"));
+    }
+
+    #[test]
+    fn a_reused_inode_is_relabelled_but_a_shared_namespace_is_the_pods() {
+        // Pod A's app, then the inode reused by pod B's db (the app's process is gone).
+        let mut host = Host::default();
+        host.cgroups.insert(11, container(POD_A, 1));
+        host.cgroups.insert(13, container(POD_B, 3));
+        host.processes.insert(500, (7, 11));
+        let mut r = resolver(host, shop(false));
+        r.observe(7, seen(500, 11));
+        r.procfs.processes.remove(&500);
+        r.procfs.processes.insert(600, (7, 13));
+        r.observe(7, seen(600, 13));
+        assert_eq!(r.workload(7), workload("bank", "ledger", "db"));
+
+        // The app, then its sidecar in the same namespace while the app still lives.
+        let mut host = Host::default();
+        host.cgroups.insert(11, container(POD_A, 1));
+        host.cgroups.insert(12, container(POD_A, 2));
+        host.processes.insert(500, (7, 11));
+        host.processes.insert(501, (7, 12));
+        let mut r = resolver(host, shop(false));
+        r.observe(7, seen(500, 11));
+        r.observe(7, seen(501, 12));
+        assert_eq!(r.identity(7), Identity::SharedPod(POD_A.into()));
+        assert_eq!(r.workload(7), workload("shop", "web", ""));
+    }
+
+    #[test]
+    fn a_pod_that_says_it_shares_is_labelled_without_container_from_the_first_read() {
+        let mut host = Host::default();
+        host.cgroups.insert(11, container(POD_A, 1));
+        host.processes.insert(500, (7, 11));
+        let mut r = resolver(host, shop(true));
+        r.observe(7, seen(500, 11));
+        assert_eq!(r.workload(7), workload("shop", "web", ""));
+    }
+
+    #[test]
+    fn unknown_namespaces_are_retried_with_back_off() {
+        let mut r = resolver(Host::default(), shop(false));
+        let mut walked_at = Vec::new();
+        for pass in 1..=40 {
+            let before = r.procfs.walks.get();
+            r.retry_unknown([9]);
+            if r.procfs.walks.get() > before {
+                walked_at.push(pass);
+            }
+        }
+        assert_eq!(walked_at, [1, 2, 4, 8, 16, 32]);
+        r.retry_unknown([HOST]);
+        assert_eq!(r.procfs.walks.get(), 6, "the host is never looked for");
+    }
+
+    #[test]
+    fn a_namespace_retires_after_its_grace_and_an_active_one_never() {
+        let mut host = Host::default();
+        host.cgroups.insert(11, container(POD_A, 1));
+        host.cgroups.insert(13, container(POD_B, 3));
+        host.processes.insert(500, (7, 11));
+        host.processes.insert(600, (8, 13));
+        let mut r = resolver(host, shop(false));
+        r.observe(7, seen(500, 11));
+        r.observe(8, seen(600, 13));
+        // Both end: processes and cgroups gone.
+        r.procfs.processes.clear();
+        r.procfs.cgroups.clear();
+        let grace = Duration::from_secs(30);
+        let start = Instant::now();
+        let active = |ns| ns == 8;
+        // An idle namespace is checked every CHECK_IDLE_EVERY reads; the check that finds it
+        // gone starts its grace, and from then on it is checked at every read.
+        for _ in 1..CHECK_IDLE_EVERY {
+            assert!(r.expired(&[7, 8], active, start, grace).is_empty());
+        }
+        let walks = r.procfs.walks.get();
+        assert!(r.expired(&[7, 8], active, start, grace).is_empty());
+        assert_eq!(r.procfs.walks.get(), walks + 1, "one walk for the idle one");
+        let almost = start + grace - Duration::from_secs(1);
+        assert!(r.expired(&[7, 8], active, almost, grace).is_empty());
+        assert_eq!(r.expired(&[7, 8], active, start + grace, grace), [7]);
+        assert_eq!(r.identity(7), Identity::Unknown, "forgotten");
+        assert_eq!(r.workload(8), workload("bank", "ledger", "db"));
     }
 }

@@ -13,8 +13,7 @@ use kube::{
     runtime::{WatchStreamExt as _, reflector, watcher},
 };
 
-use super::PodIndex;
-use crate::metrics::Workload;
+use super::{PodIndex, Workload};
 
 /// The node's pods, as the reflector last saw them.
 #[derive(Clone)]
@@ -100,6 +99,29 @@ pub fn watch(
     (KubePods { store: reader }, drive)
 }
 
+/// How long the first map read waits for the first list of the node's pods. Namespaces read
+/// before it arrives are labelled by container id alone, so each would show up as a series
+/// that ends once its pod is known (after every restart of the agent): waiting a moment avoids
+/// that. Bounded, so that an API server that does not answer only delays the metrics (they then
+/// carry the container id until the list comes), well within the liveness probe's first 10 s.
+pub const FIRST_LIST_WAIT: Duration = Duration::from_secs(5);
+
+/// No Kubernetes client configuration (KUBECONFIG or in-cluster) could be found.
+#[derive(Debug, thiserror::Error)]
+#[error("configuring the Kubernetes client for --node-name (set KUBECONFIG or run in a pod)")]
+pub struct KubeConfigError(#[source] kube::Error);
+
+/// A client from KUBECONFIG or the in-cluster config, without the client's own retries of
+/// 429/503/504 (up to minutes per request): the watcher's backoff retries instead, so every
+/// failure surfaces and is counted.
+pub async fn kube_client() -> Result<kube::Client, KubeConfigError> {
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(|e| KubeConfigError(kube::Error::InferConfig(e)))?;
+    config.default_retry = false;
+    kube::Client::try_from(config).map_err(KubeConfigError)
+}
+
 /// Why the pod watch of a local tool (`swoll top`, `swoll trace`) could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchThreadError {
@@ -108,7 +130,7 @@ pub enum WatchThreadError {
     Start(#[source] std::io::Error),
     /// No Kubernetes client configuration (KUBECONFIG or in-cluster).
     #[error(transparent)]
-    Client(#[from] crate::serve::ServeError),
+    Client(#[from] KubeConfigError),
 }
 
 /// [`watch`], from a thread of its own with its own runtime: for the local tools (`swoll top`,
@@ -121,7 +143,7 @@ pub fn watch_from_thread(query: &PodQuery, wait: Duration) -> Result<KubePods, W
         .enable_all()
         .build()
         .map_err(WatchThreadError::Start)?;
-    let client = runtime.block_on(crate::serve::kube_client())?;
+    let client = runtime.block_on(kube_client())?;
     let (pods, drive) = watch(client, query, |err| {
         tracing::warn!(error = %err, "watching pods failed; retrying with backoff");
     });

@@ -51,9 +51,8 @@ use tokio::sync::{broadcast, watch};
 
 use super::{
     capture,
-    command::{keys, write_captures},
     event::{self, Container},
-    filter::{Filter, Slot},
+    filter::{Filter, Slot, keys, write_captures},
     resource::{self, NodeStatus, Observed, Phase, Report, Reports},
     ring,
     spec::{self, Trace},

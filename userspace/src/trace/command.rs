@@ -9,18 +9,20 @@ use std::{
     collections::BTreeSet,
     io::{BufWriter, Write as _},
     path::PathBuf,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
 use lru::LruCache;
-use swoll_maps_schema::trace::{ANY_PID_NS, ANY_SYSCALL, RuleKey, SYSCALLS_ENTRIES, TraceEvent};
+use swoll_maps_schema::trace::{ANY_PID_NS, TraceEvent};
 
 use super::{
-    capture,
     event::{self, Container},
-    filter::{Filter, Slot},
+    filter::{Filter, Slot, keys, write_captures},
     ring,
     selector::Selector,
 };
@@ -97,41 +99,14 @@ pub fn syscall_numbers(names: &[String]) -> anyhow::Result<Vec<u32>> {
     Ok(nrs.into_iter().collect())
 }
 
-/// Set by SIGINT/SIGTERM.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// Makes SIGINT and SIGTERM set [`STOP`] (and interrupt the wait on the ring buffer).
-fn install_signal_handlers() {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
+/// A flag that SIGINT and SIGTERM set. Their handler also interrupts the wait on the ring
+/// buffer: an epoll wait is never restarted after a signal handler, `SA_RESTART` or not.
+fn stop_on_signals() -> std::io::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
-}
-
-/// Writes the capture table: what the probe reads for each syscall number.
-pub fn write_captures(maps: &mut TraceMaps, capture_bytes: u32) -> anyhow::Result<()> {
-    for nr in 0..SYSCALLS_ENTRIES {
-        let value = capture::capture_for(Arch::NATIVE, nr, capture_bytes);
-        maps.syscalls
-            .set(nr, value, 0)
-            .with_context(|| format!("writing the capture table for syscall {nr}"))?;
-    }
-    Ok(())
-}
-
-/// The filter keys of one pid namespace (or every namespace) for `syscalls` (empty: all).
-pub fn keys(pid_ns: u32, syscalls: &[u32]) -> Vec<RuleKey> {
-    if syscalls.is_empty() {
-        return vec![RuleKey {
-            pid_ns,
-            nr: ANY_SYSCALL,
-        }];
-    }
-    syscalls.iter().map(|&nr| RuleKey { pid_ns, nr }).collect()
+    Ok(stop)
 }
 
 /// Runs `swoll trace` until Ctrl-C, `--count` or `--duration`.
@@ -146,7 +121,7 @@ pub fn run(opts: TraceOptions) -> anyhow::Result<()> {
             filter.add(&mut probes.maps.rules, slot, key)?;
         }
     }
-    install_signal_handlers();
+    let stop = stop_on_signals().context("handling SIGINT and SIGTERM")?;
     tracing::info!(
         syscalls = opts.syscalls.len(),
         containers_only = !opts.no_containers,
@@ -159,7 +134,7 @@ pub fn run(opts: TraceOptions) -> anyhow::Result<()> {
     let mut lost_seen = 0u64;
     let mut next_scan = started;
     let mut containers = Containers::new(&opts.proc_root);
-    'run: while !STOP.load(Ordering::SeqCst) {
+    'run: while !stop.load(Ordering::SeqCst) {
         if opts.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
@@ -241,7 +216,7 @@ impl Scope {
             None => None,
             Some(selector) => {
                 let query = selector.query(opts.node_name.as_deref());
-                let pods = pods::watch_from_thread(&query, crate::serve::FIRST_LIST_WAIT).context(
+                let pods = pods::watch_from_thread(&query, pods::FIRST_LIST_WAIT).context(
                     "selecting pods needs a Kubernetes cluster (KUBECONFIG or in-cluster)",
                 )?;
                 Some((pods, selector.clone()))
