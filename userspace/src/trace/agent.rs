@@ -36,10 +36,7 @@ use std::{
 };
 
 use futures::StreamExt as _;
-use k8s_openapi::{
-    api::core::v1::{ConfigMap, Pod},
-    jiff::Timestamp,
-};
+use k8s_openapi::{api::core::v1::ConfigMap, jiff::Timestamp};
 use kube::{
     Api, Client,
     api::DynamicObject,
@@ -60,7 +57,10 @@ use super::{
 use crate::{
     loader::{self, TraceProbes},
     metrics::SelfMetrics,
-    resolver::{pods::KubePods, procfs::Procfs},
+    resolver::{
+        pods::{self, KubePods},
+        procfs::Procfs,
+    },
     syscalls::Arch,
 };
 
@@ -796,7 +796,7 @@ impl Tracer {
             run.containers.clear();
             for pod in pods.iter().filter(|p| run.trace.selector.matches(p)) {
                 let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
-                for (id, container) in containers_of(pod) {
+                for (id, container) in pods::containers(pod) {
                     if !run.trace.selector.follows_container(container) {
                         continue;
                     }
@@ -896,27 +896,6 @@ impl Tracer {
             out.send();
         }
     }
-}
-
-/// `(id, name)` of each of `pod`'s containers that has an id (the id without the runtime
-/// prefix, as its cgroup names it).
-fn containers_of(pod: &Pod) -> impl Iterator<Item = (&str, &str)> {
-    pod.status
-        .iter()
-        .flat_map(|status| {
-            [
-                &status.container_statuses,
-                &status.init_container_statuses,
-                &status.ephemeral_container_statuses,
-            ]
-        })
-        .flatten()
-        .flatten()
-        .filter_map(|c| {
-            let cid = c.container_id.as_deref()?;
-            let id = cid.split_once("://").map_or(cid, |(_, rest)| rest);
-            Some((id, c.name.as_str()))
-        })
 }
 
 /// Where one trace slot's events go.
