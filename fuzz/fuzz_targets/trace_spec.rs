@@ -29,7 +29,8 @@ fuzz_target!(|data: &[u8]| {
             String::from_utf8_lossy(second).into_owned(),
         ),
     ]);
-    let (traces, errors) = parse_configmap(&data);
+    // Cluster-wide specs refused, as the deployed agent does.
+    let (traces, errors) = parse_configmap(&data, false);
     assert!(
         traces.len() + errors.len() == data.len(),
         "parse_configmap must account for every key: {traces:?} {errors:?}"

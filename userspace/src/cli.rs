@@ -452,6 +452,11 @@ pub struct ServeArgs {
     /// read the pod's logs would read every trace.
     #[arg(long, env = "SWOLL_TRACE_STDOUT")]
     pub trace_stdout: bool,
+    /// Run trace specs of the ConfigMap that have no `namespace` (they trace the pods of every
+    /// namespace). Off by default: whoever may edit the ConfigMap would read every pod's calls;
+    /// teams trace their own namespace's pods with Trace resources.
+    #[arg(long, env = "SWOLL_ALLOW_CLUSTER_WIDE_TRACES")]
+    pub allow_cluster_wide_traces: bool,
     /// Directory on a BPF filesystem where the probes are pinned: they keep counting while the
     /// agent restarts, and the next agent with the same binary and options continues their
     /// counters exactly. No default: pinned probes cost every syscall on the host until
@@ -528,6 +533,7 @@ impl ServeArgs {
                     ring_bytes: self.trace_ring_bytes,
                     max_capture_bytes: self.max_capture_bytes,
                     stdout: self.trace_stdout,
+                    allow_cluster_wide: self.allow_cluster_wide_traces,
                 }
             }),
             load,

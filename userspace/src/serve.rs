@@ -1,5 +1,5 @@
 //! `swoll serve`: load the probes, read their maps every interval, serve the metrics; with
-//! Kubernetes, run the traces its ConfigMap asks for.
+//! Kubernetes, run the traces its ConfigMap and Trace resources ask for.
 use std::{
     net::SocketAddr,
     sync::{Arc, mpsc},
@@ -16,7 +16,10 @@ use crate::{
     maps::Ledger,
     metrics::{Label, Renderer, RowSource, SelfMetrics},
     resolver::{PodIndex, Resolver, pods, procfs::Procfs},
-    trace::agent::{self, TraceAgentOptions, TraceHub},
+    trace::{
+        agent::{self, TraceAgentOptions, TraceHub},
+        resource,
+    },
 };
 use swoll_maps_schema::{
     histogram::LatencyBuckets,
@@ -69,6 +72,8 @@ pub struct TraceSettings {
     pub max_capture_bytes: u32,
     /// Also write trace events to stdout.
     pub stdout: bool,
+    /// Run ConfigMap specs without a namespace (every namespace's pods).
+    pub allow_cluster_wide: bool,
 }
 
 /// Why `swoll serve` stopped.
@@ -197,8 +202,11 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
                 };
                 let gate = crate::auth::Gate::new(access(token), "traces", &auth_metrics);
                 traces = Some(start_traces(
-                    client,
-                    index.clone(),
+                    Cluster {
+                        client,
+                        node,
+                        pods: index.clone(),
+                    },
                     settings,
                     &opts,
                     &exposition,
@@ -304,7 +312,7 @@ fn enable_run_stats() -> Result<std::os::fd::OwnedFd, ServeError> {
     loader::enable_run_stats().map_err(ServeError::RunStats)
 }
 
-/// The trace ConfigMap's watch, restartable: a restart lists the ConfigMap again.
+/// The watches of the trace ConfigMap and the Traces, restartable: a restart lists them again.
 struct SpecsWatch {
     start: Box<dyn Fn() -> tokio::task::JoinHandle<()> + Send + Sync>,
     running: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -316,7 +324,7 @@ impl SpecsWatch {
         SpecsWatch { start, running }
     }
 
-    /// Stops the watch and starts it again, which re-reads the ConfigMap at once.
+    /// Stops the watches and starts them again, which re-reads the ConfigMap and Traces at once.
     fn restart(&self) {
         let mut running = self
             .running
@@ -350,7 +358,9 @@ async fn reload_on_sighup(specs: Option<Arc<SpecsWatch>>) {
     while hup.recv().await.is_some() {
         match &specs {
             Some(specs) => {
-                tracing::info!("SIGHUP: re-reading the trace ConfigMap; counters untouched");
+                tracing::info!(
+                    "SIGHUP: re-reading the trace ConfigMap and Traces; counters untouched"
+                );
                 specs.restart();
             }
             None => tracing::info!(
@@ -368,12 +378,14 @@ struct Traces {
     thread: thread::JoinHandle<()>,
     http: tokio::task::JoinHandle<()>,
     specs: Arc<SpecsWatch>,
+    status: tokio::task::JoinHandle<()>,
 }
 
 impl Traces {
     fn stop(self) {
         self.specs.stop();
         self.http.abort();
+        self.status.abort();
         drop(self.stop);
         if self.thread.join().is_err() {
             tracing::error!("the trace thread panicked");
@@ -387,10 +399,17 @@ struct Guard {
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
-/// Starts trace mode: the ConfigMap watch, the trace thread and the streams' listener.
-fn start_traces(
+/// This node's view of the cluster: the API client, the node's name and its pods.
+struct Cluster<'a> {
     client: kube::Client,
+    node: &'a str,
     pods: pods::KubePods,
+}
+
+/// Starts trace mode: the ConfigMap and Trace watches, the trace thread, the Traces' status
+/// writer and the streams' listener.
+fn start_traces(
+    cluster: Cluster<'_>,
     settings: &TraceSettings,
     opts: &ServeOptions,
     exposition: &Exposition,
@@ -398,6 +417,7 @@ fn start_traces(
     guard: Guard,
 ) -> Result<Traces, ServeError> {
     let Guard { gate, tls } = guard;
+    let Cluster { client, node, pods } = cluster;
     let hub = Arc::new(TraceHub::new(&exposition.self_metrics)?);
     let settings_listen = settings.listen;
     let errors = exposition.self_metrics.resolver_errors("apiserver");
@@ -406,25 +426,44 @@ fn start_traces(
         settings.configmap_name.clone(),
     );
     let specs_hub = Arc::clone(&hub);
-    let specs = Arc::new(SpecsWatch::new(Box::new(move || {
+    let status = {
         let errors = errors.clone();
-        tokio::spawn(agent::watch_specs(
+        tokio::spawn(resource::write_status(
+            client.clone(),
+            node.to_owned(),
+            hub.reports(),
+            move |err| {
+                errors.inc();
+                tracing::warn!(error = %crate::error_chain(err), "writing a Trace's status failed; retrying with the next change");
+            },
+        ))
+    };
+    let specs = Arc::new(SpecsWatch::new(Box::new(move || {
+        let (cm_errors, trace_errors) = (errors.clone(), errors.clone());
+        let configmap = agent::watch_specs(
             client.clone(),
             namespace.clone(),
             name.clone(),
             Arc::clone(&specs_hub),
             move |err| {
-                errors.inc();
+                cm_errors.inc();
                 tracing::warn!(error = %err, "watching the traces ConfigMap failed; retrying with backoff");
             },
-        ))
+        );
+        let resources = agent::watch_traces(client.clone(), Arc::clone(&specs_hub), move |err| {
+            trace_errors.inc();
+            tracing::warn!(error = %err, "watching Traces (tools.swoll.criticalstack.com) failed; retrying with backoff");
+        });
+        tokio::spawn(async move {
+            futures::join!(configmap, resources);
+        })
     })));
     tracing::info!(
         configmap = format!(
             "{}/{}",
             settings.configmap_namespace, settings.configmap_name
         ),
-        "watching trace specs"
+        "watching trace specs (the ConfigMap, and Traces of every namespace)"
     );
     // The streams are an extra: if their port is taken, metrics (and the events on stdout, with
     // --trace-stdout) go on, and the error says why GET /traces is not there.
@@ -469,6 +508,7 @@ fn start_traces(
         host_pid_ns: opts.load.host_pid_ns,
         max_capture_bytes: settings.max_capture_bytes,
         stdout: settings.stdout,
+        allow_cluster_wide: settings.allow_cluster_wide,
     };
     let (stop, stopped) = mpsc::channel::<()>();
     let thread = thread::Builder::new()
@@ -480,6 +520,7 @@ fn start_traces(
         thread,
         http,
         specs,
+        status,
     })
 }
 

@@ -26,6 +26,7 @@ use k8s_openapi::{
         networking::v1::NetworkPolicy,
         rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef},
     },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     apimachinery::pkg::util::intstr::IntOrString,
     serde::{Deserialize as _, Serialize, de::DeserializeOwned},
     serde_json::{self, Value},
@@ -48,11 +49,16 @@ const PROPAGATED: &str = "/sys/fs/bpf";
 /// The capabilities the agent adds, all others dropped.
 const CAPABILITIES: [&str; 4] = ["BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE"];
 
-/// Every object the plain manifests hold, by `apiVersion/kind`, each exactly once.
-const KINDS: [&str; 11] = [
+/// Every object the plain manifests hold, by `apiVersion/kind`, in order: three ClusterRoles
+/// (the agent's, and the Traces' edit and view roles aggregated into the built-in ones), one of
+/// every other kind.
+const KINDS: [&str; 14] = [
     "v1/Namespace",
     "v1/ConfigMap",
     "v1/ServiceAccount",
+    "apiextensions.k8s.io/v1/CustomResourceDefinition",
+    "rbac.authorization.k8s.io/v1/ClusterRole",
+    "rbac.authorization.k8s.io/v1/ClusterRole",
     "rbac.authorization.k8s.io/v1/ClusterRole",
     "rbac.authorization.k8s.io/v1/ClusterRoleBinding",
     "rbac.authorization.k8s.io/v1/Role",
@@ -285,13 +291,11 @@ fn is_subset(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> bool
 #[test]
 fn every_object_parses_strictly() {
     let objects = manifests();
-    let kinds: Vec<_> = objects.iter().map(Object::kind).collect();
-    let expected: Vec<_> = KINDS.iter().map(|k| k.to_string()).collect();
-    assert_eq!(
-        kinds.iter().collect::<BTreeSet<_>>(),
-        expected.iter().collect::<BTreeSet<_>>()
-    );
-    assert_eq!(kinds.len(), KINDS.len(), "each kind once: {kinds:?}");
+    let mut kinds: Vec<_> = objects.iter().map(Object::kind).collect();
+    let mut expected: Vec<_> = KINDS.iter().map(|k| k.to_string()).collect();
+    kinds.sort();
+    expected.sort();
+    assert_eq!(kinds, expected);
     for object in &objects {
         let id = object.id();
         match object.kind().as_str() {
@@ -306,6 +310,9 @@ fn every_object_parses_strictly() {
             }
             "rbac.authorization.k8s.io/v1/ClusterRole" => {
                 strict::<ClusterRole>(&object.value, &id);
+            }
+            "apiextensions.k8s.io/v1/CustomResourceDefinition" => {
+                strict::<CustomResourceDefinition>(&object.value, &id);
             }
             "rbac.authorization.k8s.io/v1/ClusterRoleBinding" => {
                 strict::<ClusterRoleBinding>(&object.value, &id);
@@ -333,8 +340,13 @@ fn every_object_parses_strictly() {
             other => panic!("{id}: unexpected kind {other}"),
         }
         let namespace = object.value["metadata"]["namespace"].as_str();
-        let cluster_scoped = ["Namespace", "ClusterRole", "ClusterRoleBinding"]
-            .contains(&object.value["kind"].as_str().unwrap_or(""));
+        let cluster_scoped = [
+            "Namespace",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+        ]
+        .contains(&object.value["kind"].as_str().unwrap_or(""));
         if cluster_scoped {
             assert_eq!(namespace, None, "{id} is cluster-scoped");
         } else {
@@ -549,7 +561,10 @@ fn the_traces_configmap_is_the_agents_and_its_specs_parse() {
         serve.traces_listen.ip().is_loopback(),
         "trace streams on loopback"
     );
-    let (traces, errors) = swoll::trace::spec::parse_configmap(&cm.data.unwrap_or_default());
+    let (traces, errors) = swoll::trace::spec::parse_configmap(
+        &cm.data.unwrap_or_default(),
+        serve.allow_cluster_wide_traces,
+    );
     assert!(errors.is_empty(), "{errors:?}");
     assert!(!traces.is_empty());
     let env = agent(&ds)
@@ -693,27 +708,95 @@ fn tolerates_every_taint() {
     );
 }
 
-/// `rule` grants exactly get, list and watch on the core group's `resource`.
+/// `rules` grant exactly get, list and watch on the core group's `resource`.
 fn assert_read_only(rules: &[PolicyRule], resource: &str) {
     assert_eq!(rules.len(), 1, "one rule: {rules:?}");
-    let rule = &rules[0];
-    assert_eq!(rule.api_groups, Some(vec![String::new()]));
-    assert_eq!(rule.resources, Some(vec![resource.to_owned()]));
+    assert_rule(&rules[0], "", resource, &["get", "list", "watch"]);
+}
+
+/// `rule` grants exactly `verbs` on `resource` of API group `group`.
+fn assert_rule(rule: &PolicyRule, group: &str, resource: &str, verbs: &[&str]) {
+    assert_eq!(rule.api_groups, Some(vec![group.to_owned()]), "{rule:?}");
+    assert_eq!(rule.resources, Some(vec![resource.to_owned()]), "{rule:?}");
     assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none());
-    let verbs: BTreeSet<_> = rule.verbs.iter().map(String::as_str).collect();
-    assert_eq!(verbs, BTreeSet::from(["get", "list", "watch"]));
-    assert_eq!(rule.verbs.len(), 3);
+    let got: BTreeSet<_> = rule.verbs.iter().map(String::as_str).collect();
+    assert_eq!(got, verbs.iter().copied().collect(), "{rule:?}");
+    assert_eq!(rule.verbs.len(), verbs.len());
+}
+
+/// The ClusterRoles, by name.
+fn cluster_roles(objects: &[Object]) -> BTreeMap<String, ClusterRole> {
+    objects
+        .iter()
+        .filter(|o| o.kind() == "rbac.authorization.k8s.io/v1/ClusterRole")
+        .map(|o| {
+            let role: ClusterRole = strict(&o.value, &o.id());
+            (role.metadata.name.clone().unwrap_or_default(), role)
+        })
+        .collect()
+}
+
+/// Namespace edit and admin users may create Traces, view users read them: swoll's roles are
+/// aggregated into the built-in ones, and grant Traces only (never their status, which the
+/// agents write).
+#[test]
+fn namespace_editors_may_create_traces() {
+    let roles = cluster_roles(&manifests());
+    let edit = &roles["swoll-traces-edit"];
+    let labels = edit.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels["rbac.authorization.k8s.io/aggregate-to-edit"],
+        "true"
+    );
+    assert_eq!(
+        labels["rbac.authorization.k8s.io/aggregate-to-admin"],
+        "true"
+    );
+    let rules = edit.rules.as_deref().unwrap_or_default();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    let verbs = [
+        "get",
+        "list",
+        "watch",
+        "create",
+        "update",
+        "patch",
+        "delete",
+        "deletecollection",
+    ];
+    assert_rule(&rules[0], "tools.swoll.criticalstack.com", "traces", &verbs);
+    let view = &roles["swoll-traces-view"];
+    let labels = view.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels["rbac.authorization.k8s.io/aggregate-to-view"],
+        "true"
+    );
+    let rules = view.rules.as_deref().unwrap_or_default();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_rule(
+        &rules[0],
+        "tools.swoll.criticalstack.com",
+        "traces",
+        &["get", "list", "watch"],
+    );
 }
 
 #[test]
-fn rbac_grants_exactly_what_the_agent_reads() {
+fn rbac_grants_exactly_what_the_agent_needs() {
     let objects = manifests();
     let account: ServiceAccount = one(&objects);
     let account = (account.metadata.name, account.metadata.namespace);
 
-    let cluster_role: ClusterRole = one(&objects);
+    let cluster_role = cluster_roles(&objects)
+        .remove("swoll")
+        .expect("the agent's ClusterRole");
     assert!(cluster_role.aggregation_rule.is_none());
-    assert_read_only(cluster_role.rules.as_deref().unwrap_or_default(), "pods");
+    let rules = cluster_role.rules.as_deref().unwrap_or_default();
+    assert_eq!(rules.len(), 3, "pods, traces, traces/status: {rules:?}");
+    assert_read_only(&rules[..1], "pods");
+    let group = "tools.swoll.criticalstack.com";
+    assert_rule(&rules[1], group, "traces", &["get", "list", "watch"]);
+    assert_rule(&rules[2], group, "traces/status", &["patch"]);
     let role: Role = one(&objects);
     assert_read_only(role.rules.as_deref().unwrap_or_default(), "configmaps");
 

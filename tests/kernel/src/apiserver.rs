@@ -26,6 +26,11 @@
 //!   `/apis/authorization.k8s.io/v1/subjectaccessreviews`, answered (201, the spec echoed) from
 //!   the tokens and non-resource URL grants a test sets ([`FakeApiServer::add_token`],
 //!   [`FakeApiServer::grant`]); each is in the request log, so a test can count them.
+//! - swoll's `Trace` resource (`/apis/tools.swoll.criticalstack.com/v1alpha1/...traces`):
+//!   list, get and watch as above, and `PATCH .../traces/{name}/status` with a JSON merge
+//!   patch (RFC 7386) of `status` (other changes are ignored, as with the real status
+//!   subresource), refused with 409 when the patch's `metadata.resourceVersion` is not the
+//!   object's (see [`patch_status`]).
 //!
 //! One global, monotonically increasing resourceVersion (like etcd's revision) is stamped on
 //! every object the server stores. Any kind can be applied; `Pod`, `ConfigMap`, `Node`,
@@ -176,6 +181,14 @@ impl FakeApiServer {
                 },
             );
         }
+        kinds.insert(
+            "traces".to_owned(),
+            KindInfo {
+                kind: "Trace".to_owned(),
+                api_version: TRACE_API_VERSION.to_owned(),
+                namespaced: true,
+            },
+        );
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 rv: 1,
@@ -224,7 +237,8 @@ impl FakeApiServer {
     /// Creates or replaces an object (by kind, namespace, name): `ADDED` or `MODIFIED` to
     /// watchers. The server sets `metadata.resourceVersion`, fills a missing `apiVersion` (`v1`),
     /// namespace (`default`, for namespaced kinds), `uid` (kept from the replaced object) and
-    /// `creationTimestamp`. Returns the object as stored.
+    /// `creationTimestamp`; a `Trace` keeps its stored status, as with the real status
+    /// subresource. Returns the object as stored.
     pub fn apply(&self, object: Value) -> Value {
         let mut obj = object;
         let kind = obj["kind"]
@@ -265,6 +279,9 @@ impl FakeApiServer {
         };
         let key = (plural.clone(), namespace, name);
         let old = st.objects.get(&key).cloned();
+        if plural == "traces" {
+            keep_trace_status(&mut obj, old.as_ref());
+        }
         if obj["metadata"]["uid"].as_str().is_none_or(str::is_empty) {
             let uid = match old.as_ref().and_then(|o| o["metadata"]["uid"].as_str()) {
                 Some(uid) => uid.to_owned(),
@@ -851,6 +868,11 @@ fn handle(shared: &Arc<Shared>, req: &Request, out: &mut TcpStream) -> io::Resul
         json_reply(out, code, &body)?;
         return Ok(true);
     }
+    if req.method == "PATCH" {
+        let (code, body) = patch_status(shared, req);
+        json_reply(out, code, &body)?;
+        return Ok(true);
+    }
     if req.method != "GET" {
         let body = status_json(
             405,
@@ -924,7 +946,10 @@ struct Target {
 
 fn route(st: &State, path: &str) -> Result<Target, String> {
     let not_found = || "the server could not find the requested resource".to_owned();
-    let rest = path.strip_prefix("/api/v1/").ok_or_else(not_found)?;
+    let rest = path
+        .strip_prefix("/api/v1/")
+        .or_else(|| path.strip_prefix(TRACE_PATH))
+        .ok_or_else(not_found)?;
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let (namespace, plural, name) = match segs.as_slice() {
         [plural] => (None, *plural, None),
@@ -1432,6 +1457,110 @@ fn parse_label_selector(sel: &str) -> Result<Vec<LabelReq>, String> {
         reqs.push(req);
     }
     Ok(reqs)
+}
+
+/// The API version of swoll's `Trace` resource.
+pub const TRACE_API_VERSION: &str = "tools.swoll.criticalstack.com/v1alpha1";
+/// Where its API's paths start.
+const TRACE_PATH: &str = "/apis/tools.swoll.criticalstack.com/v1alpha1/";
+
+/// `PATCH {TRACE_PATH}namespaces/{ns}/traces/{name}/status` with a JSON merge patch: the
+/// patch's `status` is merged into the stored Trace's (a `null` removes a field, a map merges
+/// key by key: so one agent's `status.nodes.<node>` leaves the other nodes' entries), the object
+/// gets a new resourceVersion and watchers a `MODIFIED`. A `metadata.resourceVersion` in the
+/// patch that is not the object's gets 409 `Conflict`, as from the real server; an absent
+/// Trace 404. Any other PATCH is 405.
+fn patch_status(shared: &Arc<Shared>, req: &Request) -> (u16, Value) {
+    let path = req.path.trim_end_matches('/');
+    let segs: Vec<&str> = path
+        .strip_prefix(TRACE_PATH)
+        .unwrap_or_default()
+        .split('/')
+        .collect();
+    let ["namespaces", ns, "traces", name, "status"] = segs.as_slice() else {
+        let msg = "the fake API server only patches the status of Traces";
+        return (405, status_json(405, "MethodNotAllowed", msg));
+    };
+    let patch: Value = match serde_json::from_slice(&req.body) {
+        Ok(patch) => patch,
+        Err(err) => return (400, status_json(400, "BadRequest", &err.to_string())),
+    };
+    let key = ("traces".to_owned(), (*ns).to_owned(), (*name).to_owned());
+    let mut st = shared.lock();
+    let Some(old) = st.objects.get(&key).cloned() else {
+        let msg = format!("traces.tools.swoll.criticalstack.com \"{name}\" not found");
+        return (404, status_json(404, "NotFound", &msg));
+    };
+    if let Some(wanted) = patch["metadata"]["resourceVersion"].as_str()
+        && Some(wanted) != old["metadata"]["resourceVersion"].as_str()
+    {
+        let msg = format!(
+            "Operation cannot be fulfilled on traces.tools.swoll.criticalstack.com \"{name}\": \
+             the object has been modified; please apply your changes to the latest version and \
+             try again"
+        );
+        return (409, status_json(409, "Conflict", &msg));
+    }
+    let mut obj = old.clone();
+    if let Some(status) = patch.get("status") {
+        merge_patch(&mut obj["status"], status);
+    }
+    st.rv += 1;
+    let rv = st.rv;
+    obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+    st.objects.insert(key, obj.clone());
+    st.record(Change {
+        rv,
+        plural: "traces".to_owned(),
+        old: Some(old),
+        new: Some(obj.clone()),
+    });
+    drop(st);
+    shared.changed.notify_all();
+    (200, obj)
+}
+
+/// Applies JSON merge patch `patch` (RFC 7386) to `target`.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Some(fields) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    for (field, value) in fields {
+        if value.is_null() {
+            if let Some(map) = target.as_object_mut() {
+                map.remove(field);
+            }
+        } else {
+            merge_patch(&mut target[field.as_str()], value);
+        }
+    }
+}
+
+/// As the real server with a status subresource: writing a Trace keeps its stored status (only
+/// [`patch_status`] changes it).
+fn keep_trace_status(obj: &mut Value, old: Option<&Value>) {
+    match old.and_then(|o| o.get("status")) {
+        Some(status) => obj["status"] = status.clone(),
+        None => {
+            if let Some(map) = obj.as_object_mut() {
+                map.remove("status");
+            }
+        }
+    }
+}
+
+/// A `Trace` in `namespace` with `spec` (swoll's custom resource).
+pub fn trace(namespace: &str, name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": TRACE_API_VERSION,
+        "kind": "Trace",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    })
 }
 
 /// `Pod` -> `pods`, `Endpoints` -> `endpoints`, `NetworkPolicy` -> `networkpolicies`.

@@ -230,7 +230,10 @@ fn configmap_traces_select_pods_stream_and_stop() {
         "swoll-traces",
         &[
             ("good.yaml", GOOD),
-            ("bad.yaml", "name: opens\nsyscalls: [openat]\n"),
+            (
+                "bad.yaml",
+                "name: opens\nnamespace: team-t\nsyscalls: [openat]\n",
+            ),
         ],
     ));
     wait_metrics(&agent, 30, "two traces", |b| {
@@ -748,4 +751,57 @@ fn a_saturating_trace_never_starves_the_agent() {
     let took = asked.elapsed();
     assert!(took <= Duration::from_secs(2), "SIGTERM took {took:?}");
     assert!(flood.wait().unwrap().success());
+}
+
+/// A ConfigMap spec without `namespace` would trace every namespace's pods: refused (logged and
+/// counted as a spec error, as a malformed spec is) unless the agent runs with
+/// `--allow-cluster-wide-traces`; a spec with a namespace runs either way.
+#[test]
+fn cluster_wide_specs_need_the_flag() {
+    let _serial = swoll_kernel_tests::exclusive();
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let demo = demo_pod("pinger-0", 43);
+    demo.api.apply(configmap(
+        "swoll",
+        "swoll-traces",
+        &[("wide.yaml", "syscalls: [getppid]\n"), ("good.yaml", GOOD)],
+    ));
+    let traces_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let Some(agent) = demo.trace_agent(traces_addr, &[]) else {
+        return;
+    };
+    wait_metrics(
+        &agent,
+        60,
+        "the namespaced trace alone, the wide one refused",
+        |b| {
+            sample(b, "swoll_traces_active") == Some(1)
+                && sample(b, "swoll_trace_spec_errors_total{key=\"wide.yaml\"}") == Some(1)
+        },
+    );
+    let (code, _) = http_get(traces_addr, "/traces/wide").unwrap();
+    assert_eq!(code, 404, "a refused trace has no stream");
+    assert!(agent.stop().success());
+
+    let Some(agent) = demo.trace_agent(traces_addr, &["--allow-cluster-wide-traces"]) else {
+        return;
+    };
+    let body = wait_metrics(&agent, 60, "both traces", |b| {
+        sample(b, "swoll_traces_active") == Some(2)
+    });
+    assert_eq!(
+        sample(&body, "swoll_trace_spec_errors_total{key=\"wide.yaml\"}"),
+        None,
+        "{body}"
+    );
+    let stream = subscribe(traces_addr, "wide");
+    let (mut child, ns) = seven_pings(Some(&demo.cgroup));
+    assert!(child.wait().unwrap().success());
+    let events = collect(&stream, 7, 30, |v| v["pid_ns"] == ns);
+    assert!(events.iter().all(|ev| ev["trace"] == "wide"), "{events:?}");
+    assert!(agent.stop().success());
 }

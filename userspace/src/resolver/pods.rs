@@ -278,12 +278,14 @@ pub fn container_status<'a>(pod: &'a Pod, id: &str) -> Option<&'a ContainerStatu
     statuses(pod).find(|c| same_container(c, id))
 }
 
-/// The ids of `pod`'s containers, without the runtime prefix (`containerd://`): what their
-/// cgroups name them.
-pub fn container_ids(pod: &Pod) -> impl Iterator<Item = &str> {
-    statuses(pod)
-        .filter_map(|c| c.container_id.as_deref())
-        .map(|cid| cid.split_once("://").map_or(cid, |(_, rest)| rest))
+/// `(id, name)` of `pod`'s containers that have an id, the id without the runtime prefix
+/// (`containerd://`): what their cgroups name them. The name is for a trace's `hostSelector`.
+pub fn containers(pod: &Pod) -> impl Iterator<Item = (&str, &str)> {
+    statuses(pod).filter_map(|c| {
+        let cid = c.container_id.as_deref()?;
+        let id = cid.split_once("://").map_or(cid, |(_, rest)| rest);
+        Some((id, c.name.as_str()))
+    })
 }
 
 /// True if kubelet's `containerID` (`<runtime>://<id>`) names container `id`.

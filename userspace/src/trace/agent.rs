@@ -1,6 +1,9 @@
 //! Traces from Kubernetes: the agent's trace mode.
 //!
-//! A ConfigMap (one trace spec per data key) says what to trace; the node's pod cache says
+//! `Trace` resources (each selecting pods of its own namespace, [`super::resource`]) and a
+//! ConfigMap (one trace spec per data key, for the platform team) say what to trace; a
+//! ConfigMap spec without a namespace is refused unless the agent allows cluster-wide traces.
+//! The node's pod cache says
 //! which pods match; procfs says which pid namespaces their containers run in. One thread
 //! reconciles that into the kernel filter every second (idempotent: it computes the whole
 //! wanted state and applies the difference, so a restart or a missed event converges), loads
@@ -33,19 +36,25 @@ use std::{
 };
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::{api::core::v1::ConfigMap, jiff::Timestamp};
 use kube::{
     Api, Client,
-    runtime::{WatchStreamExt as _, watcher},
+    api::DynamicObject,
+    runtime::{
+        WatchStreamExt as _,
+        reflector::{self, Store},
+        watcher,
+    },
 };
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use swoll_maps_schema::trace::{MAX_TRACES, TraceEvent};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::{
     capture,
     event::{self, Container},
     filter::{Filter, Slot, keys, write_captures},
+    resource::{self, NodeStatus, Observed, Phase, Report, Reports},
     ring,
     spec::{self, Trace},
 };
@@ -90,6 +99,8 @@ pub struct TraceAgentOptions {
     pub max_capture_bytes: u32,
     /// Also write every event to stdout (`--trace-stdout`).
     pub stdout: bool,
+    /// Run ConfigMap specs without a namespace (`--allow-cluster-wide-traces`).
+    pub allow_cluster_wide: bool,
 }
 
 /// The trace metrics, in the agent's registry.
@@ -122,7 +133,7 @@ impl TraceMetrics {
         let spec_errors = IntCounterVec::new(
             Opts::new(
                 "swoll_trace_spec_errors_total",
-                "Malformed trace specs seen in the traces ConfigMap, by data key.",
+                "Malformed or refused trace specs, by ConfigMap data key or Trace namespace/name.",
             ),
             &["key"],
         )?;
@@ -156,11 +167,16 @@ impl TraceMetrics {
     }
 }
 
-/// What the ConfigMap watch, the trace thread and the HTTP streams share.
+/// What the ConfigMap and Trace watches, the trace thread, the status writer and the HTTP
+/// streams share.
 #[derive(Debug)]
 pub struct TraceHub {
-    /// The ConfigMap's data, and a version that changes with it.
+    /// The ConfigMap's data, and a version that changes with it and with any Trace.
     specs: Mutex<(u64, Option<BTreeMap<String, String>>)>,
+    /// The Traces of every namespace, once their watch started.
+    resources: Mutex<Option<Store<DynamicObject>>>,
+    /// This node's word on each Trace, for the status writer.
+    reports: watch::Sender<Reports>,
     /// Each running trace's stream, for subscribers to find (the trace thread sends through
     /// handles of its own: this lock is never held while events are handed on).
     streams: Mutex<HashMap<String, broadcast::Sender<Arc<str>>>>,
@@ -172,6 +188,8 @@ impl TraceHub {
     pub fn new(registry: &SelfMetrics) -> Result<TraceHub, prometheus::Error> {
         Ok(TraceHub {
             specs: Mutex::new((0, None)),
+            resources: Mutex::new(None),
+            reports: watch::Sender::new(Reports::new()),
             streams: Mutex::new(HashMap::new()),
             metrics: TraceMetrics::new(registry)?,
         })
@@ -184,6 +202,22 @@ impl TraceHub {
         specs.1 = data;
     }
 
+    /// Hands over the store of the Traces' watch.
+    pub fn set_resources(&self, store: Store<DynamicObject>) {
+        *lock(&self.resources) = Some(store);
+        self.resources_changed();
+    }
+
+    /// Tells the trace thread that a Trace changed.
+    pub fn resources_changed(&self) {
+        lock(&self.specs).0 += 1;
+    }
+
+    /// This node's reports on the Traces, as the trace thread updates them.
+    pub fn reports(&self) -> watch::Receiver<Reports> {
+        self.reports.subscribe()
+    }
+
     /// A subscription to trace `name`'s events, if it runs.
     pub fn subscribe(&self, name: &str) -> Option<broadcast::Receiver<Arc<str>>> {
         lock(&self.streams)
@@ -194,6 +228,30 @@ impl TraceHub {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Watches every namespace's Traces into a reflector store handed to `hub`, so the trace thread
+/// sees each change; retries with backoff and counts failures through `on_error` (an API
+/// server without the CRD answers 404: the ConfigMap's traces go on).
+pub async fn watch_traces(
+    client: Client,
+    hub: Arc<TraceHub>,
+    on_error: impl Fn(&watcher::Error) + Send + 'static,
+) {
+    let resource = resource::api_resource();
+    let api: Api<DynamicObject> = Api::all_with(client, &resource);
+    let writer = reflector::store::Writer::new(resource);
+    hub.set_resources(writer.as_reader());
+    let stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer);
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(_) => hub.resources_changed(),
+            Err(err) => on_error(&err),
+        }
+    }
 }
 
 /// Watches ConfigMap `namespace/name` and hands its data to `hub`; retries with backoff and
@@ -225,12 +283,24 @@ pub async fn watch_specs(
     }
 }
 
+/// What became of a Trace's spec: the validated trace and its end (once its start is recorded),
+/// or the error that stops it.
+type Outcome = Result<(Trace, Option<Timestamp>), String>;
+
+/// Where a trace's spec is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Origin {
+    /// A data key of the ConfigMap.
+    ConfigMap(String),
+    /// A `Trace` resource: its namespace and name.
+    Resource(String, String),
+}
+
 /// A trace the thread runs (or ran: an ended one stays, so it does not start again until its
 /// spec changes).
 struct Running {
     trace: Trace,
-    /// The data key it came from.
-    key: String,
+    origin: Origin,
     /// `None` once it ended (its duration passed).
     slot: Option<Slot>,
     /// Its stream (a handle of the one in [`TraceHub::streams`]); `None` once it ended.
@@ -238,9 +308,15 @@ struct Running {
     /// Bytes of read/write buffers its events carry: its `captureBytes`, at most
     /// `--max-capture-bytes`.
     capture_bytes: u32,
-    started: Instant,
+    /// When it started here, by the wall clock: a Trace's `startTime` if none is recorded.
+    started_at: Timestamp,
+    /// When it ends: `None` runs until removed.
+    ends: Option<Instant>,
     /// Pid namespaces in its filter.
     traced: BTreeSet<u32>,
+    /// Names of the pods traced, and their containers as `pod/container`.
+    pods: BTreeSet<String>,
+    containers: BTreeSet<String>,
 }
 
 /// The trace thread's state.
@@ -252,7 +328,10 @@ struct Tracer {
     probes: Option<TraceProbes>,
     filter: Filter,
     running: BTreeMap<String, Running>,
-    /// Last error text per data key, so a bad key is logged and counted once per version.
+    /// Traces this agent has started, so that it reports counts of those only.
+    ran: BTreeSet<String>,
+    /// Last error text per data key (or Trace `namespace/name`), so a bad one is logged and
+    /// counted once per version.
     errors: BTreeMap<String, String>,
     version: Option<u64>,
     /// Buffer bytes the kernel's capture table asks for now: the most any running trace gets.
@@ -362,6 +441,7 @@ pub fn run(
         probes: None,
         filter: Filter::default(),
         running: BTreeMap::new(),
+        ran: BTreeSet::new(),
         errors: BTreeMap::new(),
         version: None,
         capture_bytes: 0,
@@ -400,11 +480,10 @@ pub fn run(
 impl Tracer {
     /// Running traces whose duration has passed.
     fn expired(&self) -> Vec<String> {
+        let now = Instant::now();
         self.running
             .iter()
-            .filter(|(_, r)| {
-                r.slot.is_some() && r.trace.duration.is_some_and(|d| r.started.elapsed() >= d)
-            })
+            .filter(|(_, r)| r.slot.is_some() && r.ends.is_some_and(|end| now >= end))
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -412,9 +491,19 @@ impl Tracer {
     /// Whether a running trace's duration has passed (checked after every drain round, so a
     /// trace ends within a round of its duration).
     fn any_expired(&self) -> bool {
+        let now = Instant::now();
         self.running
             .values()
-            .any(|r| r.slot.is_some() && r.trace.duration.is_some_and(|d| r.started.elapsed() >= d))
+            .any(|r| r.slot.is_some() && r.ends.is_some_and(|end| now >= end))
+    }
+
+    /// Logs and counts spec error `text` of `key` if it is new; returns it for [`Tracer::errors`].
+    fn spec_error(&self, key: &str, text: String, what: &str) -> (String, String) {
+        if self.errors.get(key) != Some(&text) {
+            tracing::warn!(key, error = %text, "{what}");
+            self.hub.metrics.spec_errors.with_label_values(&[key]).inc();
+        }
+        (key.to_owned(), text)
     }
 
     /// Computes the wanted state and applies the difference.
@@ -423,9 +512,13 @@ impl Tracer {
             let specs = lock(&self.hub.specs);
             (specs.0, specs.1.clone().unwrap_or_default())
         };
+        let objects = lock(&self.hub.resources)
+            .as_ref()
+            .map(Store::state)
+            .unwrap_or_default();
         self.version = Some(version);
-        let (traces, errors) = spec::parse_configmap(&data);
-        let mut wanted: BTreeMap<String, (String, Trace)> = BTreeMap::new();
+        let (traces, errors) = spec::parse_configmap(&data, self.opts.allow_cluster_wide);
+        let mut wanted: BTreeMap<String, (Origin, Trace)> = BTreeMap::new();
         let key_of = |t: &Trace| {
             data.iter()
                 .find(|(k, v)| spec::parse(k, v).is_ok_and(|p| p.name == t.name))
@@ -433,24 +526,51 @@ impl Tracer {
                 .unwrap_or_default()
         };
         for trace in traces {
-            wanted.insert(trace.name.clone(), (key_of(&trace), trace));
+            wanted.insert(
+                trace.name.clone(),
+                (Origin::ConfigMap(key_of(&trace)), trace),
+            );
         }
         let mut bad_now = BTreeMap::new();
         for (key, err) in errors {
             let text = crate::error_chain(&err);
-            if self.errors.get(&key) != Some(&text) {
-                tracing::warn!(key, error = %text, "bad trace spec in the ConfigMap; the trace keeps its last good version");
-                self.hub
-                    .metrics
-                    .spec_errors
-                    .with_label_values(&[key.as_str()])
-                    .inc();
-            }
+            let what = "bad trace spec in the ConfigMap; the trace keeps its last good version";
             // The previous good version of that key's trace stays in force.
-            if let Some(run) = self.running.values().find(|r| r.key == key) {
-                wanted.insert(run.trace.name.clone(), (key.clone(), run.trace.clone()));
+            let origin = Origin::ConfigMap(key.clone());
+            if let Some(run) = self.running.values().find(|r| r.origin == origin) {
+                wanted.insert(run.trace.name.clone(), (origin, run.trace.clone()));
             }
+            let (key, text) = self.spec_error(&key, text, what);
             bad_now.insert(key, text);
+        }
+
+        // Traces: each validated on its own; one whose end has passed is not started again.
+        let now = Timestamp::now();
+        let mut resources = Vec::new();
+        for observed in objects.iter().filter_map(|o| Observed::of(o)) {
+            let key = format!("{}/{}", observed.namespace, observed.name);
+            let outcome =
+                match spec::parse_resource(&observed.namespace, &observed.name, &observed.spec) {
+                    Ok(trace) => {
+                        let end = observed
+                            .start_time
+                            .zip(trace.duration)
+                            .and_then(|(start, d)| resource::end_of(start, d));
+                        if end.is_none_or(|end| end > now) {
+                            let origin =
+                                Origin::Resource(observed.namespace.clone(), observed.name.clone());
+                            wanted.insert(trace.name.clone(), (origin, trace.clone()));
+                        }
+                        Ok((trace, end))
+                    }
+                    Err(err) => {
+                        let what = "bad Trace spec: the Trace does not run";
+                        let (key, text) = self.spec_error(&key, crate::error_chain(&err), what);
+                        bad_now.insert(key, text.clone());
+                        Err(text)
+                    }
+                };
+            resources.push((observed, outcome));
         }
         self.errors = bad_now;
 
@@ -461,12 +581,23 @@ impl Tracer {
             .map(|(name, _)| name.clone())
             .collect();
         for name in gone {
-            self.end(&name, "removed or changed");
+            self.end(&name, "removed, changed, or its recorded end passed");
             self.running.remove(&name);
         }
-        for (name, (key, trace)) in wanted {
+        for (name, (origin, trace)) in wanted {
             if !self.running.contains_key(&name) {
-                self.start(key, trace);
+                self.start(origin, trace);
+            }
+        }
+        // A Trace ends when its recorded start says, on every node alike.
+        for (observed, outcome) in &resources {
+            if let Ok((trace, Some(end))) = outcome
+                && observed.start_time.is_some()
+                && let Some(run) = self.running.get_mut(&trace.name)
+            {
+                let left = end.duration_since(now).unsigned_abs();
+                let left = if *end > now { left } else { Duration::ZERO };
+                run.ends = Some(Instant::now() + left);
             }
         }
         for name in self.expired() {
@@ -475,6 +606,7 @@ impl Tracer {
         if let Err(err) = self.apply_namespaces() {
             tracing::warn!(error = %crate::error_chain(err.as_ref()), "updating the trace filter");
         }
+        self.report(&resources, now);
         let active = self.running.values().filter(|r| r.slot.is_some()).count();
         self.hub
             .metrics
@@ -487,8 +619,81 @@ impl Tracer {
         }
     }
 
+    /// Publishes this node's report on every Trace (see [`resource::Report`]).
+    fn report(&self, resources: &[(Observed, Outcome)], now: Timestamp) {
+        let mut reports = Reports::new();
+        for (observed, outcome) in resources {
+            let key = (observed.namespace.clone(), observed.name.clone());
+            let report = match outcome {
+                Err(text) => Report {
+                    phase: Phase::Failed,
+                    message: Some(text.clone()),
+                    record_start: None,
+                    end_time: None,
+                    shared_stale: observed.differs(Phase::Failed, Some(text), None),
+                    node: None,
+                },
+                Ok((trace, end)) => {
+                    let run = self.running.get(&trace.name);
+                    let record_start = match (observed.start_time, run) {
+                        (None, Some(run)) => {
+                            Some((run.started_at, observed.resource_version.clone()))
+                        }
+                        _ => None,
+                    };
+                    let end = end.or_else(|| {
+                        let (run, duration) = (run?, trace.duration?);
+                        resource::end_of(run.started_at, duration)
+                    });
+                    let running = run.is_some_and(|r| r.slot.is_some());
+                    let phase = if running || end.is_none_or(|end| end > now) {
+                        Phase::Running
+                    } else {
+                        Phase::Ended
+                    };
+                    if phase == Phase::Running && !running {
+                        // Not started here (it could not be): nothing true to say.
+                        continue;
+                    }
+                    let node = self.ran.contains(&trace.name).then(|| {
+                        let name = [trace.name.as_str()];
+                        NodeStatus {
+                            pods: run
+                                .map(|r| r.pods.iter().cloned().collect())
+                                .unwrap_or_default(),
+                            containers: run
+                                .map(|r| r.containers.iter().cloned().collect())
+                                .unwrap_or_default(),
+                            events_delivered: self
+                                .hub
+                                .metrics
+                                .events
+                                .with_label_values(&name)
+                                .get(),
+                            events_lost: self.hub.metrics.lost.with_label_values(&name).get(),
+                        }
+                    });
+                    Report {
+                        phase,
+                        message: None,
+                        record_start,
+                        end_time: end,
+                        shared_stale: observed.differs(phase, None, end),
+                        node,
+                    }
+                }
+            };
+            reports.insert(key, report);
+        }
+        self.hub.reports.send_if_modified(|old| {
+            let changed = *old != reports;
+            *old = reports;
+            changed
+        });
+    }
+
     /// Starts `trace`: a filter slot, a stream.
-    fn start(&mut self, key: String, trace: Trace) {
+    fn start(&mut self, origin: Origin, trace: Trace) {
         if self.probes.is_none() {
             // The agent's tgid as the probes see it (the host's numbering, not the pod's).
             let tgid = crate::host::own_tgid(&self.opts.proc_root);
@@ -533,17 +738,21 @@ impl Tracer {
             .set(i64::from(capture_bytes));
         let (sender, _) = broadcast::channel(STREAM_BACKLOG);
         lock(&self.hub.streams).insert(trace.name.clone(), sender.clone());
-        tracing::info!(trace = trace.name, key, capture_bytes, "trace started");
+        tracing::info!(trace = trace.name, ?origin, capture_bytes, "trace started");
+        self.ran.insert(trace.name.clone());
         self.running.insert(
             trace.name.clone(),
             Running {
+                ends: trace.duration.map(|d| Instant::now() + d),
                 trace,
-                key,
+                origin,
                 slot: Some(slot),
                 stream: Some(sender),
                 capture_bytes,
-                started: Instant::now(),
+                started_at: Timestamp::now(),
                 traced: BTreeSet::new(),
+                pods: BTreeSet::new(),
+                containers: BTreeSet::new(),
             },
         );
     }
@@ -557,6 +766,8 @@ impl Tracer {
             return;
         };
         run.traced.clear();
+        run.pods.clear();
+        run.containers.clear();
         run.stream = None;
         if let Some(probes) = &mut self.probes
             && let Err(err) = self.filter.close(&mut probes.maps.rules, slot)
@@ -609,10 +820,18 @@ impl Tracer {
         for run in self.running.values_mut() {
             let Some(slot) = run.slot else { continue };
             let mut wanted = BTreeSet::new();
+            run.pods.clear();
+            run.containers.clear();
             for pod in pods.iter().filter(|p| run.trace.selector.matches(p)) {
-                for id in pods::container_ids(pod) {
+                let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+                for (id, container) in pods::containers(pod) {
+                    if !run.trace.selector.follows_container(container) {
+                        continue;
+                    }
                     if let Some(&ns) = by_container.get(id) {
                         wanted.insert(ns);
+                        run.pods.insert(pod_name.to_owned());
+                        run.containers.insert(format!("{pod_name}/{container}"));
                         self.containers.insert(ns, Container::in_pod(id, pod));
                     }
                 }

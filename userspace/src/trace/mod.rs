@@ -5,7 +5,7 @@
 //! ([`ring`]), each event decoded ([`decode`], [`flags`], [`sockaddr`]) into swoll's JSON shape
 //! ([`event`]), and what to capture per syscall is told to the kernel ([`capture`]). Traces come
 //! from the `swoll trace` command ([`command`]) or, in the agent ([`agent`]), from a
-//! ConfigMap of specs ([`spec`], [`selector`]).
+//! ConfigMap of specs and from `Trace` resources ([`spec`], [`selector`], [`resource`]).
 
 pub mod agent;
 pub mod capture;
@@ -14,6 +14,7 @@ pub mod decode;
 pub mod event;
 pub mod filter;
 pub mod flags;
+pub mod resource;
 pub mod ring;
 pub mod selector;
 pub mod sockaddr;

@@ -18,6 +18,8 @@ pub struct Selector {
     namespace: Option<String>,
     labels: Vec<LabelRequirement>,
     fields: Vec<FieldRequirement>,
+    /// Names of the containers followed in those pods (`hostSelector`); empty: all.
+    containers: BTreeSet<String>,
 }
 
 impl Selector {
@@ -31,7 +33,20 @@ impl Selector {
             namespace,
             labels,
             fields,
+            containers: BTreeSet::new(),
         }
+    }
+
+    /// Follows only the containers named `containers` of the selected pods (all if empty).
+    pub(super) fn with_containers(mut self, containers: BTreeSet<String>) -> Self {
+        self.containers = containers;
+        self
+    }
+
+    /// Whether the trace follows a selected pod's container named `name`. The API server cannot
+    /// select by container, so this is the agent's alone.
+    pub fn follows_container(&self, name: &str) -> bool {
+        self.containers.is_empty() || self.containers.contains(name)
     }
 
     /// The pods of `node` (every node's with `None`) this selects, as the API server's list

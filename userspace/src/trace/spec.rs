@@ -1,25 +1,32 @@
-//! Trace specs: what users write in the `swoll-traces` ConfigMap, and their validation.
+//! Trace specs: what users write in a `Trace` resource's `spec` or in the `swoll-traces`
+//! ConfigMap, and their validation. Both are the same [`TraceSpec`], validated the same way.
 //!
 //! Each data key of the ConfigMap holds one spec in YAML, with the fields of the original
-//! project's Trace resource:
+//! project's Trace resource (a `Trace`'s spec has the same fields less `name` and `namespace`,
+//! which come from its metadata):
 //!
 //! ```yaml
 //! name: web-files            # optional: defaults to the data key (without .yaml/.yml)
-//! namespace: shop            # optional: pods of every namespace if absent
+//! namespace: shop            # pods of every namespace if absent (refused unless the agent
+//!                            # runs with --allow-cluster-wide-traces)
 //! syscalls: [openat, sys_read, close]   # or ["*"] for every syscall
 //! labelSelector:
 //!   matchLabels: {app: web}
 //!   matchExpressions:
 //!     - {key: tier, operator: In, values: [front, edge]}
 //! fieldSelector: status.phase=Running,spec.nodeName!=node-3
+//! # or, as the original's Trace resource wrote it:
+//! # fieldSelector: {matchLabels: {status.phase: Running}}
+//! hostSelector: [app, sidecar]   # optional: only these container names
 //! duration: 1h30m            # optional: runs until the spec is removed if absent
 //! sampleRate: 10             # optional: one call in 10
 //! captureBytes: 64           # optional: first bytes of read/write buffers (max 256)
 //! ```
 //!
-//! Every key is parsed on its own ([`parse_configmap`]), so one malformed spec never stops the
-//! others; each error names its key and says what to fix, because users only see it in the
-//! agent's log or status.
+//! Every key (and every `Trace`) is parsed on its own ([`parse_configmap`], [`parse_resource`]),
+//! so one malformed spec never stops the others; each error names its key (or the Trace's
+//! `namespace/name`) and says what to fix, because users only see it in the agent's log, its
+//! metrics or the Trace's status.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -43,10 +50,23 @@ const SPEC_FIELDS: &[&str] = &[
     "syscalls",
     "labelSelector",
     "fieldSelector",
+    "hostSelector",
     "duration",
     "sampleRate",
     "captureBytes",
 ];
+/// Fields a `Trace` resource's spec accepts: its name and namespace are its metadata's.
+const RESOURCE_SPEC_FIELDS: &[&str] = &[
+    "syscalls",
+    "labelSelector",
+    "fieldSelector",
+    "hostSelector",
+    "duration",
+    "sampleRate",
+    "captureBytes",
+];
+/// Fields of `fieldSelector` written as a map: only `matchLabels` (field path → value).
+const FIELD_SELECTOR_FIELDS: &[&str] = &["matchLabels"];
 const LABEL_SELECTOR_FIELDS: &[&str] = &["matchLabels", "matchExpressions"];
 const EXPRESSION_FIELDS: &[&str] = &["key", "operator", "values"];
 
@@ -65,14 +85,37 @@ pub struct TraceSpec {
     pub syscalls: Vec<String>,
     /// Which pods to trace by label, as in a Deployment's selector.
     pub label_selector: Option<LabelSelector>,
-    /// Which pods to trace by field, in `kubectl --field-selector` syntax.
-    pub field_selector: Option<String>,
+    /// Which pods to trace by field.
+    pub field_selector: Option<FieldSelector>,
+    /// Names of the containers to trace in the selected pods; empty traces all of them.
+    #[serde(default)]
+    pub host_selector: Vec<String>,
     /// How long the trace runs, Go style (`90s`, `1h30m`); `None` runs until removed.
     pub duration: Option<String>,
     /// Keep one call in N; 0 or 1 keeps every call.
     pub sample_rate: Option<u32>,
     /// First bytes of read/write buffers to capture; 0 (the default) captures none.
     pub capture_bytes: Option<u32>,
+}
+
+/// A field selector, in either form a user may know: `kubectl --field-selector` syntax, or the
+/// original project's `{matchLabels: {status.phase: Running}}` (each entry `field=value`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum FieldSelector {
+    /// `status.phase=Running,spec.nodeName!=node-3`.
+    Terms(String),
+    /// `matchLabels` from field path to value: every one must be equal.
+    Map(FieldSelectorMap),
+}
+
+/// The map form of a [`FieldSelector`].
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FieldSelectorMap {
+    /// Field path → value, each one `field=value`.
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
 }
 
 /// A Kubernetes label selector, parsed by swoll so that its errors name the trace and the label.
@@ -206,6 +249,17 @@ pub enum SpecError {
     /// `captureBytes` above what an event can carry.
     #[error("trace spec `{key}`: captureBytes {value} is more than the maximum {max}")]
     CaptureBytes { key: String, value: u32, max: u32 },
+    /// A ConfigMap spec without `namespace` while the agent does not allow cluster-wide traces:
+    /// whoever edits the ConfigMap would read every pod's calls.
+    #[error(
+        "trace spec `{key}`: no `namespace`: a trace of every namespace needs an agent run with \
+         --allow-cluster-wide-traces; set `namespace:`, or use a Trace resource in the pods' \
+         namespace"
+    )]
+    ClusterWide { key: String },
+    /// A `hostSelector` entry that is empty.
+    #[error("trace spec `{key}`: hostSelector: a container name is empty")]
+    ContainerNameEmpty { key: String },
     /// A name or namespace that is not a DNS-1123 label.
     #[error(
         "trace spec `{key}`: {field} `{value}` is not a DNS-1123 label: {reason}{}",
@@ -235,19 +289,57 @@ pub fn parse(key: &str, yaml: &str) -> Result<Trace, SpecError> {
         source,
     };
     let value: yaml_serde::Value = yaml_serde::from_str(yaml).map_err(yaml_err)?;
-    check_fields(key, &value)?;
-    let spec: TraceSpec = yaml_serde::from_str(yaml).map_err(yaml_err)?;
+    check_fields(key, &value, SPEC_FIELDS)?;
+    let spec: TraceSpec = yaml_serde::from_value(value).map_err(yaml_err)?;
     spec.validate(key)
 }
 
+/// The name a `Trace` resource's trace goes by (its stream's path, its metric label, the
+/// `trace` of its events): `<namespace>.<name>`. Unique, since a namespace has no dot, and never
+/// a ConfigMap trace's, whose names are DNS labels.
+pub fn resource_trace_name(namespace: &str, name: &str) -> String {
+    format!("{namespace}.{name}")
+}
+
+/// Parses and validates the `spec` of `Trace` `namespace/name`: it selects pods of its own
+/// namespace only, whatever its spec says.
+pub fn parse_resource(
+    namespace: &str,
+    name: &str,
+    spec: &serde_json::Value,
+) -> Result<Trace, SpecError> {
+    let key = format!("{namespace}/{name}");
+    let yaml_err = |source| SpecError::Yaml {
+        key: key.clone(),
+        source,
+    };
+    let value = yaml_serde::to_value(spec).map_err(yaml_err)?;
+    check_fields(&key, &value, RESOURCE_SPEC_FIELDS)?;
+    let mut spec: TraceSpec = yaml_serde::from_value(value).map_err(yaml_err)?;
+    check_dns_label(&key, "namespace", namespace, false)?;
+    spec.name = resource_trace_name(namespace, name);
+    spec.namespace = Some(namespace.to_owned());
+    spec.validate_named(&key)
+}
+
 /// Parses every key of the ConfigMap's data independently: the valid traces, and an error for
-/// each key that is invalid or reuses an earlier key's trace name (keys in order).
-pub fn parse_configmap(data: &BTreeMap<String, String>) -> (Vec<Trace>, Vec<(String, SpecError)>) {
+/// each key that is invalid, reuses an earlier key's trace name (keys in order), or has no
+/// namespace without `allow_cluster_wide`.
+pub fn parse_configmap(
+    data: &BTreeMap<String, String>,
+    allow_cluster_wide: bool,
+) -> (Vec<Trace>, Vec<(String, SpecError)>) {
     let mut traces = Vec::new();
     let mut errors = Vec::new();
     let mut names: BTreeMap<String, String> = BTreeMap::new();
     for (key, yaml) in data {
-        match parse(key, yaml) {
+        let parsed = parse(key, yaml).and_then(|trace| {
+            if trace.namespace.is_none() && !allow_cluster_wide {
+                return Err(SpecError::ClusterWide { key: key.clone() });
+            }
+            Ok(trace)
+        });
+        match parsed {
             Ok(trace) => {
                 if let Some(first) = names.get(&trace.name) {
                     let err = SpecError::DuplicateName {
@@ -268,14 +360,19 @@ pub fn parse_configmap(data: &BTreeMap<String, String>) -> (Vec<Trace>, Vec<(Str
 }
 
 impl TraceSpec {
-    fn validate(self, key: &str) -> Result<Trace, SpecError> {
+    /// Validates a ConfigMap spec: its name (or its key's) must be a DNS label.
+    fn validate(mut self, key: &str) -> Result<Trace, SpecError> {
         let from_key = self.name.is_empty();
-        let name = if from_key {
-            default_name(key).to_owned()
-        } else {
-            self.name
-        };
-        check_dns_label(key, "name", &name, from_key)?;
+        if from_key {
+            default_name(key).clone_into(&mut self.name);
+        }
+        check_dns_label(key, "name", &self.name, from_key)?;
+        self.validate_named(key)
+    }
+
+    /// Validates everything but the name, which the caller has checked or made.
+    fn validate_named(self, key: &str) -> Result<Trace, SpecError> {
+        let name = self.name;
         if let Some(namespace) = &self.namespace {
             check_dns_label(key, "namespace", namespace, false)?;
         }
@@ -285,9 +382,22 @@ impl TraceSpec {
             None => Vec::new(),
         };
         let fields = match &self.field_selector {
-            Some(selector) => field_requirements(key, selector)?,
+            Some(FieldSelector::Terms(selector)) => field_requirements(key, selector)?,
+            Some(FieldSelector::Map(map)) => {
+                let terms: Vec<String> = map
+                    .match_labels
+                    .iter()
+                    .map(|(field, value)| format!("{field}={value}"))
+                    .collect();
+                field_requirements(key, &terms.join(","))?
+            }
             None => Vec::new(),
         };
+        if self.host_selector.iter().any(String::is_empty) {
+            return Err(SpecError::ContainerNameEmpty {
+                key: key.to_owned(),
+            });
+        }
         let duration = match &self.duration {
             Some(text) => parse_duration(text).map_err(|reason| SpecError::Duration {
                 key: key.to_owned(),
@@ -307,7 +417,8 @@ impl TraceSpec {
         Ok(Trace {
             name,
             syscalls,
-            selector: Selector::new(self.namespace.clone(), labels, fields),
+            selector: Selector::new(self.namespace.clone(), labels, fields)
+                .with_containers(self.host_selector.into_iter().collect()),
             namespace: self.namespace,
             // A zero duration would end the trace as it starts: like no duration, it means
             // "until removed".
@@ -326,13 +437,17 @@ fn default_name(key: &str) -> &str {
         .unwrap_or(key)
 }
 
-/// Rejects fields the spec does not have, at the top level and inside `labelSelector`, naming
-/// the field; the typed parse then only fails on syntax and types.
-fn check_fields(key: &str, value: &yaml_serde::Value) -> Result<(), SpecError> {
+/// Rejects fields the spec does not have (`known` at the top level, and inside `labelSelector`
+/// and a map `fieldSelector`), naming the field; the typed parse then only fails on syntax and
+/// types.
+fn check_fields(key: &str, value: &yaml_serde::Value, known: &[&str]) -> Result<(), SpecError> {
     let Some(spec) = value.as_mapping() else {
         return Ok(());
     };
-    check_keys(key, spec, "", SPEC_FIELDS)?;
+    check_keys(key, spec, "", known)?;
+    if let Some(fields) = spec.get("fieldSelector").and_then(|v| v.as_mapping()) {
+        check_keys(key, fields, "fieldSelector.", FIELD_SELECTOR_FIELDS)?;
+    }
     let Some(selector) = spec.get("labelSelector").and_then(|v| v.as_mapping()) else {
         return Ok(());
     };
@@ -927,7 +1042,7 @@ captureBytes: 64
             ("good".to_owned(), "syscalls: [openat]".to_owned()),
             ("bad".to_owned(), "syscalls: [nope]".to_owned()),
         ]);
-        let (traces, errors) = parse_configmap(&data);
+        let (traces, errors) = parse_configmap(&data, true);
         assert_eq!(traces.len(), 1);
         assert_eq!(traces[0].name, "good");
         assert_eq!(errors.len(), 1);
@@ -942,7 +1057,7 @@ captureBytes: 64
             ("b".to_owned(), "name: files\nsyscalls: [write]".to_owned()),
             ("files".to_owned(), "syscalls: [close]".to_owned()),
         ]);
-        let (traces, errors) = parse_configmap(&data);
+        let (traces, errors) = parse_configmap(&data, true);
         assert_eq!(traces.len(), 1);
         assert_eq!(traces[0].syscalls, vec![nr("read")]);
         let keys: Vec<&str> = errors.iter().map(|(k, _)| k.as_str()).collect();
@@ -953,5 +1068,113 @@ captureBytes: 64
                 "{err:?}"
             );
         }
+    }
+
+    /// The original project's README example, as a Trace's spec (JSON, as the API server sends
+    /// it): its `fieldSelector.matchLabels` and `hostSelector` mean what they meant there.
+    #[test]
+    fn the_original_readme_trace_parses() {
+        let spec = serde_json::json!({
+            "syscalls": ["connect", "accept4", "bind", "listen", "execve", "openat"],
+            "labelSelector": {"matchLabels": {"app": "nginx"}},
+            "fieldSelector": {"matchLabels": {"status.phase": "Running"}},
+            "hostSelector": ["nginx"],
+        });
+        let trace = parse_resource("swoll", "trace-nginx-hosts", &spec).expect("valid");
+        assert_eq!(trace.name, "swoll.trace-nginx-hosts");
+        assert_eq!(trace.namespace.as_deref(), Some("swoll"));
+        assert_eq!(trace.syscalls.len(), 6);
+        let labels = vec![LabelRequirement {
+            key: "app".into(),
+            operator: LabelOperator::In,
+            values: BTreeSet::from(["nginx".into()]),
+        }];
+        let fields = vec![FieldRequirement {
+            field: PodField::Phase,
+            value: "Running".into(),
+            equal: true,
+        }];
+        let selector = Selector::new(Some("swoll".into()), labels, fields)
+            .with_containers(BTreeSet::from(["nginx".into()]));
+        assert_eq!(trace.selector, selector);
+        assert!(trace.selector.follows_container("nginx"));
+        assert!(!trace.selector.follows_container("sidecar"));
+    }
+
+    #[test]
+    fn a_trace_resource_selects_its_own_namespace_only() {
+        use SpecError as E;
+        let trace = parse_resource("team-a", "all", &serde_json::json!({"syscalls": ["read"]}))
+            .expect("valid");
+        assert_eq!(trace.namespace.as_deref(), Some("team-a"));
+        assert_eq!(
+            trace.selector,
+            Selector::new(Some("team-a".into()), vec![], vec![])
+        );
+        let cases: &[(serde_json::Value, ErrorCheck)] = &[
+            (
+                serde_json::json!({"syscalls": ["read"], "namespace": "team-b"}),
+                |e| matches!(e, E::UnknownField { field, .. } if field == "namespace"),
+            ),
+            (
+                serde_json::json!({"syscalls": ["read"], "name": "x"}),
+                |e| matches!(e, E::UnknownField { field, .. } if field == "name"),
+            ),
+            (
+                serde_json::json!({"syscalls": ["read"], "fieldSelector": {"matchExpressions": []}}),
+                |e| matches!(e, E::UnknownField { field, .. } if field == "fieldSelector.matchExpressions"),
+            ),
+            (
+                serde_json::json!({"syscalls": ["read"], "hostSelector": [""]}),
+                |e| matches!(e, E::ContainerNameEmpty { .. }),
+            ),
+            (serde_json::Value::Null, |e| {
+                matches!(e, E::EmptySyscalls { .. })
+            }),
+            (serde_json::json!({"syscalls": 5}), |e| {
+                matches!(e, E::Yaml { .. })
+            }),
+        ];
+        for (spec, check) in cases {
+            let err = parse_resource("team-a", "t", spec).expect_err("invalid");
+            assert!(check(&err), "{spec}: got {err:?}");
+            assert!(err.to_string().contains("`team-a/t`"), "{err}");
+        }
+    }
+
+    #[test]
+    fn configmap_specs_without_namespace_need_allowing() {
+        let data = BTreeMap::from([
+            ("wide".to_owned(), "syscalls: [read]".to_owned()),
+            (
+                "shop".to_owned(),
+                "namespace: shop\nsyscalls: [read]".to_owned(),
+            ),
+        ]);
+        let (traces, errors) = parse_configmap(&data, false);
+        assert_eq!(traces.len(), 1);
+        assert_eq!(traces[0].name, "shop");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].0, "wide");
+        assert!(matches!(errors[0].1, SpecError::ClusterWide { .. }));
+        assert!(
+            errors[0]
+                .1
+                .to_string()
+                .contains("--allow-cluster-wide-traces")
+        );
+        let (traces, errors) = parse_configmap(&data, true);
+        assert_eq!((traces.len(), errors.len()), (2, 0));
+    }
+
+    #[test]
+    fn field_selector_forms_agree() {
+        let terms = parse("k", "syscalls: [read]\nfieldSelector: status.phase=Running").unwrap();
+        let map = parse(
+            "k",
+            "syscalls: [read]\nfieldSelector: {matchLabels: {status.phase: Running}}",
+        )
+        .unwrap();
+        assert_eq!(terms.selector, map.selector);
     }
 }
