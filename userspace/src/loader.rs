@@ -35,7 +35,7 @@ use swoll_maps_schema::{
 
 use crate::{
     btf::{self, Btf, BtfError},
-    maps::Maps,
+    maps::{Maps, RunStats},
     pins::{self, Fingerprint, PinPathError},
 };
 
@@ -155,16 +155,6 @@ pub struct Probes {
     counting_since: Option<std::time::Duration>,
     /// The maps userspace reads.
     pub maps: Maps,
-}
-
-/// The kernel's run statistics of the probes (`BPF_ENABLE_STATS`): time spent in them and how
-/// often they ran, cumulative since load. Zero unless statistics are enabled.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RunStats {
-    /// Nanoseconds spent in the attached programs together.
-    pub run_time_ns: u64,
-    /// Runs of `sys_exit`: one per syscall that returned.
-    pub exits: u64,
 }
 
 impl Probes {

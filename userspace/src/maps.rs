@@ -28,6 +28,17 @@ use swoll_maps_schema::{
     stats::{self, Stat},
 };
 
+/// The kernel's run statistics of the probes (`BPF_ENABLE_STATS`): time spent in them and how
+/// often they ran, cumulative since load. Zero unless statistics are enabled. Read with the maps at each read
+/// ([`crate::loader::Probes::run_stats`]), for the agent's self-metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Nanoseconds spent in the attached programs together.
+    pub run_time_ns: u64,
+    /// Runs of `sys_exit`: one per syscall that returned.
+    pub exits: u64,
+}
+
 /// The probes' maps that userspace reads.
 pub struct Maps {
     metrics: PerCpuHashMap<MapData, MetricKey, MetricValue>,

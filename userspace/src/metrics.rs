@@ -791,7 +791,7 @@ pub struct SelfMetrics {
     resolver_errors: IntCounterVec,
     run_time: prometheus::Gauge,
     recursion_misses: IntCounterVec,
-    last_run_stats: std::sync::Mutex<Option<crate::loader::RunStats>>,
+    last_run_stats: std::sync::Mutex<Option<crate::maps::RunStats>>,
 }
 
 impl std::fmt::Debug for SelfMetrics {
@@ -953,7 +953,7 @@ impl SelfMetrics {
 
     /// Records the probes' cumulative run statistics; the gauge shows the ns per syscall since
     /// the previous call.
-    pub fn observe_run_stats(&self, now: crate::loader::RunStats) {
+    pub fn observe_run_stats(&self, now: crate::maps::RunStats) {
         let mut last = self
             .last_run_stats
             .lock()
