@@ -18,7 +18,7 @@ use crate::{
     resolver::{PodIndex, Resolver, pods, procfs::Procfs},
     trace::{
         agent::{self, TraceAgentOptions, TraceHub},
-        resource,
+        resource, started,
     },
 };
 use swoll_maps_schema::{
@@ -379,6 +379,8 @@ struct Traces {
     http: tokio::task::JoinHandle<()>,
     specs: Arc<SpecsWatch>,
     status: tokio::task::JoinHandle<()>,
+    /// The writer of the ConfigMap traces' starts.
+    records: tokio::task::JoinHandle<()>,
 }
 
 impl Traces {
@@ -386,6 +388,7 @@ impl Traces {
         self.specs.stop();
         self.http.abort();
         self.status.abort();
+        self.records.abort();
         drop(self.stop);
         if self.thread.join().is_err() {
             tracing::error!("the trace thread panicked");
@@ -435,6 +438,19 @@ fn start_traces(
             move |err| {
                 errors.inc();
                 tracing::warn!(error = %crate::error_chain(err), "writing a Trace's status failed; retrying with the next change");
+            },
+        ))
+    };
+    let records = {
+        let errors = errors.clone();
+        tokio::spawn(started::write(
+            client.clone(),
+            namespace.clone(),
+            name.clone(),
+            hub.records(),
+            move |err| {
+                errors.inc();
+                tracing::warn!(error = %crate::error_chain(err), "recording a ConfigMap trace's start failed; retrying");
             },
         ))
     };
@@ -521,6 +537,7 @@ fn start_traces(
         http,
         specs,
         status,
+        records,
     })
 }
 

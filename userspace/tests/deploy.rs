@@ -798,7 +798,20 @@ fn rbac_grants_exactly_what_the_agent_needs() {
     assert_rule(&rules[1], group, "traces", &["get", "list", "watch"]);
     assert_rule(&rules[2], group, "traces/status", &["patch"]);
     let role: Role = one(&objects);
-    assert_read_only(role.rules.as_deref().unwrap_or_default(), "configmaps");
+    let rules = role.rules.as_deref().unwrap_or_default();
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert_read_only(&rules[..1], "configmaps");
+    // Patch of the traces ConfigMap alone: its annotation records the traces' starts.
+    let named = PolicyRule {
+        resource_names: None,
+        ..rules[1].clone()
+    };
+    assert_rule(&named, "", "configmaps", &["patch"]);
+    assert_eq!(
+        rules[1].resource_names,
+        Some(vec!["swoll-traces".to_owned()]),
+        "{rules:?}"
+    );
 
     let binds = |role_ref: &RoleRef, subjects: Option<&Vec<_>>, kind: &str, name: &Option<_>| {
         assert_eq!(

@@ -31,6 +31,8 @@
 //!   patch (RFC 7386) of `status` (other changes are ignored, as with the real status
 //!   subresource), refused with 409 when the patch's `metadata.resourceVersion` is not the
 //!   object's (see [`patch_status`]).
+//! - `PATCH /api/v1/namespaces/{ns}/configmaps/{name}` with a JSON merge patch of `metadata`,
+//!   with the same precondition (see [`patch_configmap`]).
 //!
 //! One global, monotonically increasing resourceVersion (like etcd's revision) is stamped on
 //! every object the server stores. Any kind can be applied; `Pod`, `ConfigMap`, `Node`,
@@ -869,7 +871,11 @@ fn handle(shared: &Arc<Shared>, req: &Request, out: &mut TcpStream) -> io::Resul
         return Ok(true);
     }
     if req.method == "PATCH" {
-        let (code, body) = patch_status(shared, req);
+        let (code, body) = if req.path.starts_with(CONFIGMAP_PATH) {
+            patch_configmap(shared, req)
+        } else {
+            patch_status(shared, req)
+        };
         json_reply(out, code, &body)?;
         return Ok(true);
     }
@@ -1512,6 +1518,70 @@ fn patch_status(shared: &Arc<Shared>, req: &Request) -> (u16, Value) {
     st.record(Change {
         rv,
         plural: "traces".to_owned(),
+        old: Some(old),
+        new: Some(obj.clone()),
+    });
+    drop(st);
+    shared.changed.notify_all();
+    (200, obj)
+}
+
+/// Where the paths of namespaced core objects start.
+const CONFIGMAP_PATH: &str = "/api/v1/namespaces/";
+
+/// `PATCH /api/v1/namespaces/{ns}/configmaps/{name}` with a JSON merge patch of `metadata`
+/// (swoll's agents record their ConfigMap traces' starts in an annotation): merged into the
+/// stored ConfigMap's, which gets a new resourceVersion, and watchers a `MODIFIED`. As for
+/// [`patch_status`], a `metadata.resourceVersion` in the patch that is not the object's gets
+/// 409 and an absent ConfigMap 404; other PATCHes under `/api/v1/namespaces/` are 405.
+fn patch_configmap(shared: &Arc<Shared>, req: &Request) -> (u16, Value) {
+    let path = req.path.trim_end_matches('/');
+    let segs: Vec<&str> = path
+        .strip_prefix(CONFIGMAP_PATH)
+        .unwrap_or_default()
+        .split('/')
+        .collect();
+    let [ns, "configmaps", name] = segs.as_slice() else {
+        let msg = "the fake API server only patches ConfigMaps and the status of Traces";
+        return (405, status_json(405, "MethodNotAllowed", msg));
+    };
+    let mut patch: Value = match serde_json::from_slice(&req.body) {
+        Ok(patch) => patch,
+        Err(err) => return (400, status_json(400, "BadRequest", &err.to_string())),
+    };
+    let key = (
+        "configmaps".to_owned(),
+        (*ns).to_owned(),
+        (*name).to_owned(),
+    );
+    let mut st = shared.lock();
+    let Some(old) = st.objects.get(&key).cloned() else {
+        let msg = format!("configmaps \"{name}\" not found");
+        return (404, status_json(404, "NotFound", &msg));
+    };
+    let wanted = patch["metadata"]
+        .as_object_mut()
+        .and_then(|m| m.remove("resourceVersion"));
+    if let Some(wanted) = wanted
+        && wanted.as_str() != old["metadata"]["resourceVersion"].as_str()
+    {
+        let msg = format!(
+            "Operation cannot be fulfilled on configmaps \"{name}\": the object has been \
+             modified; please apply your changes to the latest version and try again"
+        );
+        return (409, status_json(409, "Conflict", &msg));
+    }
+    let mut obj = old.clone();
+    if let Some(metadata) = patch.get("metadata") {
+        merge_patch(&mut obj["metadata"], metadata);
+    }
+    st.rv += 1;
+    let rv = st.rv;
+    obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+    st.objects.insert(key, obj.clone());
+    st.record(Change {
+        rv,
+        plural: "configmaps".to_owned(),
         old: Some(old),
         new: Some(obj.clone()),
     });

@@ -6,7 +6,8 @@
 //! positional `label=value` selectors, which reach the API server's list and watch; events name
 //! the pod's labels and the container's image. Two traces of one pod get each the buffers it
 //! asked for, within the agent's ceiling; a trace of every call of a busy pod ends on time and
-//! leaves `/healthz`, the streams and SIGTERM answering.
+//! leaves `/healthz`, the streams and SIGTERM answering. A trace whose duration passed does
+//! not run again when the agent restarts: its start is in the ConfigMap's annotation.
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     time::{Duration, Instant},
@@ -803,5 +804,123 @@ fn cluster_wide_specs_need_the_flag() {
     assert!(child.wait().unwrap().success());
     let events = collect(&stream, 7, 30, |v| v["pid_ns"] == ns);
     assert!(events.iter().all(|ev| ev["trace"] == "wide"), "{events:?}");
+    assert!(agent.stop().success());
+}
+
+/// The annotation of the traces ConfigMap that records its traces' starts, as JSON.
+fn recorded_starts(api: &FakeApiServer) -> Option<Value> {
+    let cm = api.get("ConfigMap", "swoll", "swoll-traces")?;
+    let text = cm["metadata"]["annotations"]["tools.swoll.criticalstack.com/started"].as_str()?;
+    Some(serde_json::from_str(text).expect("the annotation is JSON"))
+}
+
+/// Ended stays ended for ConfigMap traces too: a spec with a duration runs, ends, and its start
+/// is in the ConfigMap's annotation; an agent started afterwards reads it and does not run the
+/// trace again, while a key added afterwards runs.
+#[test]
+fn an_ended_configmap_trace_stays_ended_when_the_agent_restarts() {
+    let _serial = swoll_kernel_tests::exclusive();
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let demo = demo_pod("pinger-0", 47);
+    let api = &demo.api;
+    let short = "name: short\nnamespace: team-t\nsyscalls: [getppid]\nduration: 3s\n\
+                 labelSelector:\n  matchLabels: {k8s-app: demo}\n";
+    let before = k8s_openapi::jiff::Timestamp::now();
+    api.apply(configmap("swoll", "swoll-traces", &[("short.yaml", short)]));
+    let traces_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let Some(agent) = demo.trace_agent(traces_addr, &[]) else {
+        return;
+    };
+    wait_metrics(&agent, 60, "the trace running", |b| {
+        sample(b, "swoll_traces_active") == Some(1)
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let recorded = loop {
+        if let Some(recorded) = recorded_starts(api) {
+            break recorded;
+        }
+        assert!(Instant::now() < deadline, "no start recorded");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let entries = recorded.as_object().expect("a map of keys");
+    assert_eq!(
+        entries.keys().collect::<Vec<_>>(),
+        ["short.yaml"],
+        "{recorded:#}"
+    );
+    let entry = &recorded["short.yaml"];
+    let start: k8s_openapi::jiff::Timestamp = entry["startTime"]
+        .as_str()
+        .expect("a startTime")
+        .parse()
+        .expect("an RFC 3339 time");
+    assert!(
+        start >= before && start <= k8s_openapi::jiff::Timestamp::now(),
+        "{recorded:#}"
+    );
+    let hash = entry["spec"].as_str().expect("a spec hash");
+    assert_eq!(hash.len(), 16, "{recorded:#}");
+    assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()), "{recorded:#}");
+    wait_metrics(&agent, 15, "the trace ended", |b| {
+        sample(b, "swoll_traces_active") == Some(0)
+    });
+    assert!(agent.stop().success());
+
+    // A new agent reads the start: the trace does not run again.
+    let requests = api.request_log().len();
+    let Some(agent) = demo.trace_agent(traces_addr, &[]) else {
+        return;
+    };
+    let watched = Instant::now();
+    while !api.request_log()[requests..]
+        .iter()
+        .any(|l| l.contains("/configmaps?") && l.contains("watch=true"))
+    {
+        assert!(
+            watched.elapsed() < Duration::from_secs(30),
+            "the new agent never watched the ConfigMap"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Several reconciles later, still nothing runs, and the pod's calls reach no trace.
+    let (mut child, _) = seven_pings(Some(&demo.cgroup));
+    assert!(child.wait().unwrap().success());
+    let (_, body) = http_get(agent.addr, "/metrics").unwrap();
+    assert_eq!(sample(&body, "swoll_traces_active"), Some(0), "{body}");
+    assert_eq!(
+        sample(&body, "swoll_trace_events_total{trace=\"short\"}"),
+        None,
+        "{body}"
+    );
+    let (code, _) = http_get(traces_addr, "/traces/short").unwrap();
+    assert_eq!(code, 404, "an ended trace has no stream");
+    assert_eq!(recorded_starts(api), Some(recorded.clone()));
+
+    // A key added afterwards (the ConfigMap edited, its annotation kept) runs.
+    let mut cm = api.get("ConfigMap", "swoll", "swoll-traces").unwrap();
+    cm["data"]["pings.yaml"] = Value::from(GOOD);
+    api.apply(cm);
+    wait_metrics(&agent, 30, "the added trace running", |b| {
+        sample(b, "swoll_traces_active") == Some(1)
+    });
+    let stream = subscribe(traces_addr, "pings");
+    let (mut child, ns) = seven_pings(Some(&demo.cgroup));
+    assert!(child.wait().unwrap().success());
+    let events = collect(&stream, 7, 30, |v| v["pid_ns"] == ns);
+    assert!(
+        events.iter().all(|ev| ev["trace"] == "pings"),
+        "{events:#?}"
+    );
+    let (code, _) = http_get(traces_addr, "/traces/short").unwrap();
+    assert_eq!(code, 404, "the ended trace stays ended");
+    assert_eq!(
+        recorded_starts(api),
+        Some(recorded),
+        "a trace without a duration records no start"
+    );
     assert!(agent.stop().success());
 }

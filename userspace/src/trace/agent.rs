@@ -3,6 +3,9 @@
 //! `Trace` resources (each selecting pods of its own namespace, [`super::resource`]) and a
 //! ConfigMap (one trace spec per data key, for the platform team) say what to trace; a
 //! ConfigMap spec without a namespace is refused unless the agent allows cluster-wide traces.
+//! Both kinds record a trace's start where every agent sees it (a Trace in its status, the
+//! ConfigMap in an annotation, [`super::started`]), so one whose duration passed stays ended
+//! when agents restart.
 //! The node's pod cache says
 //! which pods match; procfs says which pid namespaces their containers run in. One thread
 //! reconciles that into the kernel filter every second (idempotent: it computes the whole
@@ -57,6 +60,7 @@ use super::{
     resource::{self, NodeStatus, Observed, Phase, Report, Reports},
     ring,
     spec::{self, Trace},
+    started::{self, Record, Started},
 };
 use crate::{
     loader::{self, TraceProbes},
@@ -167,12 +171,25 @@ impl TraceMetrics {
     }
 }
 
+/// The traces ConfigMap as the trace thread reads it.
+#[derive(Clone, Debug, Default)]
+pub struct Specs {
+    /// One trace spec per key.
+    pub data: BTreeMap<String, String>,
+    /// The starts recorded in its annotation ([`started`]).
+    pub started: BTreeMap<String, Started>,
+    /// The `resourceVersion` these were read at: a record is written over it.
+    pub resource_version: String,
+}
+
 /// What the ConfigMap and Trace watches, the trace thread, the status writer and the HTTP
 /// streams share.
 #[derive(Debug)]
 pub struct TraceHub {
-    /// The ConfigMap's data, and a version that changes with it and with any Trace.
-    specs: Mutex<(u64, Option<BTreeMap<String, String>>)>,
+    /// The ConfigMap's specs, and a version that changes with them and with any Trace.
+    specs: Mutex<(u64, Option<Specs>)>,
+    /// The starts of ConfigMap traces this node wants recorded, for their writer.
+    record: watch::Sender<Option<Record>>,
     /// The Traces of every namespace, once their watch started.
     resources: Mutex<Option<Store<DynamicObject>>>,
     /// This node's word on each Trace, for the status writer.
@@ -188,6 +205,7 @@ impl TraceHub {
     pub fn new(registry: &SelfMetrics) -> Result<TraceHub, prometheus::Error> {
         Ok(TraceHub {
             specs: Mutex::new((0, None)),
+            record: watch::Sender::new(None),
             resources: Mutex::new(None),
             reports: watch::Sender::new(Reports::new()),
             streams: Mutex::new(HashMap::new()),
@@ -195,11 +213,17 @@ impl TraceHub {
         })
     }
 
-    /// Sets the ConfigMap's data (`None`: no ConfigMap).
-    pub fn set_specs(&self, data: Option<BTreeMap<String, String>>) {
-        let mut specs = lock(&self.specs);
-        specs.0 += 1;
-        specs.1 = data;
+    /// Sets the ConfigMap's specs (`None`: no ConfigMap).
+    pub fn set_specs(&self, specs: Option<Specs>) {
+        let mut current = lock(&self.specs);
+        current.0 += 1;
+        current.1 = specs;
+    }
+
+    /// The ConfigMap traces' starts the trace thread wants recorded, as it updates them (see
+    /// [`started::write`]).
+    pub fn records(&self) -> watch::Receiver<Option<Record>> {
+        self.record.subscribe()
     }
 
     /// Hands over the store of the Traces' watch.
@@ -273,7 +297,11 @@ pub async fn watch_specs(
             Ok(watcher::Event::Init) => seen_in_list = false,
             Ok(watcher::Event::InitApply(cm) | watcher::Event::Apply(cm)) => {
                 seen_in_list = true;
-                hub.set_specs(Some(cm.data.unwrap_or_default()));
+                hub.set_specs(Some(Specs {
+                    started: started::recorded(cm.metadata.annotations.as_ref()),
+                    resource_version: cm.metadata.resource_version.unwrap_or_default(),
+                    data: cm.data.unwrap_or_default(),
+                }));
             }
             Ok(watcher::Event::InitDone) if !seen_in_list => hub.set_specs(None),
             Ok(watcher::Event::InitDone) => {}
@@ -333,6 +361,8 @@ struct Tracer {
     /// Last error text per data key (or Trace `namespace/name`), so a bad one is logged and
     /// counted once per version.
     errors: BTreeMap<String, String>,
+    /// ConfigMap keys whose recorded end has passed, so that is logged once.
+    cm_ended: BTreeSet<String>,
     version: Option<u64>,
     /// Buffer bytes the kernel's capture table asks for now: the most any running trace gets.
     capture_bytes: u32,
@@ -443,6 +473,7 @@ pub fn run(
         running: BTreeMap::new(),
         ran: BTreeSet::new(),
         errors: BTreeMap::new(),
+        cm_ended: BTreeSet::new(),
         version: None,
         capture_bytes: 0,
         containers: HashMap::new(),
@@ -508,16 +539,17 @@ impl Tracer {
 
     /// Computes the wanted state and applies the difference.
     fn reconcile(&mut self) {
-        let (version, data) = {
+        let (version, cm) = {
             let specs = lock(&self.hub.specs);
             (specs.0, specs.1.clone().unwrap_or_default())
         };
+        let data = &cm.data;
         let objects = lock(&self.hub.resources)
             .as_ref()
             .map(Store::state)
             .unwrap_or_default();
         self.version = Some(version);
-        let (traces, errors) = spec::parse_configmap(&data, self.opts.allow_cluster_wide);
+        let (traces, errors) = spec::parse_configmap(data, self.opts.allow_cluster_wide);
         let mut wanted: BTreeMap<String, (Origin, Trace)> = BTreeMap::new();
         let key_of = |t: &Trace| {
             data.iter()
@@ -525,12 +557,44 @@ impl Tracer {
                 .map(|(k, _)| k.clone())
                 .unwrap_or_default()
         };
+        let now = Timestamp::now();
+        // Ends from recorded starts (a ConfigMap key's or a Trace's), by trace name.
+        let mut recorded_ends: Vec<(String, Timestamp)> = Vec::new();
+        // The key of each good ConfigMap trace, by name.
+        let mut keys: BTreeMap<String, String> = BTreeMap::new();
+        let mut ended = BTreeSet::new();
         for trace in traces {
-            wanted.insert(
-                trace.name.clone(),
-                (Origin::ConfigMap(key_of(&trace)), trace),
-            );
+            let key = key_of(&trace);
+            let start = data
+                .get(&key)
+                .zip(cm.started.get(&key))
+                .and_then(|(yaml, started)| started.of(yaml));
+            let end = trace
+                .duration
+                .zip(start)
+                .and_then(|(d, start)| resource::end_of(start, d));
+            keys.insert(trace.name.clone(), key.clone());
+            if let Some(end) = end {
+                if end <= now {
+                    // Logged once: by the agent that ran it when it ended, by one that did not
+                    // when it first sees the record.
+                    if !self.running.contains_key(&trace.name) && !self.cm_ended.contains(&key) {
+                        tracing::info!(
+                            trace = trace.name,
+                            key,
+                            %end,
+                            "trace ended: its recorded start plus its duration passed; it does \
+                             not start again until its spec changes"
+                        );
+                    }
+                    ended.insert(key);
+                    continue;
+                }
+                recorded_ends.push((trace.name.clone(), end));
+            }
+            wanted.insert(trace.name.clone(), (Origin::ConfigMap(key), trace));
         }
+        self.cm_ended = ended;
         let mut bad_now = BTreeMap::new();
         for (key, err) in errors {
             let text = crate::error_chain(&err);
@@ -545,7 +609,6 @@ impl Tracer {
         }
 
         // Traces: each validated on its own; one whose end has passed is not started again.
-        let now = Timestamp::now();
         let mut resources = Vec::new();
         for observed in objects.iter().filter_map(|o| Observed::of(o)) {
             let key = format!("{}/{}", observed.namespace, observed.name);
@@ -589,14 +652,19 @@ impl Tracer {
                 self.start(origin, trace);
             }
         }
-        // A Trace ends when its recorded start says, on every node alike.
+        self.publish_record(&cm, &keys);
         for (observed, outcome) in &resources {
             if let Ok((trace, Some(end))) = outcome
                 && observed.start_time.is_some()
-                && let Some(run) = self.running.get_mut(&trace.name)
             {
+                recorded_ends.push((trace.name.clone(), *end));
+            }
+        }
+        // A trace with a recorded start ends when that says, on every node alike.
+        for (name, end) in recorded_ends {
+            if let Some(run) = self.running.get_mut(&name) {
                 let left = end.duration_since(now).unsigned_abs();
-                let left = if *end > now { left } else { Duration::ZERO };
+                let left = if end > now { left } else { Duration::ZERO };
                 run.ends = Some(Instant::now() + left);
             }
         }
@@ -617,6 +685,43 @@ impl Tracer {
             self.filter = Filter::default();
             tracing::info!("no trace runs: trace programs unloaded");
         }
+    }
+
+    /// Publishes the starts to record of the ConfigMap's traces with a duration that run (or
+    /// ran) here without a start recorded for their spec: the record read, less the entries
+    /// of keys gone or edited, plus those. `None` when there is nothing to add, so agents write
+    /// only what is missing.
+    fn publish_record(&self, cm: &Specs, keys: &BTreeMap<String, String>) {
+        let mut record: BTreeMap<String, Started> = cm
+            .started
+            .iter()
+            .filter(|(key, s)| cm.data.get(*key).is_some_and(|yaml| s.of(yaml).is_some()))
+            .map(|(key, s)| (key.clone(), s.clone()))
+            .collect();
+        let mut new = false;
+        for (name, key) in keys {
+            let (Some(run), Some(yaml)) = (self.running.get(name), cm.data.get(key)) else {
+                continue;
+            };
+            if run.trace.duration.is_none() || record.contains_key(key) {
+                continue;
+            }
+            let start = Started {
+                start_time: run.started_at.to_string(),
+                spec: started::spec_hash(yaml),
+            };
+            record.insert(key.clone(), start);
+            new = true;
+        }
+        let record = new.then(|| Record {
+            resource_version: cm.resource_version.clone(),
+            started: record,
+        });
+        self.hub.record.send_if_modified(|old| {
+            let changed = *old != record;
+            *old = record;
+            changed
+        });
     }
 
     /// Publishes this node's report on every Trace (see [`resource::Report`]).

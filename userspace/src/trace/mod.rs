@@ -5,7 +5,8 @@
 //! ([`ring`]), each event decoded ([`decode`], [`flags`], [`sockaddr`]) into swoll's JSON shape
 //! ([`event`]), and what to capture per syscall is told to the kernel ([`capture`]). Traces come
 //! from the `swoll trace` command ([`command`]) or, in the agent ([`agent`]), from a
-//! ConfigMap of specs and from `Trace` resources ([`spec`], [`selector`], [`resource`]).
+//! ConfigMap of specs and from `Trace` resources ([`spec`], [`selector`], [`resource`]); the
+//! ConfigMap traces' starts are recorded in its annotation ([`started`]).
 
 pub mod agent;
 pub mod capture;
@@ -19,3 +20,4 @@ pub mod ring;
 pub mod selector;
 pub mod sockaddr;
 pub mod spec;
+pub mod started;
