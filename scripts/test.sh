@@ -84,9 +84,9 @@ if [[ ${SWOLL_KERNELS:-} != none ]]; then
 		vm_only+=" --skip containers_in_kubelet_pod_cgroups_are_counted_exactly_under_their_pods_by_a_containerized_agent"
 		vm_only+=" --skip the_agents_container_killed_and_run_again_on_its_pins_continues_the_counts_exactly"
 		vm_only+=" --skip a_profile_from_the_counters_runs_the_workload_under_runc_and_denies_what_it_never_did"
-		# Authentication, TLS and the Trace resources' status are the Kubernetes API's and the
+		# Authentication, TLS and the traces' recorded ends are the Kubernetes API's and the
 		# listeners' subject, not the kernel's (trace.rs and trace_configmap.rs cover trace mode
-		# there): tests/kernel/tests/{authn,trace_crd}.rs run on the host.
+		# there): tests/kernel/tests/{authn,trace_crd}.rs and the ConfigMap trace's restart run on the host.
 		vm_only+=" --skip metrics_need_a_reviewed_token_and_a_grant"
 		vm_only+=" --skip trace_streams_take_their_token_from_a_file"
 		vm_only+=" --skip tls_serves_the_mounted_certificate_and_its_renewal"
@@ -94,6 +94,7 @@ if [[ ${SWOLL_KERNELS:-} != none ]]; then
 		vm_only+=" --skip a_trace_follows_pods_of_its_own_namespace_and_reports_them"
 		vm_only+=" --skip an_ended_trace_stays_ended_when_the_agent_restarts"
 		vm_only+=" --skip status_patches_of_two_nodes_do_not_clobber_each_other"
+		vm_only+=" --skip an_ended_configmap_trace_stays_ended_when_the_agent_restarts"
 		SWOLL_TEST_ARGS="$vm_only" scripts/multikernel.sh || vm_status=$?
 	elif [[ ${CI:-} == true ]]; then
 		echo "CI=true but not root: the VM kernel tests cannot run" >&2
