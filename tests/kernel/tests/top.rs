@@ -20,8 +20,9 @@ use swoll_kernel_tests::{
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
 const NODE: &str = "node-a";
 
-/// A steady workload in a fresh pid namespace: 2000 getppid every ~100 ms for 20 s.
-const STEADY: [&str; 5] = ["--new-pidns", "--repeat-for", "20", "getppid", "2000"];
+/// A steady workload in a fresh pid namespace: 2000 getppid every ~100 ms for up to 120 s,
+/// longer than any of these tests lasts under emulation (it ends with its [`Workload`]).
+const STEADY: [&str; 5] = ["--new-pidns", "--repeat-for", "120", "getppid", "2000"];
 
 /// Kills the workload when the test ends, however it ends.
 struct Workload(std::process::Child);

@@ -246,8 +246,13 @@ fn run(plan: &Plan) -> ExitCode {
             ExitCode::from(3)
         }
         0 => {
-            // The first process of the new namespace: it reports the namespace (statx and
-            // write, calls no test asserts on) and then makes the calls.
+            // The first process of the new namespace: it dies with this one (a test that kills
+            // the workload it spawned must not leave a namespace still making calls into the
+            // next test; the kernel's signal reaches a namespace's init from its parent's
+            // namespace), reports the namespace (statx and write, calls no test asserts on) and
+            // then makes the calls.
+            // SAFETY: prctl with integer arguments touches no memory of ours.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
             let code = match report_pid_ns() {
                 Ok(()) if work(plan) == ExitCode::SUCCESS => 0,
                 _ => 1,
