@@ -21,7 +21,7 @@
 # With SWOLL_ARCH=arm64: in kernels-arm64/<kver>/, with the uncompressed arm64 Image next to
 # vmlinuz if that is compressed (boot/Image-<kver>), and no modules; no BTF file is
 # extracted (a raw Image has no sections to take it from; the guest has /sys/kernel/btf/vmlinux),
-# and btf/ keeps holding amd64 blobs only, which userspace/tests/btf_kernels.rs matches by version.
+# and btf/ keeps holding amd64 blobs only, which decode/tests/btf_kernels.rs matches by version.
 # Idempotent: an unpacked kernel is skipped, and apt's lists (kept in the cache, not in /var/lib/apt)
 # are refreshed only when older than SWOLL_APT_MAX_AGE minutes (default 1440).
 set -euo pipefail

@@ -5,7 +5,7 @@
 # running kernel's BTF).
 # Exits non-zero if any target crashes, hangs or runs out of memory, and prints the input that
 # did it with the command that replays it. Needs what `scripts/setup.sh --test` installs
-# (nightly, cargo-fuzz, echarts for swoll's build).
+# (nightly, cargo-fuzz).
 #
 #   scripts/fuzz.sh                           every target, 30 s each (about 2 minutes of runs
 #                                             after a build of 2-9 minutes)

@@ -27,7 +27,8 @@ step "generated tables are up to date"
 scripts/check-generated.sh
 
 step "the module graph points one way (no import cycle)"
-scripts/module-graph.py
+scripts/module-graph.py userspace/src
+scripts/module-graph.py decode/src
 
 step "clippy (userspace, schema, tests)"
 cargo clippy --locked --release --workspace --exclude swoll-probes --all-targets -- -D warnings

@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use swoll::btf::{Btf, kernel_offsets, trace_offsets};
+use swoll_decode::btf::{Btf, kernel_offsets, trace_offsets};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(btf) = Btf::parse(data) {

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use swoll::resolver::cgroup::{ContainerRef, from_path, from_proc_cgroup};
+use swoll_decode::cgroup::{ContainerRef, from_path, from_proc_cgroup};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -11,9 +11,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use swoll::syscalls::Arch;
-use swoll::trace::decode::{args, cli_args};
-use swoll::trace::event::{Container, write_cli, write_json};
+use swoll_decode::syscalls::Arch;
+use swoll_decode::trace::decode::{args, cli_args};
+use swoll_decode::trace::event::{Container, write_cli, write_json};
 use swoll_maps_schema::trace::TraceEvent;
 
 fuzz_target!(|data: &[u8]| {

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
-use swoll::trace::spec::{parse, parse_configmap};
+use swoll_decode::trace::spec::{parse, parse_configmap};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -4,11 +4,9 @@
 //! these modules, each named after what it holds.
 
 pub mod auth;
-pub mod btf;
 pub mod charts;
 pub mod cli;
 pub mod conn;
-pub mod errno;
 pub mod exposition;
 pub mod host;
 pub mod http;
@@ -21,19 +19,8 @@ pub mod resolver;
 pub mod seccomp;
 pub mod selftest;
 pub mod serve;
-pub mod syscalls;
 pub mod tls;
 pub mod top;
 pub mod trace;
 
-/// An error and its sources on one line, `outer: inner: innermost`, for logs and checks.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut s = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        s.push_str(": ");
-        s.push_str(&e.to_string());
-        source = e.source();
-    }
-    s
-}
+pub use swoll_decode::{btf, errno, error_chain, syscalls};

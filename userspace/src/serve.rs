@@ -18,7 +18,9 @@ use crate::{
     resolver::{PodIndex, Resolver, pods, procfs::Procfs},
     trace::{
         agent::{self, TraceAgentOptions, TraceHub},
-        resource, started,
+        resource,
+        selector::PodQuery,
+        started,
     },
 };
 use swoll_maps_schema::{
@@ -182,11 +184,10 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     let pods: Option<Box<dyn PodIndex>> = match (&opts.node_name, client) {
         (Some(node), Some(client)) => {
             let errors = exposition.self_metrics.resolver_errors("apiserver");
-            let (index, drive) =
-                pods::watch(client.clone(), &pods::PodQuery::node(node), move |err| {
-                    errors.inc();
-                    tracing::warn!(error = %err, "watching pods failed; retrying with backoff");
-                });
+            let (index, drive) = pods::watch(client.clone(), &PodQuery::node(node), move |err| {
+                errors.inc();
+                tracing::warn!(error = %err, "watching pods failed; retrying with backoff");
+            });
             tokio::spawn(drive);
             let listed = index.clone();
             tokio::spawn(async move {

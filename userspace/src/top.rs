@@ -41,6 +41,7 @@ use crate::{
     loader::{self, LoadOptions, Probes},
     metrics::{self, Row},
     resolver::{PodIndex, Resolver, pods, procfs::Procfs},
+    trace::selector::PodQuery,
 };
 
 /// Settings of `swoll top`, validated (built by [`crate::cli::TopArgs::into_options`]).
@@ -652,7 +653,7 @@ fn watch_and_run(opts: TopOptions, logs: &LogLines) -> anyhow::Result<()> {
     let pods: Option<Box<dyn PodIndex>> = match opts.node_name.as_deref() {
         None => None,
         Some(node) => {
-            let query = pods::PodQuery::node(node);
+            let query = PodQuery::node(node);
             let pods = pods::watch_from_thread(&query, pods::FIRST_LIST_WAIT)
                 .context("--node-name: labelling pods needs KUBECONFIG or the in-cluster config")?;
             Some(Box::new(pods))

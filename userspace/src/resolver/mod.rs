@@ -16,9 +16,10 @@
 //! in the namespace): its series never flip from one container's name to another's. The
 //! containers' names joined would change whenever a container is added or seen late, and would
 //! still not say which container made a call.
-pub mod cgroup;
 pub mod pods;
 pub mod procfs;
+
+pub use swoll_decode::cgroup;
 
 use std::{
     collections::HashMap,

@@ -14,6 +14,7 @@ use kube::{
 };
 
 use super::{PodIndex, Workload};
+use crate::trace::{event::Container, selector::PodQuery};
 
 /// The node's pods, as the reflector last saw them.
 #[derive(Clone)]
@@ -29,46 +30,22 @@ impl std::fmt::Debug for KubePods {
     }
 }
 
-/// Which pods a watch asks the API server for. The server filters, so only those cross the
-/// network and sit in the cache.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PodQuery {
-    /// Only this node's pods (`spec.nodeName`); every node's with `None`.
-    pub node: Option<String>,
-    /// Only pods of this Kubernetes namespace.
-    pub namespace: Option<String>,
-    /// A label selector in the API's syntax (`app=web,tier in (a,b)`).
-    pub labels: Option<String>,
-    /// Field selector terms in the API's syntax (`status.phase=Running`), besides the node's.
-    pub fields: Option<String>,
-}
-
-impl PodQuery {
-    /// The pods of `node`: what `swoll serve` watches.
-    pub fn node(node: &str) -> PodQuery {
-        PodQuery {
-            node: Some(node.to_owned()),
-            ..PodQuery::default()
-        }
+/// The list/watch parameters of `query`.
+fn watch_config(query: &PodQuery) -> watcher::Config {
+    let mut config = watcher::Config::default();
+    let fields: Vec<String> = query
+        .node
+        .iter()
+        .map(|node| format!("spec.nodeName={node}"))
+        .chain(query.fields.iter().cloned())
+        .collect();
+    if !fields.is_empty() {
+        config = config.fields(&fields.join(","));
     }
-
-    /// The list/watch parameters.
-    fn config(&self) -> watcher::Config {
-        let mut config = watcher::Config::default();
-        let fields: Vec<String> = self
-            .node
-            .iter()
-            .map(|node| format!("spec.nodeName={node}"))
-            .chain(self.fields.iter().cloned())
-            .collect();
-        if !fields.is_empty() {
-            config = config.fields(&fields.join(","));
-        }
-        if let Some(labels) = &self.labels {
-            config = config.labels(labels);
-        }
-        config
+    if let Some(labels) = &query.labels {
+        config = config.labels(labels);
     }
+    config
 }
 
 /// Starts watching the pods `query` selects. Returns the index at once (empty until the first
@@ -84,7 +61,7 @@ pub fn watch(
         None => Api::all(client),
     };
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, query.config())
+    let stream = watcher(api, watch_config(query))
         .default_backoff()
         .modify(slim)
         .reflect(writer);
@@ -276,6 +253,20 @@ fn statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
 /// The status of container `id` (without the runtime prefix) in `pod`, if it runs there.
 pub fn container_status<'a>(pod: &'a Pod, id: &str) -> Option<&'a ContainerStatus> {
     statuses(pod).find(|c| same_container(c, id))
+}
+
+/// Container `id` of `pod`, as trace events name it: its name and image from the pod's
+/// status, the pod's namespace, name and labels.
+pub fn container(pod: &Pod, id: &str) -> Container {
+    let status = container_status(pod, id);
+    Container {
+        id: id.to_owned(),
+        namespace: pod.namespace().unwrap_or_default(),
+        pod: pod.name_any(),
+        name: status.map(|s| s.name.clone()).unwrap_or_default(),
+        image: status.map(|s| s.image.clone()).unwrap_or_default(),
+        labels: pod.labels().clone(),
+    }
 }
 
 /// `(id, name)` of `pod`'s containers that have an id, the id without the runtime prefix

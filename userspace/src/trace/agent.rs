@@ -937,7 +937,7 @@ impl Tracer {
                         wanted.insert(ns);
                         run.pods.insert(pod_name.to_owned());
                         run.containers.insert(format!("{pod_name}/{container}"));
-                        self.containers.insert(ns, Container::in_pod(id, pod));
+                        self.containers.insert(ns, pods::container(pod, id));
                     }
                 }
             }

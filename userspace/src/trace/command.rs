@@ -250,7 +250,7 @@ impl Scope {
             let described = match &self.pods {
                 None => Container::new(&container.id),
                 Some((pods, selector)) => match pods.pod_of_container(&container.id) {
-                    Some(pod) if selector.matches(&pod) => Container::in_pod(&container.id, &pod),
+                    Some(pod) if selector.matches(&pod) => pods::container(&pod, &container.id),
                     _ => continue,
                 },
             };

@@ -9,15 +9,10 @@
 //! ConfigMap traces' starts are recorded in its annotation ([`started`]).
 
 pub mod agent;
-pub mod capture;
 pub mod command;
-pub mod decode;
-pub mod event;
 pub mod filter;
-pub mod flags;
 pub mod resource;
 pub mod ring;
-pub mod selector;
-pub mod sockaddr;
-pub mod spec;
 pub mod started;
+
+pub use swoll_decode::trace::{capture, decode, event, flags, selector, sockaddr, spec};

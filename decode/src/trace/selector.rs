@@ -10,7 +10,29 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::resolver::pods::PodQuery;
+/// Which pods a watch asks the API server for. The server filters, so only those cross the
+/// network and sit in the cache.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodQuery {
+    /// Only this node's pods (`spec.nodeName`); every node's with `None`.
+    pub node: Option<String>,
+    /// Only pods of this Kubernetes namespace.
+    pub namespace: Option<String>,
+    /// A label selector in the API's syntax (`app=web,tier in (a,b)`).
+    pub labels: Option<String>,
+    /// Field selector terms in the API's syntax (`status.phase=Running`), besides the node's.
+    pub fields: Option<String>,
+}
+
+impl PodQuery {
+    /// The pods of `node`: what `swoll serve` watches.
+    pub fn node(node: &str) -> PodQuery {
+        PodQuery {
+            node: Some(node.to_owned()),
+            ..PodQuery::default()
+        }
+    }
+}
 
 /// The pods a trace follows. Every part must match; an empty selector matches every pod.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

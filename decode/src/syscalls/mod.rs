@@ -4,9 +4,9 @@
 //! `class` and `group` labels of the metrics, trace events, `--syscalls` filters) uses names.
 //! Numbers differ per architecture, so each architecture has its own table.
 //!
-//! The tables (`table_x86_64.rs`, `table_aarch64.rs`) are generated data: `gen-syscalls`
-//! (`userspace/src/bin/gen-syscalls.rs`) writes them from the pinned inputs in
-//! `userspace/syscalls/` (the kernel's numbering from a Debian `linux-libc-dev`, and
+//! The tables (`table_x86_64.rs`, `table_aarch64.rs`) are generated data: `cargo xtask
+//! gen-syscalls` (`xtask/src/gen_syscalls.rs`) writes them from the pinned inputs in
+//! `decode/syscalls/` (the kernel's numbering from a Debian `linux-libc-dev`, and
 //! `classes.tbl`, the original swoll's taxonomy extended to every syscall), and
 //! `scripts/check-generated.sh` fails when they are stale. Edit the inputs, never the tables.
 
@@ -38,7 +38,7 @@ impl Arch {
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!(
-    "swoll knows the syscall numbers of x86_64 and aarch64 only: add userspace/syscalls/<arch>.tbl \
+    "swoll knows the syscall numbers of x86_64 and aarch64 only: add decode/syscalls/<arch>.tbl \
      and a variant of syscalls::Arch"
 );
 

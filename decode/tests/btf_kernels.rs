@@ -4,7 +4,7 @@
 //! read with `bpftool btf dump file … format raw`.
 use std::path::PathBuf;
 
-use swoll::btf::{Btf, kernel_offsets, trace_offsets};
+use swoll_decode::btf::{Btf, kernel_offsets, trace_offsets};
 use swoll_maps_schema::config::KernelOffsets;
 
 fn cache() -> PathBuf {

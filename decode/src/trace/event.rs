@@ -6,13 +6,11 @@
 //! decodes (unknown ones to raw arguments) instead of crashing the stream.
 use std::{collections::BTreeMap, io::Write};
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt as _;
 use serde::Serialize;
 use swoll_maps_schema::trace::TraceEvent;
 
 use super::decode;
-use crate::{errno, resolver::pods, syscalls};
+use crate::{errno, syscalls};
 
 /// Which container an event came from, when it came from one: what swoll's events said of it
 /// (`container{id,pod,name,image,namespace,labels}`), so that a reader can select and group
@@ -40,20 +38,6 @@ impl Container {
         Container {
             id: id.to_owned(),
             ..Container::default()
-        }
-    }
-
-    /// Container `id` of `pod`: its name and image from the pod's status, the pod's namespace,
-    /// name and labels.
-    pub fn in_pod(id: &str, pod: &Pod) -> Container {
-        let status = pods::container_status(pod, id);
-        Container {
-            id: id.to_owned(),
-            namespace: pod.namespace().unwrap_or_default(),
-            pod: pod.name_any(),
-            name: status.map(|s| s.name.clone()).unwrap_or_default(),
-            image: status.map(|s| s.image.clone()).unwrap_or_default(),
-            labels: pod.labels().clone(),
         }
     }
 }
