@@ -13,9 +13,9 @@ use crate::{
     exposition::Exposition,
     host, http,
     loader::{self, LoadError, LoadOptions, Probes},
-    maps::Ledger,
+    maps::{Ledger, RunStats, Snapshot},
     metrics::{Label, Renderer, RowSource, SelfMetrics},
-    resolver::{PodIndex, Resolver, pods, procfs::Procfs},
+    resolver::{PodIndex, Processes, Resolver, pods, procfs::Procfs},
     trace::{
         agent::{self, TraceAgentOptions, TraceHub},
         resource,
@@ -26,6 +26,7 @@ use crate::{
 use swoll_maps_schema::{
     histogram::LatencyBuckets,
     metrics::{MetricKey, MetricValue},
+    pidns::PidNsSeen,
 };
 
 /// Settings of `swoll serve`, validated.
@@ -553,17 +554,79 @@ fn wait_for_pods(listed: &mpsc::Receiver<()>) {
     }
 }
 
+/// What the read loop asks of the loaded probes: [`Probes`] reads the kernel's maps; a trait
+/// so that what the loop does with them (evictions accounted, gone namespaces retired and
+/// forgotten, series published) is tested on its own.
+trait CountingMaps {
+    /// Entries the metrics map can hold.
+    fn capacity(&self) -> usize;
+    /// Records written to the pid namespace map so far.
+    fn pid_ns_records(&self) -> u64;
+    /// Every pid namespace the probes remember, with who was seen in it.
+    fn pid_namespaces_seen(&self) -> Vec<(u32, PidNsSeen)>;
+    /// One read of every map.
+    fn read(&self) -> Snapshot;
+    /// The value of one metrics key, if the map still holds it.
+    fn get(&self, key: &MetricKey) -> Option<MetricValue>;
+    /// The buckets of one histogram key, if the map still holds it.
+    fn get_histogram(&self, key: &MetricKey) -> Option<LatencyBuckets>;
+    /// Deletes `keys` and the records of `pid_namespaces`; returns the deletions that failed.
+    fn forget_keys(&mut self, keys: &[MetricKey], pid_namespaces: &HashSet<u32>) -> u64;
+    /// Runs each program skipped on a busy CPU, where the kernel reports them.
+    fn recursion_misses(&self) -> Option<Vec<(&'static str, u64)>>;
+    /// The programs' run statistics, where the kernel reports them.
+    fn run_stats(&self) -> Option<RunStats>;
+}
+
+impl CountingMaps for Probes {
+    fn capacity(&self) -> usize {
+        self.maps.capacity() as usize
+    }
+
+    fn pid_ns_records(&self) -> u64 {
+        self.maps.pid_ns_records()
+    }
+
+    fn pid_namespaces_seen(&self) -> Vec<(u32, PidNsSeen)> {
+        self.maps.pid_namespaces_seen()
+    }
+
+    fn read(&self) -> Snapshot {
+        self.maps.read()
+    }
+
+    fn get(&self, key: &MetricKey) -> Option<MetricValue> {
+        self.maps.get(key)
+    }
+
+    fn get_histogram(&self, key: &MetricKey) -> Option<LatencyBuckets> {
+        self.maps.get_histogram(key)
+    }
+
+    fn forget_keys(&mut self, keys: &[MetricKey], pid_namespaces: &HashSet<u32>) -> u64 {
+        self.maps.forget_keys(keys, pid_namespaces)
+    }
+
+    fn recursion_misses(&self) -> Option<Vec<(&'static str, u64)>> {
+        Probes::recursion_misses(self)
+    }
+
+    fn run_stats(&self) -> Option<RunStats> {
+        Probes::run_stats(self)
+    }
+}
+
 /// Reads the maps every `interval` until `stop` is dropped, resolving new pid namespaces in
 /// between; then drops the probes, which detaches them.
-fn read_loop(
-    mut probes: Probes,
-    mut resolver: Resolver,
+fn read_loop<P: Processes>(
+    mut probes: impl CountingMaps,
+    mut resolver: Resolver<P>,
     mut renderer: Renderer,
     exposition: &Exposition,
     interval: Duration,
     stop: &mpsc::Receiver<()>,
 ) {
-    let capacity = probes.maps.capacity() as usize;
+    let capacity = probes.capacity();
     let mut ledgers = Ledgers {
         metrics: Ledger::new(capacity),
         histogram: Ledger::new(capacity),
@@ -571,10 +634,10 @@ fn read_loop(
     let mut next_read = Instant::now();
     let mut records = None;
     loop {
-        let now_records = probes.maps.pid_ns_records();
+        let now_records = probes.pid_ns_records();
         if records != Some(now_records) {
             records = Some(now_records);
-            for (pid_ns, seen) in probes.maps.pid_namespaces_seen() {
+            for (pid_ns, seen) in probes.pid_namespaces_seen() {
                 resolver.observe(pid_ns, Some(seen));
             }
         }
@@ -608,23 +671,23 @@ struct Ledgers {
 
 /// One read: snapshot the maps, account for evictions, resolve, retire gone namespaces, sum
 /// the series, publish.
-fn read_once(
-    probes: &mut Probes,
-    resolver: &mut Resolver,
+fn read_once<P: Processes>(
+    probes: &mut impl CountingMaps,
+    resolver: &mut Resolver<P>,
     renderer: &mut Renderer,
     ledgers: &mut Ledgers,
     exposition: &Exposition,
     grace: Duration,
 ) {
     let started = Instant::now();
-    let mut snapshot = probes.maps.read();
+    let mut snapshot = probes.read();
     snapshot.evictions = ledgers
         .metrics
-        .account(&mut snapshot.rows, |key| probes.maps.get(key));
+        .account(&mut snapshot.rows, |key| probes.get(key));
     if let Some(histograms) = &mut snapshot.histograms {
         snapshot.histogram_evictions = ledgers
             .histogram
-            .account(histograms, |key| probes.maps.get_histogram(key));
+            .account(histograms, |key| probes.get_histogram(key));
     }
     let namespaces: Vec<u32> = {
         let mut ns: Vec<u32> = snapshot.rows.keys().map(|k| k.pid_ns).collect();
@@ -652,7 +715,7 @@ fn read_once(
             .filter(|k| retired.contains(&k.pid_ns))
             .copied()
             .collect();
-        snapshot.read_errors += probes.maps.forget_keys(&keys, &retired);
+        snapshot.read_errors += probes.forget_keys(&keys, &retired);
         snapshot.rows.retain(|k, _| !retired.contains(&k.pid_ns));
         if let Some(histograms) = &mut snapshot.histograms {
             histograms.retain(|k, _| !retired.contains(&k.pid_ns));
@@ -694,5 +757,211 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{cell::RefCell, collections::HashMap, rc::Rc};
+
+    use swoll_decode::cgroup::ContainerRef;
+
+    use super::*;
+    use crate::metrics::Label;
+
+    const HOST: u32 = 4_026_531_836;
+    const OPENAT: u32 = 257;
+    const READ: u32 = 0;
+    const ENOENT: u32 = 2;
+
+    /// The kernel's maps as a plain map: what an LRU keeps, what the agent deleted.
+    #[derive(Default)]
+    struct Kernel {
+        rows: foldhash::HashMap<MetricKey, MetricValue>,
+        forgotten: Vec<MetricKey>,
+        forgotten_namespaces: HashSet<u32>,
+    }
+
+    impl CountingMaps for Kernel {
+        fn capacity(&self) -> usize {
+            64
+        }
+
+        fn pid_ns_records(&self) -> u64 {
+            0
+        }
+
+        fn pid_namespaces_seen(&self) -> Vec<(u32, PidNsSeen)> {
+            Vec::new()
+        }
+
+        fn read(&self) -> Snapshot {
+            Snapshot {
+                rows: self.rows.clone(),
+                capacity: 64,
+                entries: self.rows.len(),
+                ..Snapshot::default()
+            }
+        }
+
+        fn get(&self, key: &MetricKey) -> Option<MetricValue> {
+            self.rows.get(key).copied()
+        }
+
+        fn get_histogram(&self, _: &MetricKey) -> Option<LatencyBuckets> {
+            None
+        }
+
+        fn forget_keys(&mut self, keys: &[MetricKey], pid_namespaces: &HashSet<u32>) -> u64 {
+            for key in keys {
+                self.rows.remove(key);
+            }
+            self.forgotten.extend_from_slice(keys);
+            self.forgotten_namespaces.extend(pid_namespaces);
+            0
+        }
+
+        fn recursion_misses(&self) -> Option<Vec<(&'static str, u64)>> {
+            None
+        }
+
+        fn run_stats(&self) -> Option<RunStats> {
+            None
+        }
+    }
+
+    /// The host's processes: the pid namespaces that have one (its pid is the namespace's
+    /// inode), shared with the test, which ends them; no containers.
+    #[derive(Clone, Default)]
+    struct Host {
+        alive: Rc<RefCell<HashSet<u32>>>,
+    }
+
+    impl Processes for Host {
+        fn pid_ns_of(&self, pid: u32) -> Option<u32> {
+            self.alive.borrow().contains(&pid).then_some(pid)
+        }
+
+        fn container_of(&self, _: u32) -> Option<ContainerRef> {
+            None
+        }
+
+        fn container_of_cgroup(&mut self, _: u64) -> Option<ContainerRef> {
+            None
+        }
+
+        fn find_processes(&self, wanted: &[u32]) -> HashMap<u32, u32> {
+            wanted
+                .iter()
+                .filter(|ns| self.alive.borrow().contains(ns))
+                .map(|&ns| (ns, ns))
+                .collect()
+        }
+
+        fn index_cgroups_of(&mut self, _: &mut dyn Iterator<Item = u64>) {}
+
+        fn cgroup_alive(&self, _: u64) -> bool {
+            false
+        }
+    }
+
+    /// One read loop's state, driven by hand.
+    struct Agent {
+        host: Host,
+        kernel: Kernel,
+        resolver: Resolver<Host>,
+        renderer: Renderer,
+        ledgers: Ledgers,
+        exposition: Exposition,
+    }
+
+    impl Agent {
+        fn new(alive: &[u32]) -> Agent {
+            let host = Host::default();
+            host.alive.borrow_mut().extend(alive);
+            let kernel = Kernel::default();
+            Agent {
+                host: host.clone(),
+                ledgers: Ledgers {
+                    metrics: Ledger::new(kernel.capacity()),
+                    histogram: Ledger::new(kernel.capacity()),
+                },
+                kernel,
+                resolver: Resolver::new(host, HOST, None),
+                renderer: Renderer::new(&[Label::Syscall, Label::Err], 0),
+                exposition: Exposition::new(SelfMetrics::new().unwrap()),
+            }
+        }
+
+        fn set(&mut self, pid_ns: u32, nr: u32, errno: u32, count: u64) {
+            let key = MetricKey { pid_ns, nr, errno };
+            let value = MetricValue { count, time_ns: 0 };
+            self.kernel.rows.insert(key, value);
+        }
+
+        /// One read with no grace: a namespace found gone is retired at once.
+        fn read(&mut self) {
+            read_once(
+                &mut self.kernel,
+                &mut self.resolver,
+                &mut self.renderer,
+                &mut self.ledgers,
+                &self.exposition,
+                Duration::ZERO,
+            );
+        }
+
+        /// The value of the count series of `syscall` and `err`, if exported.
+        fn count(&self, syscall: &str, err: &str) -> Option<u64> {
+            let series =
+                format!("swoll_node_metrics_syscall_count{{syscall=\"{syscall}\",err=\"{err}\"}} ");
+            let text = self.exposition.syscalls().text();
+            text.lines()
+                .find_map(|line| line.strip_prefix(series.as_str()))
+                .map(|value| value.parse().unwrap())
+        }
+    }
+
+    #[test]
+    fn an_evicted_key_keeps_its_count() {
+        let mut agent = Agent::new(&[HOST]);
+        agent.set(HOST, OPENAT, ENOENT, 3);
+        agent.read();
+        assert_eq!(agent.count("sys_openat", "ENOENT"), Some(3));
+
+        // The LRU recycles the key for another one: the exported count does not go back.
+        agent.kernel.rows.clear();
+        agent.set(HOST, READ, 0, 5);
+        agent.read();
+        assert_eq!(agent.count("sys_openat", "ENOENT"), Some(3));
+        assert_eq!(agent.count("sys_read", "OK"), Some(5));
+    }
+
+    #[test]
+    fn a_gone_namespace_is_retired_and_its_keys_deleted() {
+        let container_ns = 4_026_532_000;
+        let mut agent = Agent::new(&[HOST, container_ns]);
+        agent.set(HOST, OPENAT, ENOENT, 1);
+        agent.set(container_ns, READ, 0, 4);
+        agent.read();
+        assert_eq!(agent.count("sys_read", "OK"), Some(4));
+
+        // Its last process exits; idle namespaces are checked every few reads.
+        agent.host.alive.borrow_mut().remove(&container_ns);
+        for _ in 0..8 {
+            agent.read();
+        }
+        let key = MetricKey {
+            pid_ns: container_ns,
+            nr: READ,
+            errno: 0,
+        };
+        assert_eq!(agent.kernel.forgotten, [key]);
+        assert_eq!(
+            agent.kernel.forgotten_namespaces,
+            HashSet::from_iter([container_ns])
+        );
+        assert_eq!(agent.count("sys_read", "OK"), None);
+        assert_eq!(agent.count("sys_openat", "ENOENT"), Some(1));
     }
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use swoll::{
     loader::{self, TraceProbes},
     trace::{
-        filter::{Filter, Slot, keys, write_captures},
+        filter::{Filter, TraceSlot, keys, write_captures},
         ring,
     },
 };
@@ -76,7 +76,7 @@ fn of_ns(events: &[TraceEvent], ns: u32, nr: i64) -> Vec<TraceEvent> {
 fn trace_getppid_of(
     probes: &mut TraceProbes,
     filter: &mut Filter,
-    slot: Slot,
+    slot: TraceSlot,
     ops: &[&str],
 ) -> u32 {
     let mut args = vec!["--new-pidns", "--hold", "500", "nanosleep-5ms", "100"];

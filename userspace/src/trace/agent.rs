@@ -56,7 +56,7 @@ use tokio::sync::{broadcast, watch};
 use super::{
     capture,
     event::{self, Container},
-    filter::{Filter, Slot, keys, write_captures},
+    filter::{Filter, TraceSlot, keys, write_captures},
     resource::{self, NodeStatus, Observed, Phase, Report, Reports},
     ring,
     spec::{self, Trace},
@@ -330,7 +330,7 @@ struct Running {
     trace: Trace,
     origin: Origin,
     /// `None` once it ended (its duration passed).
-    slot: Option<Slot>,
+    slot: Option<TraceSlot>,
     /// Its stream (a handle of the one in [`TraceHub::streams`]); `None` once it ended.
     stream: Option<broadcast::Sender<Arc<str>>>,
     /// Bytes of read/write buffers its events carry: its `captureBytes`, at most

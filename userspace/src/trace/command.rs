@@ -22,7 +22,7 @@ use swoll_maps_schema::trace::{ANY_PID_NS, TraceEvent};
 
 use super::{
     event::{self, Container},
-    filter::{Filter, Slot, keys, write_captures},
+    filter::{Filter, TraceSlot, keys, write_captures},
     ring,
     selector::Selector,
 };
@@ -235,7 +235,7 @@ impl Scope {
         &mut self,
         filter: &mut Filter,
         maps: &mut TraceMaps,
-        slot: Slot,
+        slot: TraceSlot,
         syscalls: &[u32],
         containers: &mut Containers,
     ) -> anyhow::Result<()> {

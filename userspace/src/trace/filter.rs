@@ -41,11 +41,12 @@ impl RuleTable for Rules {
     }
 }
 
-/// One trace's slot in the kernel filter.
+/// One trace's slot in the kernel filter: its bit in the rule masks and events' `traces`, its
+/// index in the per-trace arrays. (Not the start-time slots of `swoll_maps_schema::start`.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Slot(u8);
+pub struct TraceSlot(u8);
 
-impl Slot {
+impl TraceSlot {
     /// The slot's index, as the kernel's masks and per-slot arrays number it.
     pub fn index(self) -> u32 {
         u32::from(self.0)
@@ -110,7 +111,7 @@ pub struct Filter {
     /// Slot → its sampling rate (1: every call).
     rates: [u32; MAX_TRACES as usize],
     /// Key → slot → how many times that slot added the key.
-    wants: BTreeMap<RuleKey, BTreeMap<Slot, u32>>,
+    wants: BTreeMap<RuleKey, BTreeMap<TraceSlot, u32>>,
 }
 
 impl Default for Filter {
@@ -125,11 +126,11 @@ impl Default for Filter {
 
 impl Filter {
     /// Takes a free slot for a new trace, sampling one call in `sample_rate` (0 or 1: all).
-    pub fn open(&mut self, sample_rate: u32) -> Result<Slot, FilterError> {
+    pub fn open(&mut self, sample_rate: u32) -> Result<TraceSlot, FilterError> {
         let free = (0..MAX_TRACES as u8)
             .find(|i| self.taken & (1 << i) == 0)
             .ok_or(FilterError::Full)?;
-        let slot = Slot(free);
+        let slot = TraceSlot(free);
         self.taken |= slot.bit();
         self.rates[usize::from(free)] = sample_rate.max(1);
         Ok(slot)
@@ -139,7 +140,7 @@ impl Filter {
     pub fn add(
         &mut self,
         rules: &mut impl RuleTable,
-        slot: Slot,
+        slot: TraceSlot,
         key: RuleKey,
     ) -> Result<(), FilterError> {
         let before = self.mask(&key);
@@ -153,7 +154,7 @@ impl Filter {
     }
 
     /// Drops one reference of `slot` to `key` from the counts only.
-    fn forget(&mut self, slot: Slot, key: RuleKey) {
+    fn forget(&mut self, slot: TraceSlot, key: RuleKey) {
         if let Some(slots) = self.wants.get_mut(&key) {
             if let Some(n) = slots.get_mut(&slot) {
                 *n -= 1;
@@ -171,7 +172,7 @@ impl Filter {
     pub fn remove(
         &mut self,
         rules: &mut impl RuleTable,
-        slot: Slot,
+        slot: TraceSlot,
         key: RuleKey,
     ) -> Result<(), FilterError> {
         let before = self.mask(&key);
@@ -180,7 +181,11 @@ impl Filter {
     }
 
     /// Removes every key of `slot` and frees it. Other slots' rules stay as they are.
-    pub fn close(&mut self, rules: &mut impl RuleTable, slot: Slot) -> Result<(), FilterError> {
+    pub fn close(
+        &mut self,
+        rules: &mut impl RuleTable,
+        slot: TraceSlot,
+    ) -> Result<(), FilterError> {
         let keys: Vec<RuleKey> = self
             .wants
             .iter()
@@ -351,7 +356,7 @@ mod tests {
     #[test]
     fn slots_run_out_and_come_back() {
         let (mut filter, mut table) = (Filter::default(), MemoryRules::default());
-        let slots: Vec<Slot> = (0..MAX_TRACES).map(|_| filter.open(1).unwrap()).collect();
+        let slots: Vec<TraceSlot> = (0..MAX_TRACES).map(|_| filter.open(1).unwrap()).collect();
         assert!(matches!(filter.open(1), Err(FilterError::Full)));
         filter.close(&mut table, slots[5]).unwrap();
         assert_eq!(filter.open(1).unwrap(), slots[5]);
