@@ -71,6 +71,18 @@ pub struct SeccompArgs {
     /// since each container started.
     #[arg(long, env = "SWOLL_AGENT", default_value = "http://127.0.0.1:9095")]
     pub agent: String,
+    /// A file holding the bearer token to send (e.g. a service-account token), for an agent
+    /// that runs with `--auth`.
+    #[arg(long, env = "SWOLL_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM certificates (the CA) to verify an `https://` agent against; without it, the
+    /// system's trusted roots.
+    #[arg(long, env = "SWOLL_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// The name the agent's certificate must hold, if not --agent's host: e.g. the chart's
+    /// `swoll.swoll.svc` when --agent is a pod IP or a port-forward.
+    #[arg(long, env = "SWOLL_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
     /// The pod's Kubernetes namespace (with -p).
     #[arg(short = 'n', long, requires = "pod", conflicts_with = "kns")]
     pub namespace: Option<String>,
@@ -103,6 +115,9 @@ impl SeccompArgs {
         };
         crate::seccomp::client::SeccompOptions {
             agent: self.agent,
+            token_file: self.token_file,
+            ca_file: self.ca_file,
+            tls_server_name: self.tls_server_name,
             target,
             spo: self.spo,
         }

@@ -790,20 +790,38 @@ async fn kns_handler(
 
 /// The client side: `swoll seccomp` asks a running agent, which alone holds the counters since
 /// each container started.
+///
+/// One `GET` over HTTP/1.0 that ends when the agent closes the connection, on a blocking
+/// socket (with rustls for `https://`): the command has no async runtime, and a client library
+/// would bring one for a single request.
 pub mod client {
     use std::{
-        io::{Read as _, Write as _},
+        io::{Read, Write},
         net::{TcpStream, ToSocketAddrs as _},
+        path::PathBuf,
+        sync::Arc,
         time::Duration,
     };
 
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject as _};
+
     use super::ContainerProfile;
 
-    /// What to ask the agent for.
+    /// What to ask the agent for, and how.
     #[derive(Clone, Debug)]
     pub struct SeccompOptions {
-        /// The agent's metrics listener, `http://host:port`.
+        /// The agent's metrics listener, `http://host:port` or `https://host:port`.
         pub agent: String,
+        /// A file holding the bearer token to send (e.g. a service-account token): an agent
+        /// that runs with `--auth` answers only requests whose token may `get` the path.
+        pub token_file: Option<PathBuf>,
+        /// PEM certificates to verify an `https://` agent's certificate against (its CA); the
+        /// system's trusted roots without it.
+        pub ca_file: Option<PathBuf>,
+        /// The name an `https://` agent's certificate must hold, when it is not the host of
+        /// `agent`: the chart's certificate names the Service (`swoll.swoll.svc`) while a
+        /// profile is asked of one node's agent, by pod IP or through a port-forward.
+        pub tls_server_name: Option<String>,
         /// `/seccomp/<namespace>/<pod>` with the container to print, or `/seccomp/kns/<inode>`.
         pub target: Target,
         /// Print a Security Profiles Operator `SeccompProfile` instead of the OCI profile.
@@ -829,9 +847,28 @@ pub mod client {
     /// Why `swoll seccomp` printed nothing.
     #[derive(Debug, thiserror::Error)]
     pub enum ClientError {
-        /// `--agent` is not `http://host:port`.
-        #[error("--agent {0:?}: expected http://host:port")]
+        /// `--agent` is not `http://host:port` or `https://host:port`.
+        #[error("--agent {0:?}: expected http://host:port or https://host:port")]
         Address(String),
+        /// `--token-file` cannot be read, or is empty.
+        #[error(transparent)]
+        Token(#[from] crate::auth::TokenFileError),
+        /// The certificates to verify the agent against cannot be used.
+        #[error("--ca-file {path}: {reason}")]
+        Roots {
+            /// The file.
+            path: PathBuf,
+            /// Why.
+            reason: String,
+        },
+        /// TLS with the agent could not be set up.
+        #[error("TLS with the agent at {agent}: {reason}")]
+        Tls {
+            /// Its address.
+            agent: String,
+            /// Why.
+            reason: String,
+        },
         /// The agent could not be reached or read.
         #[error("asking the agent at {agent}")]
         Io {
@@ -860,44 +897,166 @@ pub mod client {
     /// How long the agent has to answer.
     const TIMEOUT: Duration = Duration::from_secs(30);
 
-    /// `GET path` on `agent` (`http://host:port`): the body of a 200 answer.
-    fn get(agent: &str, path: &str) -> Result<String, ClientError> {
-        let hostport = agent
-            .strip_prefix("http://")
-            .map(|rest| rest.trim_end_matches('/'))
-            .filter(|rest| !rest.is_empty() && !rest.contains('/'))
-            .ok_or_else(|| ClientError::Address(agent.to_owned()))?;
-        let io = |source| ClientError::Io {
-            agent: agent.to_owned(),
-            source,
-        };
-        let addr = hostport
-            .to_socket_addrs()
-            .map_err(io)?
-            .next()
-            .ok_or_else(|| ClientError::Address(agent.to_owned()))?;
-        let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(io)?;
-        stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
-        // HTTP/1.0: the answer is not chunked and ends when the agent closes the connection.
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: {hostport}\r\n\r\n").map_err(io)?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).map_err(io)?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| ClientError::Answer("no HTTP header".to_owned()))?;
-        let code: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| ClientError::Answer(format!("status line {head:?}")))?;
-        if code != 200 {
-            return Err(ClientError::Status {
-                code,
-                body: body.trim().to_owned(),
-            });
+    /// Where the agent is and what to send it: parsed and read once, before any request.
+    struct Agent {
+        /// `--agent` as given, for messages.
+        url: String,
+        /// `host:port`.
+        hostport: String,
+        /// TLS, with the name the agent's certificate must hold, for `https://`.
+        tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+        /// The bearer token, if one is sent.
+        token: Option<Arc<str>>,
+    }
+
+    impl Agent {
+        fn new(opts: &SeccompOptions) -> Result<Agent, ClientError> {
+            let url = opts.agent.clone();
+            let bad = || ClientError::Address(url.clone());
+            let (https, rest) = match url.split_once("://") {
+                Some(("http", rest)) => (false, rest),
+                Some(("https", rest)) => (true, rest),
+                _ => return Err(bad()),
+            };
+            let hostport = rest.trim_end_matches('/');
+            if hostport.is_empty() || hostport.contains('/') {
+                return Err(bad());
+            }
+            let tls = if https {
+                let host = hostport
+                    .rsplit_once(':')
+                    .map_or(hostport, |(host, _)| host)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                let name = match &opts.tls_server_name {
+                    Some(name) => {
+                        ServerName::try_from(name.clone()).map_err(|e| ClientError::Tls {
+                            agent: url.clone(),
+                            reason: format!("--tls-server-name {name:?}: {e}"),
+                        })?
+                    }
+                    None => ServerName::try_from(host.to_owned()).map_err(|_| bad())?,
+                };
+                Some((tls_config(opts.ca_file.as_ref(), &url)?, name))
+            } else {
+                None
+            };
+            let token = opts
+                .token_file
+                .as_deref()
+                .map(crate::auth::read_token)
+                .transpose()?;
+            Ok(Agent {
+                hostport: hostport.to_owned(),
+                url,
+                tls,
+                token,
+            })
         }
-        Ok(body.to_owned())
+
+        /// `GET path`: the body of a 200 answer.
+        fn get(&self, path: &str) -> Result<String, ClientError> {
+            let io = |source| ClientError::Io {
+                agent: self.url.clone(),
+                source,
+            };
+            let addr = self
+                .hostport
+                .to_socket_addrs()
+                .map_err(io)?
+                .next()
+                .ok_or_else(|| ClientError::Address(self.url.clone()))?;
+            let stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(io)?;
+            stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
+            stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
+            let mut stream: Box<dyn ReadWrite> = match &self.tls {
+                Some((config, name)) => {
+                    let conn = rustls::ClientConnection::new(Arc::clone(config), name.clone())
+                        .map_err(|e| ClientError::Tls {
+                            agent: self.url.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    Box::new(rustls::StreamOwned::new(conn, stream))
+                }
+                None => Box::new(stream),
+            };
+            let auth = self
+                .token
+                .as_deref()
+                .map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+            // HTTP/1.0: the answer is not chunked and ends when the agent closes the connection.
+            write!(
+                stream,
+                "GET {path} HTTP/1.0\r\nHost: {}\r\n{auth}\r\n",
+                self.hostport
+            )
+            .and_then(|()| stream.flush())
+            .map_err(io)?;
+            let mut raw = Vec::new();
+            stream.read_to_end(&mut raw).map_err(io)?;
+            let text = String::from_utf8_lossy(&raw);
+            let (head, body) = text
+                .split_once("\r\n\r\n")
+                .ok_or_else(|| ClientError::Answer("no HTTP header".to_owned()))?;
+            let code: u16 = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .ok_or_else(|| ClientError::Answer(format!("status line {head:?}")))?;
+            if code != 200 {
+                return Err(ClientError::Status {
+                    code,
+                    body: body.trim().to_owned(),
+                });
+            }
+            Ok(body.to_owned())
+        }
+    }
+
+    /// A socket, plain or TLS.
+    trait ReadWrite: Read + Write {}
+    impl<T: Read + Write> ReadWrite for T {}
+
+    /// A TLS client verifying against the certificates of `ca_file`, or the system's roots.
+    fn tls_config(
+        ca_file: Option<&PathBuf>,
+        agent: &str,
+    ) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+        let mut roots = rustls::RootCertStore::empty();
+        match ca_file {
+            Some(path) => {
+                let roots_error = |reason: String| ClientError::Roots {
+                    path: path.clone(),
+                    reason,
+                };
+                let certs = CertificateDer::pem_file_iter(path)
+                    .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                    .map_err(|e| roots_error(format!("not PEM certificates: {e}")))?;
+                if certs.is_empty() {
+                    return Err(roots_error("no CERTIFICATE block".to_owned()));
+                }
+                for cert in certs {
+                    roots
+                        .add(cert)
+                        .map_err(|e| roots_error(format!("not a usable CA certificate: {e}")))?;
+                }
+            }
+            None => {
+                let native = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(native.certs);
+            }
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls {
+            agent: agent.to_owned(),
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Arc::new(config))
     }
 
     /// Asks the agent; returns the JSON to print and the warnings (notes of an incomplete
@@ -905,10 +1064,10 @@ pub mod client {
     pub fn run(opts: &SeccompOptions) -> Result<(String, Vec<String>), ClientError> {
         let format = if opts.spo { "?format=spo" } else { "" };
         let answer = |e: serde_json::Error| ClientError::Answer(e.to_string());
+        let agent = Agent::new(opts)?;
         let profile: ContainerProfile = match &opts.target {
             Target::Kns(kns) => {
-                serde_json::from_str(&get(&opts.agent, &format!("/seccomp/kns/{kns}"))?)
-                    .map_err(answer)?
+                serde_json::from_str(&agent.get(&format!("/seccomp/kns/{kns}"))?).map_err(answer)?
             }
             Target::Pod {
                 namespace,
@@ -917,7 +1076,7 @@ pub mod client {
             } => {
                 let path = format!("/seccomp/{namespace}/{pod}");
                 let all: Vec<ContainerProfile> =
-                    serde_json::from_str(&get(&opts.agent, &path)?).map_err(answer)?;
+                    serde_json::from_str(&agent.get(&path)?).map_err(answer)?;
                 let names: Vec<&str> = all.iter().map(|p| p.container.as_str()).collect();
                 let chosen = match container {
                     Some(c) => all.iter().position(|p| p.container == *c).ok_or_else(|| {

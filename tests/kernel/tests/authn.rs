@@ -6,8 +6,10 @@ use std::{io::Read as _, io::Write as _, net::SocketAddr, path::Path, time::Dura
 use swoll_kernel_tests::{
     Agent, TempDir,
     apiserver::{FakeApiServer, Outage},
-    is_root, sample, skip,
+    is_root, sample, skip, swoll_bin, workload,
 };
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
 
 const READER: &str = "system:serviceaccount:monitoring:prometheus";
 const STRANGER: &str = "system:serviceaccount:default:stranger";
@@ -173,6 +175,47 @@ fn metrics_need_a_reviewed_token_and_a_grant() {
     );
     api.set_outage(None);
     assert_eq!(get(addr, "/metrics", Some("late-token")).0, 200);
+
+    // `swoll seccomp` sends the token of its --token-file; a profile needs a grant of its path.
+    api.grant(READER, "/seccomp/*", "get");
+    let ns = workload(WORKLOAD, &["--new-pidns", "getppid", "3"]);
+    let token = dir.0.join("token");
+    std::fs::write(&token, "reader-token\n").expect("the token file");
+    let agent_url = format!("http://{addr}");
+    let (ok, out) = seccomp(&[&agent_url, "--kns", &ns.to_string()]);
+    assert!(!ok && out.contains("the agent answered 401"), "{out}");
+    let token = token.to_str().expect("a UTF-8 path");
+    let out = retry_seccomp(&[&agent_url, "--kns", &ns.to_string(), "--token-file", token]);
+    assert!(out.contains("\"getppid\""), "{out}");
+}
+
+/// `swoll seccomp --agent <args…>`: whether it succeeded, and its stdout then its stderr.
+fn seccomp(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(swoll_bin())
+        .args(["seccomp", "--agent"])
+        .args(args)
+        .output()
+        .expect("running swoll seccomp");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// [`seccomp`] until it succeeds (the agent knows a namespace from its next map read), for up
+/// to 10 s; its output.
+fn retry_seccomp(args: &[&str]) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, out) = seccomp(args);
+        if ok {
+            return out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "swoll seccomp {args:?}: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The trace streams' token comes from a file (a mounted Secret), never from argv or the
@@ -472,6 +515,16 @@ fn tls_serves_the_mounted_certificate_and_its_renewal() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // `swoll seccomp` over TLS: verified against the CA it is given, refused without it (the
+    // system's roots do not hold the test CA).
+    let ns = workload(WORKLOAD, &["--new-pidns", "getppid", "3"]);
+    let agent_url = format!("https://{addr}");
+    let ca = ca.to_str().expect("a UTF-8 path");
+    let out = retry_seccomp(&[&agent_url, "--kns", &ns.to_string(), "--ca-file", ca]);
+    assert!(out.contains("\"getppid\""), "{out}");
+    let (ok, out) = seccomp(&[&agent_url, "--kns", &ns.to_string()]);
+    assert!(!ok && out.contains("UnknownIssuer"), "{out}");
 }
 
 /// A deployed run's `unshare`, killed (and with it the agent, its pid 1) and reaped when
