@@ -20,7 +20,7 @@
 //!   then a bookmark annotated `k8s.io/initial-events-end`). A watch from a version older than
 //!   the kept history gets a 410 `Expired` `ERROR` event, so a watcher relists. The stream is
 //!   held open until `timeoutSeconds` (default 1800), [`FakeApiServer::cut_connections`], an
-//!   outage, or the server's drop;
+//!   outage, or the server's drop, and its connection closes after it;
 //! - `GET /version`, `/healthz`, `/livez`, `/readyz`;
 //! - reviews: `POST /apis/authentication.k8s.io/v1/tokenreviews` and
 //!   `/apis/authorization.k8s.io/v1/subjectaccessreviews`, answered (201, the spec echoed) from
@@ -37,6 +37,9 @@
 //! One global, monotonically increasing resourceVersion (like etcd's revision) is stamped on
 //! every object the server stores. Any kind can be applied; `Pod`, `ConfigMap`, `Node`,
 //! `Namespace` and a few more core kinds are known up front, so listing them works while empty.
+//!
+//! It is hyper's HTTP/1.1 server on a tokio runtime of the [`FakeApiServer`]'s own, on a thread
+//! of its own: the methods are plain synchronous calls, for tests with or without a runtime.
 //!
 //! ```no_run
 //! use swoll_kernel_tests::apiserver::{FakeApiServer, pod};
@@ -326,19 +329,7 @@ impl FakeApiServer {
                 .unwrap_or_else(|| json!(rfc3339_now()));
             obj["metadata"]["creationTimestamp"] = created;
         }
-        st.rv += 1;
-        let rv = st.rv;
-        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        st.objects.insert(key, obj.clone());
-        st.record(Change {
-            rv,
-            plural,
-            old,
-            new: Some(obj.clone()),
-        });
-        drop(st);
-        self.shared.notify();
-        obj
+        self.shared.store(st, key, obj)
     }
 
     /// Deletes an object: `DELETED` (carrying the object at the delete's resourceVersion) to
@@ -586,6 +577,24 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Stores `obj` under `key` at the next resourceVersion (stamped on it), records the change
+    /// and wakes the watches; returns the object as stored.
+    fn store(&self, mut st: MutexGuard<'_, State>, key: Key, mut obj: Value) -> Value {
+        st.rv += 1;
+        let rv = st.rv;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let old = st.objects.insert(key.clone(), obj.clone());
+        st.record(Change {
+            rv,
+            plural: key.0,
+            old,
+            new: Some(obj.clone()),
+        });
+        drop(st);
+        self.notify();
+        obj
+    }
+
     /// Wakes the watches to look at the state again.
     fn notify(&self) {
         self.changed.send_replace(());
@@ -631,8 +640,8 @@ impl State {
     }
 }
 
-/// Accepts connections until `stopped`; hyper serves each on a task of its own, which a cut
-/// drops.
+/// Accepts connections until `stopped` (then the runtime ends, dropping every connection);
+/// hyper serves each on a task of its own, which a cut drops.
 async fn serve(shared: Arc<Shared>, listener: TcpListener, mut stopped: oneshot::Receiver<()>) {
     let listener =
         tokio::net::TcpListener::from_std(listener).expect("the listener on the runtime");
@@ -656,6 +665,7 @@ async fn serve(shared: Arc<Shared>, listener: TcpListener, mut stopped: oneshot:
                 st.log("RESET".to_owned());
                 None
             } else {
+                // Under the lock, as cuts are made: an outage starting now cuts this one too.
                 Some(shared.cuts.subscribe())
             }
         };
@@ -728,6 +738,7 @@ impl Request {
     }
 }
 
+/// The answer to a request of a server that is up.
 fn handle(shared: &Arc<Shared>, req: &Request) -> Response<Body> {
     if req.method == Method::POST
         && let Some((code, body)) = review(&shared.lock().reviews, req)
@@ -1105,6 +1116,7 @@ fn change_event(change: &Change, filter: &Filter) -> Option<String> {
     }
 }
 
+/// A response with the headers the real API server sends (hyper adds `Date` and the length).
 fn response(code: u16, content_type: &'static str, body: Body) -> Response<Body> {
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::from_u16(code).expect("a valid status code");
@@ -1114,6 +1126,7 @@ fn response(code: u16, content_type: &'static str, body: Body) -> Response<Body>
     response
 }
 
+/// A whole body (it never fails; the error type is the watches').
 fn full(body: String) -> Body {
     Full::new(Bytes::from(body))
         .map_err(|never| match never {})
@@ -1308,13 +1321,13 @@ fn patch_status(shared: &Arc<Shared>, req: &Request) -> (u16, Value) {
         Err(err) => return (400, status_json(400, "BadRequest", &err.to_string())),
     };
     let key = ("traces".to_owned(), (*ns).to_owned(), (*name).to_owned());
-    let mut st = shared.lock();
-    let Some(old) = st.objects.get(&key).cloned() else {
+    let st = shared.lock();
+    let Some(mut obj) = st.objects.get(&key).cloned() else {
         let msg = format!("traces.tools.swoll.criticalstack.com \"{name}\" not found");
         return (404, status_json(404, "NotFound", &msg));
     };
     if let Some(wanted) = patch["metadata"]["resourceVersion"].as_str()
-        && Some(wanted) != old["metadata"]["resourceVersion"].as_str()
+        && Some(wanted) != obj["metadata"]["resourceVersion"].as_str()
     {
         let msg = format!(
             "Operation cannot be fulfilled on traces.tools.swoll.criticalstack.com \"{name}\": \
@@ -1323,23 +1336,10 @@ fn patch_status(shared: &Arc<Shared>, req: &Request) -> (u16, Value) {
         );
         return (409, status_json(409, "Conflict", &msg));
     }
-    let mut obj = old.clone();
     if let Some(status) = patch.get("status") {
         merge_patch(&mut obj["status"], status);
     }
-    st.rv += 1;
-    let rv = st.rv;
-    obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-    st.objects.insert(key, obj.clone());
-    st.record(Change {
-        rv,
-        plural: "traces".to_owned(),
-        old: Some(old),
-        new: Some(obj.clone()),
-    });
-    drop(st);
-    shared.notify();
-    (200, obj)
+    (200, shared.store(st, key, obj))
 }
 
 /// Where the paths of namespaced core objects start.
@@ -1370,8 +1370,8 @@ fn patch_configmap(shared: &Arc<Shared>, req: &Request) -> (u16, Value) {
         (*ns).to_owned(),
         (*name).to_owned(),
     );
-    let mut st = shared.lock();
-    let Some(old) = st.objects.get(&key).cloned() else {
+    let st = shared.lock();
+    let Some(mut obj) = st.objects.get(&key).cloned() else {
         let msg = format!("configmaps \"{name}\" not found");
         return (404, status_json(404, "NotFound", &msg));
     };
@@ -1379,7 +1379,7 @@ fn patch_configmap(shared: &Arc<Shared>, req: &Request) -> (u16, Value) {
         .as_object_mut()
         .and_then(|m| m.remove("resourceVersion"));
     if let Some(wanted) = wanted
-        && wanted.as_str() != old["metadata"]["resourceVersion"].as_str()
+        && wanted.as_str() != obj["metadata"]["resourceVersion"].as_str()
     {
         let msg = format!(
             "Operation cannot be fulfilled on configmaps \"{name}\": the object has been \
@@ -1387,23 +1387,10 @@ fn patch_configmap(shared: &Arc<Shared>, req: &Request) -> (u16, Value) {
         );
         return (409, status_json(409, "Conflict", &msg));
     }
-    let mut obj = old.clone();
     if let Some(metadata) = patch.get("metadata") {
         merge_patch(&mut obj["metadata"], metadata);
     }
-    st.rv += 1;
-    let rv = st.rv;
-    obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-    st.objects.insert(key, obj.clone());
-    st.record(Change {
-        rv,
-        plural: "configmaps".to_owned(),
-        old: Some(old),
-        new: Some(obj.clone()),
-    });
-    drop(st);
-    shared.notify();
-    (200, obj)
+    (200, shared.store(st, key, obj))
 }
 
 /// Applies JSON merge patch `patch` (RFC 7386) to `target`.
