@@ -20,7 +20,7 @@
 //!   then a bookmark annotated `k8s.io/initial-events-end`). A watch from a version older than
 //!   the kept history gets a 410 `Expired` `ERROR` event, so a watcher relists. The stream is
 //!   held open until `timeoutSeconds` (default 1800), [`FakeApiServer::cut_connections`], an
-//!   outage, or the server's drop;
+//!   outage, or the server's drop, and its connection closes after it;
 //! - `GET /version`, `/healthz`, `/livez`, `/readyz`;
 //! - reviews: `POST /apis/authentication.k8s.io/v1/tokenreviews` and
 //!   `/apis/authorization.k8s.io/v1/subjectaccessreviews`, answered (201, the spec echoed) from
@@ -38,6 +38,9 @@
 //! every object the server stores. Any kind can be applied; `Pod`, `ConfigMap`, `Node`,
 //! `Namespace` and a few more core kinds are known up front, so listing them works while empty.
 //!
+//! It is hyper's HTTP/1.1 server on a tokio runtime of the [`FakeApiServer`]'s own, on a thread
+//! of its own: the methods are plain synchronous calls, for tests with or without a runtime.
+//!
 //! ```no_run
 //! use swoll_kernel_tests::apiserver::{FakeApiServer, pod};
 //! let api = FakeApiServer::start();
@@ -49,26 +52,38 @@
 //! ```
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    io::{self, BufRead, BufReader, Read, Write},
-    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
+    io,
+    net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     sync::{
-        Arc, Condvar, Mutex, MutexGuard,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
     },
     thread::{self, JoinHandle},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
+use hyper::{
+    Method, Response, StatusCode,
+    body::{Frame, Incoming},
+    header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderValue},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value, json};
+use tokio::{
+    sync::{oneshot, watch},
+    time::Instant,
+};
 
 /// The token written into [`FakeApiServer::kubeconfig`] (the server accepts any or none).
 pub const TOKEN: &str = "fake-token";
 
 /// Watch events of at most this many changes are kept; older resourceVersions get 410.
 const HISTORY_LIMIT: usize = 10_000;
-/// How long an idle watch waits between checks (shutdown, outage, peer gone).
-const WATCH_POLL: Duration = Duration::from_millis(200);
 /// Watches that asked for bookmarks get one when this long idle and the version moved on.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(1);
 /// The watch length when the client gives no `timeoutSeconds`.
@@ -85,19 +100,22 @@ pub enum Outage {
     Unavailable,
 }
 
-/// The fake API server; dropping it stops its threads and closes every connection.
+/// The fake API server; dropping it stops its thread and closes every connection.
 pub struct FakeApiServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    accept: Option<JoinHandle<()>>,
+    /// Dropped to stop the accept loop, and with it the runtime and every connection.
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 struct Shared {
     state: Mutex<State>,
-    changed: Condvar,
+    /// Sent after every change of the objects or their history: the watches look again.
+    changed: watch::Sender<()>,
+    /// Sent to end every open connection (see [`Shared::cut_all`]).
+    cuts: watch::Sender<()>,
     requests: AtomicUsize,
-    shutdown: AtomicBool,
-    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 #[derive(Clone)]
@@ -127,10 +145,8 @@ struct State {
     /// Watches must start at or after this version (changes up to it are forgotten).
     compacted: u64,
     outage: Option<Outage>,
-    /// Bumped to make open watches end (outage, cut).
+    /// Bumped by every cut: a watch opened before sends nothing more.
     cut_epoch: u64,
-    conns: HashMap<u64, TcpStream>,
-    next_conn: u64,
     open_watches: usize,
     log: Vec<String>,
     uids: u64,
@@ -146,20 +162,26 @@ struct Reviews {
     grants: Vec<(String, String, String)>,
 }
 
+/// A request as the handlers see it: the query decoded, the body read.
 struct Request {
-    method: String,
+    method: Method,
     path: String,
     query: Vec<(String, String)>,
-    close: bool,
-    line: String,
-    body: Vec<u8>,
+    body: Bytes,
 }
+
+/// Response bodies: whole, or a watch's stream, which a cut ends with an error (hyper then
+/// drops the connection without the final chunk).
+type Body = UnsyncBoxBody<Bytes, io::Error>;
 
 impl FakeApiServer {
     /// Starts a server on 127.0.0.1 and a free port.
     pub fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
         let addr = listener.local_addr().expect("local_addr");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener, for tokio");
         let mut kinds = BTreeMap::new();
         for (kind, namespaced) in [
             ("Pod", true),
@@ -200,29 +222,34 @@ impl FakeApiServer {
                 compacted: 0,
                 outage: None,
                 cut_epoch: 0,
-                conns: HashMap::new(),
-                next_conn: 0,
                 open_watches: 0,
                 log: Vec::new(),
                 uids: 0,
                 reviews: Reviews::default(),
             }),
-            changed: Condvar::new(),
+            changed: watch::Sender::new(()),
+            cuts: watch::Sender::new(()),
             requests: AtomicUsize::new(0),
-            shutdown: AtomicBool::new(false),
-            threads: Mutex::new(Vec::new()),
         });
-        let accept = {
+        // A runtime of its own on a thread of its own: the methods stay synchronous, for tests
+        // with and without a runtime of theirs.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("the fake API server's runtime");
+        let (stop, stopped) = oneshot::channel();
+        let thread = {
             let shared = shared.clone();
             thread::Builder::new()
                 .name("fake-apiserver".into())
-                .spawn(move || accept_loop(&shared, &listener))
+                .spawn(move || runtime.block_on(serve(shared, listener, stopped)))
                 .expect("spawning the fake API server")
         };
         FakeApiServer {
             addr,
             shared,
-            accept: Some(accept),
+            stop: Some(stop),
+            thread: Some(thread),
         }
     }
 
@@ -302,19 +329,7 @@ impl FakeApiServer {
                 .unwrap_or_else(|| json!(rfc3339_now()));
             obj["metadata"]["creationTimestamp"] = created;
         }
-        st.rv += 1;
-        let rv = st.rv;
-        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        st.objects.insert(key, obj.clone());
-        st.record(Change {
-            rv,
-            plural,
-            old,
-            new: Some(obj.clone()),
-        });
-        drop(st);
-        self.shared.changed.notify_all();
-        obj
+        self.shared.store(st, key, obj)
     }
 
     /// Deletes an object: `DELETED` (carrying the object at the delete's resourceVersion) to
@@ -334,7 +349,7 @@ impl FakeApiServer {
             new: None,
         });
         drop(st);
-        self.shared.changed.notify_all();
+        self.shared.notify();
         Some(obj)
     }
 
@@ -362,10 +377,8 @@ impl FakeApiServer {
         let mut st = self.shared.lock();
         st.outage = outage;
         if outage.is_some() {
-            st.cut_all();
+            self.shared.cut_all(&mut st);
         }
-        drop(st);
-        self.shared.changed.notify_all();
     }
 
     /// Whether the server is down.
@@ -376,8 +389,7 @@ impl FakeApiServer {
     /// Closes every open connection (watches end mid-stream, without their final chunk), as a
     /// load balancer or an API server restart does; the server stays up.
     pub fn cut_connections(&self) {
-        self.shared.lock().cut_all();
-        self.shared.changed.notify_all();
+        self.shared.cut_all(&mut self.shared.lock());
     }
 
     /// Forgets the change history: a watch from any older resourceVersion (including the ones
@@ -387,7 +399,7 @@ impl FakeApiServer {
         st.history.clear();
         st.compacted = st.rv;
         drop(st);
-        self.shared.changed.notify_all();
+        self.shared.notify();
     }
 
     /// HTTP requests served so far (while down with [`Outage::Reset`], each reset connection
@@ -552,27 +564,10 @@ fn review(reviews: &Reviews, req: &Request) -> Option<(u16, Value)> {
 
 impl Drop for FakeApiServer {
     fn drop(&mut self) {
-        {
-            // Under the lock, so that no connection gets registered after the cut.
-            let mut st = self.shared.lock();
-            self.shared.shutdown.store(true, Ordering::SeqCst);
-            st.cut_all();
-        }
-        self.shared.changed.notify_all();
-        // Wakes the accept loop, which then sees the shutdown flag.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(accept) = self.accept.take() {
-            let _ = accept.join();
-        }
-        let threads = std::mem::take(
-            &mut *self
-                .shared
-                .threads
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        for t in threads {
-            let _ = t.join();
+        // The runtime ends with the accept loop, dropping every connection's task.
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
@@ -580,6 +575,36 @@ impl Drop for FakeApiServer {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores `obj` under `key` at the next resourceVersion (stamped on it), records the change
+    /// and wakes the watches; returns the object as stored.
+    fn store(&self, mut st: MutexGuard<'_, State>, key: Key, mut obj: Value) -> Value {
+        st.rv += 1;
+        let rv = st.rv;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let old = st.objects.insert(key.clone(), obj.clone());
+        st.record(Change {
+            rv,
+            plural: key.0,
+            old,
+            new: Some(obj.clone()),
+        });
+        drop(st);
+        self.notify();
+        obj
+    }
+
+    /// Wakes the watches to look at the state again.
+    fn notify(&self) {
+        self.changed.send_replace(());
+    }
+
+    /// Ends every open connection; under the state lock, so that a watch sends nothing after
+    /// it and a connection accepted meanwhile is either cut too or sees the outage.
+    fn cut_all(&self, st: &mut State) {
+        st.cut_epoch += 1;
+        self.cuts.send_replace(());
     }
 }
 
@@ -608,13 +633,6 @@ impl State {
         (plural, ns, name.to_owned())
     }
 
-    fn cut_all(&mut self) {
-        self.cut_epoch += 1;
-        for conn in self.conns.values() {
-            let _ = conn.shutdown(Shutdown::Both);
-        }
-    }
-
     fn log(&mut self, line: String) {
         if self.log.len() < 100_000 {
             self.log.push(line);
@@ -622,220 +640,88 @@ impl State {
     }
 }
 
-fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
-    for stream in listener.incoming() {
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(_) if shared.shutdown.load(Ordering::SeqCst) => break,
-            Err(_) => {
-                // Out of fds or the like: don't spin.
-                thread::sleep(Duration::from_millis(10));
-                continue;
-            }
+/// Accepts connections until `stopped` (then the runtime ends, dropping every connection);
+/// hyper serves each on a task of its own, which a cut drops.
+async fn serve(shared: Arc<Shared>, listener: TcpListener, mut stopped: oneshot::Receiver<()>) {
+    let listener =
+        tokio::net::TcpListener::from_std(listener).expect("the listener on the runtime");
+    loop {
+        let stream = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    // Out of fds or the like: don't spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
         };
         let _ = stream.set_nodelay(true);
-        let mut st = shared.lock();
-        if shared.shutdown.load(Ordering::SeqCst) {
-            break;
-        }
-        if st.outage == Some(Outage::Reset) {
-            shared.requests.fetch_add(1, Ordering::SeqCst);
-            st.log("RESET".to_owned());
-            drop(st);
-            reset(stream);
-            continue;
-        }
-        let Ok(clone) = stream.try_clone() else {
-            continue;
-        };
-        let id = st.next_conn;
-        st.next_conn += 1;
-        st.conns.insert(id, clone);
-        drop(st);
-        let conn_shared = shared.clone();
-        let spawned = thread::Builder::new()
-            .name("fake-apiserver-conn".into())
-            .spawn(move || {
-                serve_connection(&conn_shared, stream);
-                if let Some(conn) = conn_shared.lock().conns.remove(&id) {
-                    let _ = conn.shutdown(Shutdown::Both);
-                }
-            });
-        let mut threads = shared.threads.lock().unwrap_or_else(|e| e.into_inner());
-        threads.retain(|t| !t.is_finished());
-        match spawned {
-            Ok(handle) => threads.push(handle),
-            Err(_) => {
-                if let Some(conn) = shared.lock().conns.remove(&id) {
-                    let _ = conn.shutdown(Shutdown::Both);
-                }
-            }
-        }
-    }
-}
-
-/// Closes with SO_LINGER 0, so the peer sees a TCP reset instead of an orderly close.
-fn reset(stream: TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: the fd is a live socket owned by `stream`, and `linger` is a valid `struct linger`
-    // whose size is passed along.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&raw const linger).cast(),
-            size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-    drop(stream);
-}
-
-fn serve_connection(shared: &Arc<Shared>, stream: TcpStream) {
-    let Ok(read_half) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(read_half);
-    let mut out = stream;
-    loop {
-        let req = match read_request(&mut reader) {
-            Ok(Some(req)) => req,
-            _ => return,
-        };
-        if shared.shutdown.load(Ordering::SeqCst) {
-            return;
-        }
-        shared.requests.fetch_add(1, Ordering::SeqCst);
-        let outage = {
+        let cut = {
             let mut st = shared.lock();
-            st.log(req.line.clone());
-            st.outage
-        };
-        match outage {
-            Some(Outage::Reset) => return reset(out),
-            Some(Outage::Unavailable) => {
-                let body = status_json(503, "ServiceUnavailable", "the fake API server is down");
-                let _ = respond(
-                    &mut out,
-                    503,
-                    "Service Unavailable",
-                    "application/json",
-                    &body.to_string(),
-                    true,
-                );
-                return;
+            if st.outage == Some(Outage::Reset) {
+                shared.requests.fetch_add(1, Ordering::SeqCst);
+                st.log("RESET".to_owned());
+                None
+            } else {
+                // Under the lock, as cuts are made: an outage starting now cuts this one too.
+                Some(shared.cuts.subscribe())
             }
-            None => {}
-        }
-        let keep_alive = match handle(shared, &req, &mut out) {
-            Ok(keep_alive) => keep_alive,
-            Err(_) => return,
         };
-        if !keep_alive || req.close {
-            let _ = out.shutdown(Shutdown::Both);
-            return;
-        }
+        let Some(mut cut) = cut else {
+            // SO_LINGER 0: the peer sees a TCP reset instead of an orderly close.
+            let _ = stream.set_zero_linger();
+            drop(stream);
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| answer(shared.clone(), req));
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = cut.changed() => {}
+            }
+        });
     }
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>) -> io::Result<Option<Request>> {
-    let mut line = String::new();
-    // Skips stray empty lines between requests.
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(None);
-        }
-        if !line.trim().is_empty() {
-            break;
-        }
-    }
-    let request_line = line.trim_end().to_owned();
-    let mut parts = request_line.split_whitespace();
-    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "bad request line",
-        ));
+/// Counts and logs a request, then answers it unless the server is down.
+async fn answer(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> io::Result<Response<Body>> {
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    let line = format!("{} {} {:?}", req.method(), req.uri(), req.version());
+    let outage = {
+        let mut st = shared.lock();
+        st.log(line);
+        st.outage
     };
-    let (method, target) = (method.to_owned(), target.to_owned());
-    let mut content_length = 0usize;
-    let mut close = false;
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header)? == 0 {
-            return Ok(None);
+    match outage {
+        // A request read just before the outage's cut reached its connection: dropped with it.
+        Some(Outage::Reset) => {
+            let down = "the fake API server is down";
+            return Err(io::Error::new(io::ErrorKind::ConnectionReset, down));
         }
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
+        Some(Outage::Unavailable) => {
+            let body = status_json(503, "ServiceUnavailable", "the fake API server is down");
+            return Ok(closing(json_reply(503, &body)));
         }
-        if let Some((name, value)) = header.split_once(':') {
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                content_length = value.parse().unwrap_or(0);
-            } else if name.eq_ignore_ascii_case("connection") {
-                close = value.eq_ignore_ascii_case("close");
-            }
-        }
+        None => {}
     }
-    let mut body = Vec::new();
-    if content_length > 0 {
-        reader
-            .by_ref()
-            .take(content_length as u64)
-            .read_to_end(&mut body)?;
-    }
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_owned(), parse_query(q)),
-        None => (target.clone(), Vec::new()),
-    };
-    Ok(Some(Request {
-        method,
-        path,
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
+    let query = parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let req = Request {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
         query,
-        close,
-        line: request_line,
         body,
-    }))
-}
-
-fn parse_query(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    };
+    Ok(handle(&shared, &req))
 }
 
 impl Request {
@@ -852,77 +738,51 @@ impl Request {
     }
 }
 
-/// Handles one request; returns whether the connection can serve another.
-fn handle(shared: &Arc<Shared>, req: &Request, out: &mut TcpStream) -> io::Result<bool> {
-    let json_reply = |out: &mut TcpStream, code: u16, body: &Value| {
-        respond(
-            out,
-            code,
-            reason_phrase(code),
-            "application/json",
-            &body.to_string(),
-            false,
-        )
-    };
-    if req.method == "POST"
+/// The answer to a request of a server that is up.
+fn handle(shared: &Arc<Shared>, req: &Request) -> Response<Body> {
+    if req.method == Method::POST
         && let Some((code, body)) = review(&shared.lock().reviews, req)
     {
-        json_reply(out, code, &body)?;
-        return Ok(true);
+        return json_reply(code, &body);
     }
-    if req.method == "PATCH" {
+    if req.method == Method::PATCH {
         let (code, body) = if req.path.starts_with(CONFIGMAP_PATH) {
             patch_configmap(shared, req)
         } else {
             patch_status(shared, req)
         };
-        json_reply(out, code, &body)?;
-        return Ok(true);
+        return json_reply(code, &body);
     }
-    if req.method != "GET" {
-        let body = status_json(
-            405,
-            "MethodNotAllowed",
-            "the fake API server only serves GET",
-        );
-        json_reply(out, 405, &body)?;
-        return Ok(true);
+    if req.method != Method::GET {
+        let msg = "the fake API server only serves GET";
+        return json_reply(405, &status_json(405, "MethodNotAllowed", msg));
     }
     match req.path.trim_end_matches('/') {
         "/version" => {
-            let body = json!({
-                "major": "1", "minor": "37", "gitVersion": "v1.37.0-fake",
-                "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-                "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.25", "compiler": "gc",
-                "platform": "linux/amd64"
-            });
-            json_reply(out, 200, &body)?;
-            return Ok(true);
+            return json_reply(
+                200,
+                &json!({
+                    "major": "1", "minor": "37", "gitVersion": "v1.37.0-fake",
+                    "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+                    "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.25", "compiler": "gc",
+                    "platform": "linux/amd64"
+                }),
+            );
         }
-        "/healthz" | "/livez" | "/readyz" => {
-            respond(out, 200, "OK", "text/plain", "ok", false)?;
-            return Ok(true);
-        }
+        "/healthz" | "/livez" | "/readyz" => return response(200, "text/plain", full("ok".into())),
         "/api" => {
             let body = json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []});
-            json_reply(out, 200, &body)?;
-            return Ok(true);
+            return json_reply(200, &body);
         }
         _ => {}
     }
     let target = match route(&shared.lock(), &req.path) {
         Ok(target) => target,
-        Err(message) => {
-            json_reply(out, 404, &status_json(404, "NotFound", &message))?;
-            return Ok(true);
-        }
+        Err(message) => return json_reply(404, &status_json(404, "NotFound", &message)),
     };
     let mut filter = match Filter::new(req, &target) {
         Ok(filter) => filter,
-        Err(message) => {
-            json_reply(out, 400, &status_json(400, "BadRequest", &message))?;
-            return Ok(true);
-        }
+        Err(message) => return json_reply(400, &status_json(400, "BadRequest", &message)),
     };
     if req.flag("watch") {
         if let Some(name) = &target.name {
@@ -932,15 +792,13 @@ fn handle(shared: &Arc<Shared>, req: &Request, out: &mut TcpStream) -> io::Resul
                 value: name.clone(),
             });
         }
-        watch(shared, req, &target, &filter, out)?;
-        return Ok(false);
+        return watch(shared, req, target, filter);
     }
     let (code, body) = match &target.name {
         Some(name) => get_one(&shared.lock(), &target, name),
         None => list(&shared.lock(), req, &target, &filter),
     };
-    json_reply(out, code, &body)?;
-    Ok(true)
+    json_reply(code, &body)
 }
 
 struct Target {
@@ -1068,165 +926,165 @@ fn list(st: &State, req: &Request, target: &Target, filter: &Filter) -> (u16, Va
     (200, body)
 }
 
-fn watch(
-    shared: &Arc<Shared>,
-    req: &Request,
-    target: &Target,
-    filter: &Filter,
-    out: &mut TcpStream,
-) -> io::Result<()> {
+/// Opens a watch: a response whose chunked body is the [`Watch`]'s events.
+fn watch(shared: &Arc<Shared>, req: &Request, target: Target, filter: Filter) -> Response<Body> {
     let timeout = req
         .param("timeoutSeconds")
         .and_then(|t| t.parse().ok())
         .unwrap_or(DEFAULT_WATCH_TIMEOUT);
-    let deadline = Instant::now() + Duration::from_secs(timeout);
     let bookmarks = req.flag("allowWatchBookmarks");
     let send_initial = req.flag("sendInitialEvents");
     let rv_param = req.param("resourceVersion").unwrap_or("");
 
     let mut st = shared.lock();
-    let epoch = st.cut_epoch;
-    let mut initial = Vec::new();
-    let mut expired = None;
+    let mut first = String::new();
+    let mut ended = false;
     let mut from = st.rv;
     if send_initial || rv_param.is_empty() || rv_param == "0" {
         for ((plural, _, _), obj) in &st.objects {
             if *plural == target.plural && filter.matches(obj) {
-                initial.push(event("ADDED", obj));
+                first.push_str(&event("ADDED", obj));
             }
+        }
+        if send_initial && bookmarks {
+            first.push_str(&bookmark(&target, from, true));
         }
     } else {
         match rv_param.parse::<u64>() {
-            Ok(n) if n < st.compacted => expired = Some(n),
+            Ok(n) if n < st.compacted => {
+                first = gone(n, st.compacted);
+                ended = true;
+            }
             Ok(n) => from = n,
             Err(_) => {
-                drop(st);
-                let body = status_json(
-                    400,
-                    "BadRequest",
-                    &format!("invalid resource version: {rv_param}"),
-                );
-                return respond(
-                    out,
-                    400,
-                    "Bad Request",
-                    "application/json",
-                    &body.to_string(),
-                    true,
-                );
+                let msg = format!("invalid resource version: {rv_param}");
+                return closing(json_reply(400, &status_json(400, "BadRequest", &msg)));
             }
         }
     }
-    let compacted = st.compacted;
     st.open_watches += 1;
+    let now = Instant::now();
+    let watch = Watch {
+        shared: shared.clone(),
+        changes: shared.changed.subscribe(),
+        epoch: st.cut_epoch,
+        target,
+        filter,
+        first: (!first.is_empty()).then_some(first),
+        ended,
+        from,
+        reported: from,
+        last_sent: now,
+        deadline: now + Duration::from_secs(timeout),
+        bookmarks,
+    };
     drop(st);
-    let result = (|| {
-        write!(
-            out,
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: no-cache, private\r\nTransfer-Encoding: chunked\r\nDate: {}\r\n\r\n",
-            http_date()
-        )?;
-        out.flush()?;
-        if let Some(n) = expired {
-            write_chunk(out, &gone(n, compacted))?;
-            return write_chunk(out, "");
-        }
-        for e in &initial {
-            write_chunk(out, e)?;
-        }
-        if send_initial && bookmarks {
-            let bm = json!({"type": "BOOKMARK", "object": {
-                "kind": target.info.kind, "apiVersion": target.info.api_version,
-                "metadata": {"resourceVersion": from.to_string(),
-                             "annotations": {"k8s.io/initial-events-end": "true"}}}});
-            write_chunk(out, &format!("{bm}\n"))?;
-        }
-        stream_changes(
-            shared, target, filter, out, from, epoch, deadline, bookmarks,
-        )
-    })();
-    shared.lock().open_watches -= 1;
-    result
+    let events = futures::stream::unfold(watch, |mut watch| async move {
+        let lines = watch.next().await?;
+        Some((lines.map(|l| Frame::data(Bytes::from(l))), watch))
+    });
+    closing(response(
+        200,
+        "application/json",
+        StreamBody::new(events).boxed_unsync(),
+    ))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn stream_changes(
-    shared: &Arc<Shared>,
-    target: &Target,
-    filter: &Filter,
-    out: &mut TcpStream,
-    mut from: u64,
+/// An open watch: what it has sent and what it waits for. It counts in
+/// [`FakeApiServer::open_watches`] until dropped with its response body.
+struct Watch {
+    shared: Arc<Shared>,
+    changes: watch::Receiver<()>,
+    /// The cut epoch it was opened in: a cut since ends it.
     epoch: u64,
+    target: Target,
+    filter: Filter,
+    /// Sent before any change: the initial events, or the 410 that ends the watch.
+    first: Option<String>,
+    ended: bool,
+    /// The version up to which changes have been looked at.
+    from: u64,
+    /// The version the client knows of (the last event or bookmark).
+    reported: u64,
+    last_sent: Instant,
     deadline: Instant,
     bookmarks: bool,
-) -> io::Result<()> {
-    let mut last_sent = Instant::now();
-    let mut reported = from;
-    loop {
-        let mut lines = String::new();
-        let mut ended = false;
-        {
-            let mut st = shared.lock();
-            loop {
-                if shared.shutdown.load(Ordering::SeqCst)
-                    || st.cut_epoch != epoch
-                    || st.outage.is_some()
-                {
-                    // Cut: no final chunk, the client sees the stream break.
-                    return Ok(());
+}
+
+impl Watch {
+    /// The next lines to send, `None` at the watch's end, an error once it is cut (no final
+    /// chunk: the client sees the stream break).
+    async fn next(&mut self) -> Option<io::Result<String>> {
+        if let Some(first) = self.first.take() {
+            return Some(Ok(first));
+        }
+        if self.ended {
+            return None;
+        }
+        loop {
+            let wake = {
+                // Before looking, so that a change made meanwhile wakes the wait below.
+                self.changes.mark_unchanged();
+                let st = self.shared.lock();
+                if st.cut_epoch != self.epoch || st.outage.is_some() {
+                    return Some(Err(io::ErrorKind::ConnectionAborted.into()));
                 }
-                if from < st.compacted {
-                    lines.push_str(&gone(from, st.compacted));
-                    ended = true;
-                    break;
+                if self.from < st.compacted {
+                    self.ended = true;
+                    return Some(Ok(gone(self.from, st.compacted)));
                 }
-                for change in st
+                let lines: String = st
                     .history
                     .iter()
-                    .filter(|c| c.rv > from && c.plural == target.plural)
-                {
-                    if let Some(e) = change_event(change, filter) {
-                        lines.push_str(&e);
-                    }
-                }
-                if !lines.is_empty() {
-                    from = st.rv;
-                    reported = from;
-                    break;
-                }
-                from = st.rv;
+                    .filter(|c| c.rv > self.from && c.plural == self.target.plural)
+                    .filter_map(|c| change_event(c, &self.filter))
+                    .collect();
+                self.from = st.rv;
                 let now = Instant::now();
-                if now >= deadline {
-                    ended = true;
-                    break;
+                if !lines.is_empty() {
+                    self.reported = self.from;
+                    self.last_sent = now;
+                    return Some(Ok(lines));
                 }
-                if bookmarks && from > reported && now.duration_since(last_sent) >= BOOKMARK_EVERY {
-                    let bm = json!({"type": "BOOKMARK", "object": {
-                        "kind": target.info.kind, "apiVersion": target.info.api_version,
-                        "metadata": {"resourceVersion": from.to_string()}}});
-                    lines = format!("{bm}\n");
-                    reported = from;
-                    break;
+                if now >= self.deadline {
+                    return None;
                 }
-                let wait = WATCH_POLL.min(deadline - now);
-                st = shared
-                    .changed
-                    .wait_timeout(st, wait)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-                if peer_closed(out) {
-                    return Ok(());
+                if self.bookmarks && self.from > self.reported {
+                    let due = self.last_sent + BOOKMARK_EVERY;
+                    if now >= due {
+                        self.reported = self.from;
+                        self.last_sent = now;
+                        return Some(Ok(bookmark(&self.target, self.from, false)));
+                    }
+                    due.min(self.deadline)
+                } else {
+                    self.deadline
                 }
+            };
+            tokio::select! {
+                _ = self.changes.changed() => {}
+                () = tokio::time::sleep_until(wake) => {}
             }
         }
-        if !lines.is_empty() {
-            write_chunk(out, &lines)?;
-            last_sent = Instant::now();
-        }
-        if ended {
-            return write_chunk(out, "");
-        }
     }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.shared.lock().open_watches -= 1;
+    }
+}
+
+/// A `BOOKMARK` at version `rv`; the one after the initial events says so.
+fn bookmark(target: &Target, rv: u64, initial_events_end: bool) -> String {
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if initial_events_end {
+        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    let object = json!({
+        "kind": target.info.kind, "apiVersion": target.info.api_version, "metadata": metadata,
+    });
+    format!("{}\n", json!({"type": "BOOKMARK", "object": object}))
 }
 
 fn gone(n: u64, compacted: u64) -> String {
@@ -1258,62 +1116,33 @@ fn change_event(change: &Change, filter: &Filter) -> Option<String> {
     }
 }
 
-/// True when the client has closed its end (checked without blocking).
-fn peer_closed(stream: &TcpStream) -> bool {
-    if stream.set_nonblocking(true).is_err() {
-        return true;
-    }
-    let mut buf = [0u8; 1];
-    let closed = match stream.peek(&mut buf) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
-    };
-    let _ = stream.set_nonblocking(false);
-    closed
+/// A response with the headers the real API server sends (hyper adds `Date` and the length).
+fn response(code: u16, content_type: &'static str, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::from_u16(code).expect("a valid status code");
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    response
 }
 
-fn write_chunk(out: &mut TcpStream, data: &str) -> io::Result<()> {
-    let mut buf = Vec::with_capacity(data.len() + 16);
-    write!(buf, "{:x}\r\n", data.len())?;
-    buf.extend_from_slice(data.as_bytes());
-    buf.extend_from_slice(b"\r\n");
-    out.write_all(&buf)?;
-    out.flush()
+/// A whole body (it never fails; the error type is the watches').
+fn full(body: String) -> Body {
+    Full::new(Bytes::from(body))
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
-fn respond(
-    out: &mut TcpStream,
-    code: u16,
-    reason: &str,
-    content_type: &str,
-    body: &str,
-    close: bool,
-) -> io::Result<()> {
-    let mut buf = Vec::with_capacity(body.len() + 200);
-    write!(
-        buf,
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-cache, private\r\nDate: {}\r\n{}\r\n",
-        body.len(),
-        http_date(),
-        if close { "Connection: close\r\n" } else { "" }
-    )?;
-    buf.extend_from_slice(body.as_bytes());
-    out.write_all(&buf)?;
-    out.flush()
+fn json_reply(code: u16, body: &Value) -> Response<Body> {
+    response(code, "application/json", full(body.to_string()))
 }
 
-fn reason_phrase(code: u16) -> &'static str {
-    match code {
-        200 => "OK",
-        201 => "Created",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        410 => "Gone",
-        503 => "Service Unavailable",
-        _ => "Error",
-    }
+/// Makes `response` its connection's last: hyper closes the connection after it.
+fn closing(mut response: Response<Body>) -> Response<Body> {
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 fn status_json(code: u16, reason: &str, message: &str) -> Value {
@@ -1492,13 +1321,13 @@ fn patch_status(shared: &Arc<Shared>, req: &Request) -> (u16, Value) {
         Err(err) => return (400, status_json(400, "BadRequest", &err.to_string())),
     };
     let key = ("traces".to_owned(), (*ns).to_owned(), (*name).to_owned());
-    let mut st = shared.lock();
-    let Some(old) = st.objects.get(&key).cloned() else {
+    let st = shared.lock();
+    let Some(mut obj) = st.objects.get(&key).cloned() else {
         let msg = format!("traces.tools.swoll.criticalstack.com \"{name}\" not found");
         return (404, status_json(404, "NotFound", &msg));
     };
     if let Some(wanted) = patch["metadata"]["resourceVersion"].as_str()
-        && Some(wanted) != old["metadata"]["resourceVersion"].as_str()
+        && Some(wanted) != obj["metadata"]["resourceVersion"].as_str()
     {
         let msg = format!(
             "Operation cannot be fulfilled on traces.tools.swoll.criticalstack.com \"{name}\": \
@@ -1507,23 +1336,10 @@ fn patch_status(shared: &Arc<Shared>, req: &Request) -> (u16, Value) {
         );
         return (409, status_json(409, "Conflict", &msg));
     }
-    let mut obj = old.clone();
     if let Some(status) = patch.get("status") {
         merge_patch(&mut obj["status"], status);
     }
-    st.rv += 1;
-    let rv = st.rv;
-    obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-    st.objects.insert(key, obj.clone());
-    st.record(Change {
-        rv,
-        plural: "traces".to_owned(),
-        old: Some(old),
-        new: Some(obj.clone()),
-    });
-    drop(st);
-    shared.changed.notify_all();
-    (200, obj)
+    (200, shared.store(st, key, obj))
 }
 
 /// Where the paths of namespaced core objects start.
@@ -1554,8 +1370,8 @@ fn patch_configmap(shared: &Arc<Shared>, req: &Request) -> (u16, Value) {
         (*ns).to_owned(),
         (*name).to_owned(),
     );
-    let mut st = shared.lock();
-    let Some(old) = st.objects.get(&key).cloned() else {
+    let st = shared.lock();
+    let Some(mut obj) = st.objects.get(&key).cloned() else {
         let msg = format!("configmaps \"{name}\" not found");
         return (404, status_json(404, "NotFound", &msg));
     };
@@ -1563,7 +1379,7 @@ fn patch_configmap(shared: &Arc<Shared>, req: &Request) -> (u16, Value) {
         .as_object_mut()
         .and_then(|m| m.remove("resourceVersion"));
     if let Some(wanted) = wanted
-        && wanted.as_str() != old["metadata"]["resourceVersion"].as_str()
+        && wanted.as_str() != obj["metadata"]["resourceVersion"].as_str()
     {
         let msg = format!(
             "Operation cannot be fulfilled on configmaps \"{name}\": the object has been \
@@ -1571,23 +1387,10 @@ fn patch_configmap(shared: &Arc<Shared>, req: &Request) -> (u16, Value) {
         );
         return (409, status_json(409, "Conflict", &msg));
     }
-    let mut obj = old.clone();
     if let Some(metadata) = patch.get("metadata") {
         merge_patch(&mut obj["metadata"], metadata);
     }
-    st.rv += 1;
-    let rv = st.rv;
-    obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-    st.objects.insert(key, obj.clone());
-    st.record(Change {
-        rv,
-        plural: "configmaps".to_owned(),
-        old: Some(old),
-        new: Some(obj.clone()),
-    });
-    drop(st);
-    shared.changed.notify_all();
-    (200, obj)
+    (200, shared.store(st, key, obj))
 }
 
 /// Applies JSON merge patch `patch` (RFC 7386) to `target`.
@@ -1650,53 +1453,11 @@ fn plural_of(kind: &str) -> String {
     }
 }
 
-/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's civil_from_days).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-fn now_parts() -> (i64, u32, u32, u64, i64) {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64;
-    let (y, m, d) = civil(days);
-    (y, m, d, secs % 86_400, days)
-}
-
 /// Now as the API server writes timestamps: `2026-01-02T03:04:05Z`.
 pub fn rfc3339_now() -> String {
-    let (y, m, d, s, _) = now_parts();
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
-}
-
-fn http_date() -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let (y, m, d, s, days) = now_parts();
-    format!(
-        "{}, {d:02} {} {y} {:02}:{:02}:{:02} GMT",
-        DAYS[days.rem_euclid(7) as usize],
-        MONTHS[(m - 1) as usize],
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// A full `Pod` as the API server returns it: spec (`nodeName`, one container per entry),
