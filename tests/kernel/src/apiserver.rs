@@ -1249,6 +1249,9 @@ fn field_value(obj: &Value, path: &str) -> String {
     }
 }
 
+/// A `labelSelector` query parameter, parsed as the API server does. Ours, not a library's:
+/// kube-rs builds selectors (`kube::core::Selector`) and writes them as this syntax, but parses
+/// none from it, and this parsing is the server's behaviour the tests rely on.
 fn parse_label_selector(sel: &str) -> Result<Vec<LabelReq>, String> {
     // Splits on commas outside parentheses.
     let mut terms = Vec::new();
