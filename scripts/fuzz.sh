@@ -8,7 +8,7 @@
 # (nightly, cargo-fuzz).
 #
 #   scripts/fuzz.sh                           every target, 30 s each (about 2 minutes of runs
-#                                             after a build of 2-9 minutes)
+#                                             after a first build of about 2 minutes)
 #   SWOLL_FUZZ_SECONDS=600 scripts/fuzz.sh    longer runs
 #   scripts/fuzz.sh cgroup_path trace_spec    only these targets
 #
