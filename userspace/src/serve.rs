@@ -18,11 +18,10 @@ use crate::{
     resolver::{PodIndex, Processes, Resolver, pods, procfs::Procfs},
     trace::{
         agent::{self, TraceAgentOptions, TraceHub},
-        resource,
-        selector::PodQuery,
-        started,
+        resource, started,
     },
 };
+use swoll_decode::trace::selector::PodQuery;
 use swoll_maps_schema::{
     histogram::LatencyBuckets,
     metrics::{MetricKey, MetricValue},

@@ -36,12 +36,12 @@ use ratatui::{
     text::{Line, Span},
     widgets::{Block, Cell, Paragraph, Row as TableRow, Sparkline, Table},
 };
+use swoll_decode::trace::selector::PodQuery;
 
 use crate::{
     loader::{self, LoadOptions, Probes},
     metrics::{self, Row},
     resolver::{PodIndex, Resolver, pods, procfs::Procfs},
-    trace::selector::PodQuery,
 };
 
 /// Settings of `swoll top`, validated (built by [`crate::cli::TopArgs::into_options`]).

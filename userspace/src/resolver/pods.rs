@@ -12,9 +12,9 @@ use kube::{
     Api, Client, ResourceExt as _,
     runtime::{WatchStreamExt as _, reflector, watcher},
 };
+use swoll_decode::trace::{event::Container, selector::PodQuery};
 
 use super::{PodIndex, Workload};
-use crate::trace::{event::Container, selector::PodQuery};
 
 /// The node's pods, as the reflector last saw them.
 #[derive(Clone)]
