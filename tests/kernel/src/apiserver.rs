@@ -371,13 +371,22 @@ impl FakeApiServer {
         self.set_outage(down.then_some(Outage::Reset));
     }
 
-    /// Starts (`Some`) or ends (`None`) an outage of the given kind; starting one cuts every
-    /// open connection.
+    /// Starts (`Some`) or ends (`None`) an outage of the given kind: a [`Outage::Reset`] cuts
+    /// every open connection, an [`Outage::Unavailable`] the open watches.
     pub fn set_outage(&self, outage: Option<Outage>) {
         let mut st = self.shared.lock();
         st.outage = outage;
-        if outage.is_some() {
-            self.shared.cut_all(&mut st);
+        match outage {
+            Some(Outage::Reset) => self.shared.cut_all(&mut st),
+            // Open watches end; idle keep-alive connections stay and get a 503 at their next
+            // request, as from a real server gone unhealthy (closing them here would race a
+            // client's next request on them into a reset, which no client retries).
+            Some(Outage::Unavailable) => {
+                st.cut_epoch += 1;
+                drop(st);
+                self.shared.notify();
+            }
+            None => {}
         }
     }
 
