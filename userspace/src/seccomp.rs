@@ -798,7 +798,7 @@ pub mod client {
     use std::{
         io::{Read, Write},
         net::{TcpStream, ToSocketAddrs as _},
-        path::PathBuf,
+        path::{Path, PathBuf},
         sync::Arc,
         time::Duration,
     };
@@ -937,7 +937,7 @@ pub mod client {
                     }
                     None => ServerName::try_from(host.to_owned()).map_err(|_| bad())?,
                 };
-                Some((tls_config(opts.ca_file.as_ref(), &url)?, name))
+                Some((tls_config(opts.ca_file.as_deref(), &url)?, name))
             } else {
                 None
             };
@@ -1019,14 +1019,14 @@ pub mod client {
 
     /// A TLS client verifying against the certificates of `ca_file`, or the system's roots.
     fn tls_config(
-        ca_file: Option<&PathBuf>,
+        ca_file: Option<&Path>,
         agent: &str,
     ) -> Result<Arc<rustls::ClientConfig>, ClientError> {
         let mut roots = rustls::RootCertStore::empty();
         match ca_file {
             Some(path) => {
                 let roots_error = |reason: String| ClientError::Roots {
-                    path: path.clone(),
+                    path: path.to_owned(),
                     reason,
                 };
                 let certs = CertificateDer::pem_file_iter(path)

@@ -1328,30 +1328,14 @@ fn patch_status(shared: &Arc<Shared>, req: &Request) -> (u16, Value) {
         let msg = "the fake API server only patches the status of Traces";
         return (405, status_json(405, "MethodNotAllowed", msg));
     };
-    let patch: Value = match serde_json::from_slice(&req.body) {
-        Ok(patch) => patch,
-        Err(err) => return (400, status_json(400, "BadRequest", &err.to_string())),
-    };
     let key = ("traces".to_owned(), (*ns).to_owned(), (*name).to_owned());
-    let st = shared.lock();
-    let Some(mut obj) = st.objects.get(&key).cloned() else {
-        let msg = format!("traces.tools.swoll.criticalstack.com \"{name}\" not found");
-        return (404, status_json(404, "NotFound", &msg));
-    };
-    if let Some(wanted) = patch["metadata"]["resourceVersion"].as_str()
-        && Some(wanted) != obj["metadata"]["resourceVersion"].as_str()
-    {
-        let msg = format!(
-            "Operation cannot be fulfilled on traces.tools.swoll.criticalstack.com \"{name}\": \
-             the object has been modified; please apply your changes to the latest version and \
-             try again"
-        );
-        return (409, status_json(409, "Conflict", &msg));
-    }
-    if let Some(status) = patch.get("status") {
-        merge_patch(&mut obj["status"], status);
-    }
-    (200, shared.store(st, key, obj))
+    merge_patch_of(
+        shared,
+        &req.body,
+        key,
+        "traces.tools.swoll.criticalstack.com",
+        "status",
+    )
 }
 
 /// Where the paths of namespaced core objects start.
@@ -1373,18 +1357,33 @@ fn patch_configmap(shared: &Arc<Shared>, req: &Request) -> (u16, Value) {
         let msg = "the fake API server only patches ConfigMaps and the status of Traces";
         return (405, status_json(405, "MethodNotAllowed", msg));
     };
-    let mut patch: Value = match serde_json::from_slice(&req.body) {
-        Ok(patch) => patch,
-        Err(err) => return (400, status_json(400, "BadRequest", &err.to_string())),
-    };
     let key = (
         "configmaps".to_owned(),
         (*ns).to_owned(),
         (*name).to_owned(),
     );
+    merge_patch_of(shared, &req.body, key, "configmaps", "metadata")
+}
+
+/// What both PATCHes share: `body` parsed as a JSON merge patch, the object at `key` found
+/// (404 naming `resource` when absent), the patch's `metadata.resourceVersion`, if any, checked
+/// against the object's (409 when it differs) and taken out, the patch's `field` merged into
+/// the object's, and the object stored with a new resourceVersion.
+fn merge_patch_of(
+    shared: &Arc<Shared>,
+    body: &[u8],
+    key: Key,
+    resource: &str,
+    field: &str,
+) -> (u16, Value) {
+    let mut patch: Value = match serde_json::from_slice(body) {
+        Ok(patch) => patch,
+        Err(err) => return (400, status_json(400, "BadRequest", &err.to_string())),
+    };
     let st = shared.lock();
+    let name = &key.2;
     let Some(mut obj) = st.objects.get(&key).cloned() else {
-        let msg = format!("configmaps \"{name}\" not found");
+        let msg = format!("{resource} \"{name}\" not found");
         return (404, status_json(404, "NotFound", &msg));
     };
     let wanted = patch["metadata"]
@@ -1394,13 +1393,13 @@ fn patch_configmap(shared: &Arc<Shared>, req: &Request) -> (u16, Value) {
         && wanted.as_str() != obj["metadata"]["resourceVersion"].as_str()
     {
         let msg = format!(
-            "Operation cannot be fulfilled on configmaps \"{name}\": the object has been \
+            "Operation cannot be fulfilled on {resource} \"{name}\": the object has been \
              modified; please apply your changes to the latest version and try again"
         );
         return (409, status_json(409, "Conflict", &msg));
     }
-    if let Some(metadata) = patch.get("metadata") {
-        merge_patch(&mut obj["metadata"], metadata);
+    if let Some(part) = patch.get(field) {
+        merge_patch(&mut obj[field], part);
     }
     (200, shared.store(st, key, obj))
 }
