@@ -9,7 +9,7 @@
 #
 #   SWOLL_ARM64_KERNELS="bookworm trixie"  the kernels (suites, version prefixes or packages, as
 #                                          fetch-kernels.sh takes them): 6.1 and 6.12 by default
-#   SWOLL_ARM64_TESTS="counts pidns latency trace selftest"   the test targets of swoll-kernel-tests
+#   SWOLL_ARM64_TESTS="counts pidns latency slots trace selftest"   the test targets of swoll-kernel-tests
 #                                          to run: the ones whose subject is the architecture
 #                                          (syscall numbers and names, pt_regs, the pid-namespace
 #                                          read through task_struct, the argument registers)
@@ -55,7 +55,7 @@ flock 8
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 log "cross-building swoll and the kernel tests for $TRIPLE"
 cargo build --release --locked --target "$TRIPLE" # as scripts/image-binary.sh builds the image's
-read -ra tests <<<"${SWOLL_ARM64_TESTS:-counts pidns latency trace selftest}"
+read -ra tests <<<"${SWOLL_ARM64_TESTS:-counts pidns latency slots trace selftest}"
 json=$(cargo test --release --locked --target "$TRIPLE" -p swoll-kernel-tests --no-run \
 	"${tests[@]/#/--test=}" --message-format=json) ||
 	{ log "the kernel tests do not build for $TRIPLE"; exit 1; }

@@ -8,11 +8,21 @@
 /// Name of the global [`ProbeConfig`] in the probes' object file.
 pub const GLOBAL: &str = "SWOLL_CONFIG";
 
-/// Name of the one-entry `Array<u32>` holding the agent's tgid, which the probes leave out
-/// unless [`FLAG_COUNT_SELF`] (0: nobody). A map, not a field of [`ProbeConfig`]: pinned
+/// Name of the `Array<u32>` the agent writes while the probes run: its tgid at [`SELF_TGID`],
+/// which the probes leave out unless [`FLAG_COUNT_SELF`] (0: nobody), and its read epoch at
+/// [`SELF_EPOCH`] (see [`crate::slots`]). A map, not a field of [`ProbeConfig`]: pinned
 /// programs outlive the agent that loaded them, and the next agent that takes them over
-/// writes its own tgid here.
+/// writes its own values here.
 pub const SELF_MAP: &str = "SWOLL_SELF";
+
+/// Index of the agent's tgid in [`SELF_MAP`].
+pub const SELF_TGID: u32 = 0;
+
+/// Index of the agent's read epoch in [`SELF_MAP`].
+pub const SELF_EPOCH: u32 = 1;
+
+/// Entries of [`SELF_MAP`].
+pub const SELF_ENTRIES: u32 = 2;
 
 /// Count syscalls of processes in the host's pid namespace ([`ProbeConfig::host_pid_ns`]).
 pub const FLAG_COUNT_HOST: u32 = 1 << 0;
@@ -58,7 +68,7 @@ pub struct KernelOffsets {
     /// aarch64): the `sys_exit` raw tracepoint passes only the registers and the return value.
     pub regs_syscall_nr: u32,
     /// `offsetof(struct task_struct, start_time)`: when the task was created, which with its
-    /// thread id tells one task from a later one that reuses the id (see [`crate::pidns_cache`]).
+    /// thread id tells one task from a later one that reuses the id (see [`crate::thread`]).
     pub task_start_time: u32,
 }
 

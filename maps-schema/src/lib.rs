@@ -12,14 +12,15 @@ pub mod config;
 pub mod histogram;
 pub mod metrics;
 pub mod pidns;
-pub mod pidns_cache;
+pub mod slots;
 pub mod start;
 pub mod stats;
+pub mod thread;
 pub mod trace;
 
 /// Version of this ABI. Bump it whenever a map's key or value layout changes, so that an agent
 /// can tell maps written by another layout apart from its own.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Names of the programs in the probes' object file, as userspace looks them up.
 pub mod programs {

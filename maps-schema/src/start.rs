@@ -1,9 +1,10 @@
-//! Syscall start times, per thread, from `sys_enter` to `sys_exit`.
+//! Syscall start times, per thread, from `sys_enter` to `sys_exit`, and where a thread's slot
+//! is.
 //!
-//! An array of `u64` slots indexed by the low bits of the thread id: `sys_enter` stores, and
-//! `sys_exit` reads and clears, with no hash, no lock and no allocation (the verifier inlines an
-//! array lookup into a bounds check and an add). A hash keyed by thread, as swoll first had,
-//! cost more than everything else the probes do together (issue #5's measurements).
+//! The start time is [`crate::thread::ThreadSlot::start`], in a slot indexed by the low bits of
+//! the thread id: `sys_enter` stores, and `sys_exit` reads and clears, with no hash, no lock and
+//! no allocation. A hash keyed by thread, as swoll first had, cost more than everything else the
+//! probes do together (issue #5's measurements).
 //!
 //! Thread ids are below `PID_MAX_LIMIT` (2^22), and the loader sizes the array to the running
 //! kernel's `pid_max` rounded up to a power of two, at most [`MAX_SLOT_BITS`]: below that every
@@ -16,10 +17,7 @@
 //! `exit` and `exit_group` never return: `sys_enter` stores no start for them, so a dead
 //! thread leaves no start behind for the next thread that reuses its id.
 
-/// Name of the map in the probes' object file.
-pub const MAP: &str = "SWOLL_START";
-
-/// Bits of thread id that index the array at most: 2^20 slots of 8 bytes, 8 MiB.
+/// Bits of thread id that index the array at most: 2^20 slots of 16 bytes, 16 MiB.
 pub const MAX_SLOT_BITS: u32 = 20;
 
 /// Bits of thread id that index the array at least (the smallest `pid_max` is 2^15).
@@ -47,10 +45,10 @@ pub const fn tag(tid: u32, slot_bits: u32) -> u32 {
     tid >> (slot_bits & 31)
 }
 
-/// Slots per 64-byte cache line.
-const LINE_SLOTS_BITS: u32 = 3;
+/// Slots per 64-byte cache line (a slot is 16 bytes).
+const LINE_SLOTS_BITS: u32 = 2;
 
-/// The slot of thread `tid`: the low `slot_bits` bits of `tid`, rotated right by three bits, so
+/// The slot of thread `tid`: the low `slot_bits` bits of `tid`, rotated right by two bits, so
 /// that threads with consecutive ids (the threads of one process, mostly) never share a cache
 /// line: every syscall writes its thread's slot twice, and two CPUs writing one line would
 /// pass it back and forth on every call. A rotation maps the ids below `2^slot_bits` one to
@@ -118,8 +116,8 @@ mod tests {
             seen[s] = true;
             let next = slot(tid + 1, bits) as usize;
             assert_ne!(
-                s / 8,
-                next / 8,
+                s / 4,
+                next / 4,
                 "threads {tid} and {} share a cache line",
                 tid + 1
             );

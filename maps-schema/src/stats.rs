@@ -34,11 +34,14 @@ pub enum Stat {
     /// the call is lost. Apart from [`Stat::PidNsReadFailed`] so that a broken register offset
     /// is told from a broken namespace read.
     SyscallNrReadFailed = 7,
+    /// A call of a pid namespace that found no free namespace slot (see `crate::slots`):
+    /// counted in the metrics hash instead, so not lost, but at the hash's cost.
+    NsSlotsFull = 8,
 }
 
 impl Stat {
     /// Every slot, in index order.
-    pub const ALL: [Stat; 8] = [
+    pub const ALL: [Stat; 9] = [
         Stat::MetricsUpdateFailed,
         Stat::StartDisplaced,
         Stat::PidNsReadFailed,
@@ -47,6 +50,7 @@ impl Stat {
         Stat::PidNsRecorded,
         Stat::HistogramUpdateFailed,
         Stat::SyscallNrReadFailed,
+        Stat::NsSlotsFull,
     ];
 
     /// The slots that count losses or errors, exported as `swoll_probe_errors_total`.
@@ -71,6 +75,7 @@ impl Stat {
             Stat::PidNsRecorded => "pid_ns_recorded",
             Stat::HistogramUpdateFailed => "histogram_update_failed",
             Stat::SyscallNrReadFailed => "syscall_nr_read_failed",
+            Stat::NsSlotsFull => "ns_slots_full",
         }
     }
 }

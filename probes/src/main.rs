@@ -1,8 +1,9 @@
 //! swoll's eBPF programs: count and time every syscall inside the kernel.
 //!
 //! `sys_enter` stores when each task entered a syscall; `sys_exit` adds one call and its latency
-//! to the per-CPU metrics entry of (pid namespace, syscall nr, errno). Userspace never sees single
-//! events in this mode: it reads the maps.
+//! to the per-CPU count of (pid namespace, syscall nr, errno): in the namespace's slot of an
+//! array where it has one, in a hash otherwise (`slots.rs`). Userspace never sees
+//! single events in this mode: it reads the maps.
 //!
 //! `trace_enter` and `trace_exit`, attached only while a trace runs, capture the calls the
 //! trace filter selects, with their arguments and pointed-to data, into a ring buffer.
@@ -12,6 +13,7 @@
 mod capture;
 mod config;
 mod maps;
+mod slots;
 mod sys_enter;
 mod sys_exit;
 mod task;

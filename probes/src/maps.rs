@@ -1,15 +1,21 @@
 //! The maps, named as `swoll_maps_schema` names them. Sizes here are defaults: the loader sets
 //! the real ones at load time.
 use aya_ebpf::{
+    helpers::bpf_get_current_cgroup_id,
     macros::map,
-    maps::{Array, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{
+        Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, Queue, RingBuf,
+    },
 };
 use swoll_maps_schema::{
+    config,
     histogram::{self, LatencyBuckets},
     metrics::{self, MetricKey, MetricValue},
     pidns::{self, PidNsSeen},
+    slots::{self, SlotCounts, SlotOwner},
     start,
     stats::{self, Stat},
+    thread::ThreadSlot,
     trace::{self, Captured, Rule, RuleKey, SyscallCapture, TraceEntry},
 };
 
@@ -23,15 +29,28 @@ pub static SWOLL_METRICS: LruPerCpuHashMap<MetricKey, MetricValue> =
 pub static SWOLL_HISTOGRAM: LruPerCpuHashMap<MetricKey, LatencyBuckets> =
     LruPerCpuHashMap::with_max_entries(histogram::DEFAULT_ENTRIES, 0);
 
-/// When each thread entered its current syscall, in a slot per thread id (see
-/// [`swoll_maps_schema::start`]). The loader sizes it to the running kernel's `pid_max`.
+/// Each thread's start time and namespace slot, in a slot per thread id (see
+/// [`swoll_maps_schema::thread`]). The loader sizes it to the running kernel's `pid_max`.
 #[map]
-pub static SWOLL_START: Array<u64> = Array::with_max_entries(1 << start::MIN_SLOT_BITS, 0);
+pub static SWOLL_THREADS: Array<ThreadSlot> = Array::with_max_entries(1 << start::MIN_SLOT_BITS, 0);
 
-/// Each thread's pid namespace, in the thread's slot (see [`swoll_maps_schema::pidns_cache`]).
-/// The loader sizes it like `SWOLL_START`.
+/// Calls per namespace slot, by syscall number and (for failed calls) errno (see
+/// [`swoll_maps_schema::slots`]). The loader sets the slot count (`--ns-slots`).
 #[map]
-pub static SWOLL_PIDNS_CACHE: Array<u64> = Array::with_max_entries(1 << start::MIN_SLOT_BITS, 0);
+pub static SWOLL_COUNTS: PerCpuArray<SlotCounts> =
+    PerCpuArray::with_max_entries(slots::DEFAULT_SLOTS, 0);
+
+/// Each namespace slot's generation, owner and last epoch counted in.
+#[map]
+pub static SWOLL_SLOT_OWNERS: Array<SlotOwner> = Array::with_max_entries(slots::DEFAULT_SLOTS, 0);
+
+/// The slot of each pid namespace that has one.
+#[map]
+pub static SWOLL_NS_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(slots::DEFAULT_SLOTS, 0);
+
+/// The free namespace slots, oldest freed first; the loader fills it.
+#[map]
+pub static SWOLL_FREE_SLOTS: Queue<u32> = Queue::with_max_entries(slots::DEFAULT_SLOTS, 0);
 
 /// A process and cgroup seen in each pid namespace, for userspace to resolve it later.
 #[map]
@@ -42,10 +61,10 @@ pub static SWOLL_PIDNS: LruHashMap<u32, PidNsSeen> =
 #[map]
 pub static SWOLL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stats::ENTRIES, 0);
 
-/// The agent's tgid at index 0 (0: nobody), written by the loader and again by every agent that
+/// The agent's tgid (0: nobody) and read epoch, written by the loader and by every agent that
 /// takes over pinned probes (see [`swoll_maps_schema::config::SELF_MAP`]).
 #[map]
-pub static SWOLL_SELF: Array<u32> = Array::with_max_entries(1, 0);
+pub static SWOLL_SELF: Array<u32> = Array::with_max_entries(config::SELF_ENTRIES, 0);
 
 /// Trace mode's filter: which trace slots want (pid namespace, syscall), wildcards included.
 #[map]
@@ -87,7 +106,15 @@ const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 /// Whether `tgid` is the agent's: an array lookup, which the verifier inlines.
 #[inline(always)]
 pub fn is_self(tgid: u32) -> bool {
-    SWOLL_SELF.get(0).is_some_and(|&agent| agent == tgid)
+    SWOLL_SELF
+        .get(config::SELF_TGID)
+        .is_some_and(|&agent| agent == tgid)
+}
+
+/// The agent's current read epoch (see [`swoll_maps_schema::slots`]).
+#[inline(always)]
+pub fn epoch() -> u32 {
+    SWOLL_SELF.get(config::SELF_EPOCH).copied().unwrap_or(0)
 }
 
 /// Adds one to a stats slot of this CPU.
@@ -97,5 +124,23 @@ pub fn count(stat: Stat) {
         // SAFETY: the pointer is this CPU's slot of a per-CPU array, and programs run with
         // migration disabled, so nothing else writes it concurrently.
         unsafe { *slot += 1 }
+    }
+}
+
+/// Records who was seen in `pid_ns` (on the rare paths: a new metrics key, a new namespace
+/// slot), so userspace can
+/// resolve the namespace even after every process in it has exited.
+#[inline(always)]
+pub fn remember(pid_ns: u32, pid_tgid: u64) {
+    let seen = PidNsSeen {
+        tgid: (pid_tgid >> 32) as u32,
+        _pad: 0,
+        // SAFETY: a helper with no arguments and no preconditions.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+    };
+    if SWOLL_PIDNS.insert(pid_ns, seen, 0).is_ok() {
+        count(Stat::PidNsRecorded);
+    } else {
+        count(Stat::PidNsUpdateFailed);
     }
 }

@@ -32,7 +32,7 @@ fn try_sys_enter(ctx: &RawTracePointContext) {
     }
     let tid = pid_tgid as u32;
     let bits = config::start_slot_bits();
-    let Some(slot) = maps::SWOLL_START.get_ptr_mut(start::slot(tid, bits)) else {
+    let Some(thread) = maps::SWOLL_THREADS.get_ptr_mut(start::slot(tid, bits)) else {
         return;
     };
     // SAFETY: a helper with no arguments and no preconditions.
@@ -41,10 +41,11 @@ fn try_sys_enter(ctx: &RawTracePointContext) {
     // CPU may write the same slot (two threads sharing it): each access is one aligned u64
     // load or store, so neither sees half of the other's value.
     unsafe {
-        let previous = core::ptr::read_volatile(slot);
+        let start = &raw mut (*thread).start;
+        let previous = core::ptr::read_volatile(start);
         if previous != 0 && previous >> start::TIME_BITS != u64::from(start::tag(tid, bits)) {
             maps::count(Stat::StartDisplaced);
         }
-        core::ptr::write_volatile(slot, start::value(tid, bits, now));
+        core::ptr::write_volatile(start, start::value(tid, bits, now));
     }
 }

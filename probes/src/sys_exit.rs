@@ -1,26 +1,29 @@
 //! `raw_tracepoint/sys_exit`: count the call and add its latency, keyed by
 //! (pid namespace, syscall nr, errno), and with `--histogram` add it to the key's latency
-//! histogram.
+//! histogram. A call is counted in its namespace's slot (no hash) where it has one and the slot
+//! has room; otherwise in the metrics hash (see [`swoll_maps_schema::slots`]).
 //!
 //! Arguments (`TP_PROTO(struct pt_regs *regs, long ret)`): `args[0]` the registers (the syscall
 //! number is read from them), `args[1]` the return value.
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
 use swoll_maps_schema::{
-    config::{
-        FLAG_COUNT_HOST, FLAG_COUNT_SELF, FLAG_HISTOGRAM, FLAG_TASK_BTF, FLAG_TASK_REGS, FLAG_TIME,
-    },
+    config::{FLAG_COUNT_SELF, FLAG_HISTOGRAM, FLAG_TASK_BTF, FLAG_TASK_REGS, FLAG_TIME},
     histogram::{self, LatencyBuckets},
     metrics::{MetricKey, MetricValue, errno_of},
-    pidns::PidNsSeen,
     start,
     stats::Stat,
+    thread::ThreadSlot,
 };
 
-use crate::{config, maps, task};
+use crate::{
+    config, maps,
+    slots::{self, Added, NO_SLOT},
+    task,
+};
 
 /// `BPF_NOEXIST` from `include/uapi/linux/bpf.h`.
 const BPF_NOEXIST: u64 = 1;
@@ -40,31 +43,41 @@ fn try_sys_exit(ctx: &RawTracePointContext) {
     }
     let off = config::offsets();
     let tid = pid_tgid as u32;
-    let slot_bits = config::start_slot_bits();
     let task = task::current_btf(flags & FLAG_TASK_BTF != 0);
-    let pid_ns = match task::pid_ns(&off, task, tid, slot_bits) {
-        Ok(ns) => ns,
+    let thread = maps::SWOLL_THREADS.get_ptr_mut(start::slot(tid, config::start_slot_bits()));
+    let counter = match slots::counter(flags, &off, task, thread, pid_tgid) {
+        Ok(Some(counter)) => counter,
+        Ok(None) => return,
         Err(_) => return maps::count(Stat::PidNsReadFailed),
     };
-    if flags & FLAG_COUNT_HOST == 0 && pid_ns == config::host_pid_ns() {
-        return;
-    }
     let regs: *const u8 = ctx.arg(0);
     let Ok(nr) = task::syscall_nr(regs, &off, task, flags & FLAG_TASK_REGS != 0) else {
         return maps::count(Stat::SyscallNrReadFailed);
     };
     let ret: i64 = ctx.arg(1);
+    let errno = errno_of(ret);
+    let timed = match thread {
+        Some(thread) if flags & FLAG_TIME != 0 => elapsed(thread, tid),
+        _ => None,
+    };
     let key = MetricKey {
-        pid_ns,
+        pid_ns: counter.pid_ns,
         nr,
-        errno: errno_of(ret),
+        errno,
     };
-    let timed = if flags & FLAG_TIME != 0 {
-        elapsed(pid_tgid)
+    let time_ns = timed.unwrap_or(0);
+    let added = if counter.slot != NO_SLOT {
+        slots::add(counter.slot, counter.owner, nr, errno, time_ns)
     } else {
-        None
+        Added::Missing
     };
-    record(&key, timed.unwrap_or(0), pid_tgid);
+    match added {
+        Added::Counted => {}
+        // Who made a new key is remembered, so the namespace resolves through their cgroup
+        // (a namespace's first call comes before its process joins its container's cgroup).
+        Added::First => maps::remember(counter.pid_ns, pid_tgid),
+        Added::Missing => record(&key, time_ns, pid_tgid),
+    }
     if flags & FLAG_HISTOGRAM != 0
         && let Some(time_ns) = timed
     {
@@ -81,7 +94,7 @@ fn record(key: &MetricKey, time_ns: u64, pid_tgid: u64) {
     }
     let value = MetricValue { count: 1, time_ns };
     if maps::SWOLL_METRICS.insert(key, value, BPF_NOEXIST).is_ok() {
-        remember(key.pid_ns, pid_tgid);
+        maps::remember(key.pid_ns, pid_tgid);
         return;
     }
     // Another CPU created the key between our lookup and insert: our slot of it is zero now.
@@ -117,41 +130,23 @@ fn observe(key: &MetricKey, time_ns: u64) {
 /// What a new histogram key is inserted with.
 static EMPTY: LatencyBuckets = LatencyBuckets::ZERO;
 
-/// Records who was seen in `pid_ns` (on the rare path of a new metrics key), so userspace can
-/// resolve the namespace even after every process in it has exited.
+/// Nanoseconds since this thread, whose slot is `thread`, entered its syscall, or `None`
+/// (counted) when its start is unknown. Clears the start, so that if the kernel skips this
+/// thread's next `sys_enter` (a preempted probe on 7.x) its `sys_exit` finds no start instead of
+/// this stale one.
 #[inline(always)]
-fn remember(pid_ns: u32, pid_tgid: u64) {
-    let seen = PidNsSeen {
-        tgid: (pid_tgid >> 32) as u32,
-        _pad: 0,
-        // SAFETY: a helper with no arguments and no preconditions.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-    };
-    if maps::SWOLL_PIDNS.insert(pid_ns, seen, 0).is_ok() {
-        maps::count(Stat::PidNsRecorded);
-    } else {
-        maps::count(Stat::PidNsUpdateFailed);
-    }
-}
-
-/// Nanoseconds since this thread entered its syscall, or `None` (counted) when its start is
-/// unknown. Clears the start, so that if the kernel skips this thread's next `sys_enter` (a
-/// preempted probe on 7.x) its `sys_exit` finds no start instead of this stale one.
-#[inline(always)]
-fn elapsed(pid_tgid: u64) -> Option<u64> {
-    let tid = pid_tgid as u32;
+fn elapsed(thread: *mut ThreadSlot, tid: u32) -> Option<u64> {
     let bits = config::start_slot_bits();
-    if let Some(slot) = maps::SWOLL_START.get_ptr_mut(start::slot(tid, bits)) {
-        // SAFETY: a helper with no arguments and no preconditions.
-        let now = unsafe { bpf_ktime_get_ns() };
-        // SAFETY: a pointer into the array map's value area, valid for the program's run; one
-        // aligned u64 load and store each (see `sys_enter`).
-        unsafe {
-            let value = core::ptr::read_volatile(slot);
-            if let Some(ns) = start::elapsed(value, tid, bits, now) {
-                core::ptr::write_volatile(slot, 0);
-                return Some(ns);
-            }
+    // SAFETY: a helper with no arguments and no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a pointer into the array map's value area, valid for the program's run; one
+    // aligned u64 load and store each (see `sys_enter`).
+    unsafe {
+        let start = &raw mut (*thread).start;
+        let value = core::ptr::read_volatile(start);
+        if let Some(ns) = start::elapsed(value, tid, bits, now) {
+            core::ptr::write_volatile(start, 0);
+            return Some(ns);
         }
     }
     maps::count(Stat::StartMissing);

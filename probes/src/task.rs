@@ -3,9 +3,7 @@ use aya_ebpf::helpers::{
     bpf_get_current_task, bpf_probe_read_kernel,
     generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
 };
-use swoll_maps_schema::{config::KernelOffsets, pidns_cache, start, trace::TraceOffsets};
-
-use crate::maps;
+use swoll_maps_schema::{config::KernelOffsets, thread, trace::TraceOffsets};
 
 /// The current task as the BTF-typed pointer direct loads need, when the kernel has
 /// `bpf_get_current_task_btf` (5.11+; `task_btf` is decided by the loader and constant for the
@@ -21,17 +19,11 @@ pub fn current_btf(task_btf: bool) -> Option<*const u8> {
 /// <https://github.com/torvalds/linux/blob/v6.18/include/linux/pid.h> and `task_active_pid_ns`).
 ///
 /// Offsets come from the running kernel's BTF. With the BTF-typed `task` of [`current_btf`]
-/// (kernel 5.11+) the namespace is looked up in the thread's slot of the cache first (see [`swoll_maps_schema::pidns_cache`]),
-/// and a miss walks the first two steps with direct loads from the BTF-typed current task;
-/// otherwise every step is a `bpf_probe_read_kernel`. Both fail cleanly, never fault, on a bad
-/// pointer.
+/// (kernel 5.11+) the first two steps are direct loads; otherwise every step is a
+/// `bpf_probe_read_kernel`. Both fail cleanly, never fault, on a bad pointer. `sys_exit` walks
+/// this once per thread where it can (see [`swoll_maps_schema::thread`]).
 #[inline(always)]
-pub fn pid_ns(
-    off: &KernelOffsets,
-    task: Option<*const u8>,
-    tid: u32,
-    slot_bits: u32,
-) -> Result<u32, i32> {
+pub fn pid_ns(off: &KernelOffsets, task: Option<*const u8>) -> Result<u32, i32> {
     let Some(task) = task else {
         // SAFETY: every dereference goes through `bpf_probe_read_kernel`.
         return unsafe {
@@ -43,29 +35,24 @@ pub fn pid_ns(
         };
     };
     // SAFETY: direct loads happen only from the BTF-typed task pointer and what the verifier
-    // derives from it (it checks each against the kernel's BTF and makes it fault-safe); the
-    // cache slot is a pointer into an array map's values, one aligned u64 load or store (two
-    // threads that share a slot never see half of each other's value); every other dereference
-    // goes through `bpf_probe_read_kernel`.
+    // derives from it (it checks each against the kernel's BTF and makes it fault-safe); every
+    // other dereference goes through `bpf_probe_read_kernel`.
     unsafe {
-        let start_time: u64 =
-            core::ptr::read_volatile(task.add(off.task_start_time as usize).cast());
-        let fingerprint = pidns_cache::fingerprint(tid, start_time);
-        let slot = maps::SWOLL_PIDNS_CACHE.get_ptr_mut(start::slot(tid, slot_bits));
-        if let Some(slot) = slot
-            && let Some(ns) = pidns_cache::pid_ns(core::ptr::read_volatile(slot), fingerprint)
-        {
-            return Ok(ns);
-        }
         let pid: *const u8 =
             core::ptr::read_volatile(task.add(off.task_thread_pid as usize).cast());
         let level: u32 = core::ptr::read_volatile(pid.add(off.pid_level as usize).cast());
-        let ns = ns_of(pid, level, off)?;
-        if let Some(slot) = slot {
-            core::ptr::write_volatile(slot, pidns_cache::value(fingerprint, ns));
-        }
-        Ok(ns)
+        ns_of(pid, level, off)
     }
+}
+
+/// The [`thread::fingerprint`] of the BTF-typed current `task`, whose thread id is `tid`.
+#[inline(always)]
+pub fn fingerprint(off: &KernelOffsets, task: *const u8, tid: u32) -> u32 {
+    // SAFETY: a direct load from the BTF-typed task pointer, which the verifier checks against
+    // the kernel's BTF and makes fault-safe.
+    let start_time: u64 =
+        unsafe { core::ptr::read_volatile(task.add(off.task_start_time as usize).cast()) };
+    thread::fingerprint(tid, start_time)
 }
 
 /// `pid->numbers[level].ns->ns.inum`, through `bpf_probe_read_kernel` (the index is variable,

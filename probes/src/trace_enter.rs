@@ -37,7 +37,7 @@ fn try_trace_enter(ctx: &RawTracePointContext) {
     let nr = ctx.arg::<i64>(1) as u32;
     let off = config::offsets();
     let task = task::current_btf(config::flags() & FLAG_TASK_BTF != 0);
-    let Ok(pid_ns) = task::pid_ns(&off, task, pid_tgid as u32, config::start_slot_bits()) else {
+    let Ok(pid_ns) = task::pid_ns(&off, task) else {
         return maps::count(Stat::PidNsReadFailed);
     };
     let traces = rule(pid_ns, nr)

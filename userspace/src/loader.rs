@@ -13,7 +13,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, Queue, RingBuf},
     programs::{
         ProgramFd, ProgramType, RawTracePoint,
         links::{FdLink, PinnedLink},
@@ -29,13 +29,15 @@ use swoll_maps_schema::{
     histogram::{self, LatencyBuckets},
     metrics::{self, MetricKey, MetricValue},
     pidns::{self, PidNsSeen},
-    pidns_cache, programs, start, stats,
+    programs,
+    slots::{self, SlotCounts, SlotOwner},
+    start, stats, thread,
     trace::{self, Rule, RuleKey, SyscallCapture, TraceConfig},
 };
 
 use crate::{
     btf::{self, Btf, BtfError},
-    maps::{Maps, RunStats},
+    maps::{Maps, RunStats, Slots},
     pins::{self, Fingerprint, PinPathError},
 };
 
@@ -47,6 +49,10 @@ static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sw
 pub struct LoadOptions {
     /// Entries of the metrics map: distinct (pid-ns, syscall, errno) keys kept in the kernel.
     pub map_size: u32,
+    /// Namespace slots: pid namespaces whose calls are counted without a hash (see
+    /// [`swoll_maps_schema::slots`]); 0 counts everything in the hash. Unused on kernels
+    /// without `bpf_get_current_task_btf` (before 5.11).
+    pub ns_slots: u32,
     /// Count processes of the host pid namespace.
     pub count_host: bool,
     /// Count the agent's own syscalls.
@@ -75,6 +81,7 @@ impl LoadOptions {
     pub fn for_this_process(host_pid_ns: u32) -> Self {
         Self {
             map_size: metrics::DEFAULT_ENTRIES,
+            ns_slots: slots::DEFAULT_SLOTS,
             count_host: true,
             count_self: false,
             time: true,
@@ -120,6 +127,9 @@ pub enum LoadError {
     /// `--map-size` is out of range.
     #[error("map size {0} is out of range (1..=16777216)")]
     MapSize(u32),
+    /// `--ns-slots` is out of range.
+    #[error("namespace slots {0} out of range (0..=65536)")]
+    NsSlots(u32),
     /// The trace ring buffer size is not a power of two between 4 KiB and 1 GiB.
     #[error("trace ring buffer size {0} is not a power of two in 4096..=1073741824")]
     RingSize(u32),
@@ -244,11 +254,19 @@ impl std::fmt::Debug for Probes {
 }
 
 /// The maps a pin set holds, and so the maps userspace reads: `SWOLL_HISTOGRAM` only with
-/// histograms.
-fn pinned_maps(histogram: bool) -> Vec<&'static str> {
+/// histograms, the namespace slots' only with slots.
+fn pinned_maps(histogram: bool, slots: bool) -> Vec<&'static str> {
     let mut maps = vec![metrics::MAP, pidns::MAP, stats::MAP, config::SELF_MAP];
     if histogram {
         maps.push(histogram::MAP);
+    }
+    if slots {
+        maps.extend([
+            slots::COUNTS_MAP,
+            slots::OWNERS_MAP,
+            slots::NS_MAP,
+            slots::FREE_MAP,
+        ]);
     }
     maps
 }
@@ -287,8 +305,8 @@ fn hooks(time: bool) -> &'static [Hook] {
 
 /// Every file of a complete pin set: a set lacking one (an older agent's, which pinned no
 /// programs, or one whose removal was cut short) is replaced, not taken over.
-fn set_files(histogram: bool, time: bool) -> Vec<&'static str> {
-    let mut files = pinned_maps(histogram);
+fn set_files(histogram: bool, slots: bool, time: bool) -> Vec<&'static str> {
+    let mut files = pinned_maps(histogram, slots);
     for hook in hooks(time) {
         files.extend([hook.program_pin, hook.link_pin]);
     }
@@ -299,7 +317,8 @@ fn set_files(histogram: bool, time: bool) -> Vec<&'static str> {
 /// sizes the loader gives the maps userspace reads. Whatever else shapes a load (the start-time
 /// map's size, the kernel's offsets, the flags) is in the config; a different fingerprint is a
 /// different pin set.
-fn fingerprint(config: &ProbeConfig, map_size: u32, histogram_entries: u32) -> Fingerprint {
+fn fingerprint(plan: &Plan<'_>) -> Fingerprint {
+    let config = &plan.config;
     // SAFETY: `ProbeConfig` is `#[repr(C)]` plain `u32`s without padding (`aya::Pod`, its size
     // checked at compile time), so all its bytes are initialised; the slice lives no longer
     // than the borrow of `config`.
@@ -313,8 +332,9 @@ fn fingerprint(config: &ProbeConfig, map_size: u32, histogram_entries: u32) -> F
         .with(PROBES)
         .with(&swoll_maps_schema::ABI_VERSION.to_le_bytes())
         .with(config_bytes)
-        .with(&map_size.to_le_bytes())
-        .with(&histogram_entries.to_le_bytes())
+        .with(&plan.opts.map_size.to_le_bytes())
+        .with(&plan.histogram_entries.to_le_bytes())
+        .with(&plan.ns_slots.to_le_bytes())
 }
 
 /// A load's settings once resolved against the running kernel.
@@ -327,6 +347,8 @@ struct Plan<'a> {
     histogram: bool,
     /// Entries of the histogram map: the least the kernel accepts when it is unused.
     histogram_entries: u32,
+    /// Namespace slots: `opts.ns_slots` where the kernel can use them, else 0.
+    ns_slots: u32,
 }
 
 /// Loads the probes with `opts` and attaches them to `raw_syscalls` `sys_enter`/`sys_exit`.
@@ -340,6 +362,9 @@ struct Plan<'a> {
 pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
     if opts.map_size == 0 || opts.map_size > 1 << 24 {
         return Err(LoadError::MapSize(opts.map_size));
+    }
+    if opts.ns_slots > slots::MAX_SLOTS {
+        return Err(LoadError::NsSlots(opts.ns_slots));
     }
     raise_memlock_limit();
     let offsets = btf::kernel_offsets(&Btf::from_file(&opts.btf_path)?)?;
@@ -372,6 +397,8 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
         } else {
             unused_map_entries()
         },
+        // The slots' cache is the thread's word, which needs the BTF-typed task.
+        ns_slots: if has_task_btf() { opts.ns_slots } else { 0 },
     };
     match &opts.pin_path {
         None => load_new(&plan, None),
@@ -382,9 +409,9 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, LoadError> {
 /// [`load`] with a pin path: take over this load's set, or replace every set with a new one.
 fn load_pinned(plan: &Plan<'_>, pin_path: &Path) -> Result<Probes, LoadError> {
     pins::prepare(pin_path)?;
-    let name = fingerprint(&plan.config, plan.opts.map_size, plan.histogram_entries).name();
+    let name = fingerprint(plan).name();
     let set = pin_path.join(name);
-    if let Some(probes) = take_over(&set, plan.opts, plan.histogram) {
+    if let Some(probes) = take_over(&set, plan) {
         for old in pins::remove_sets_except(pin_path, Some(&set))? {
             log_removed(&old, &set);
         }
@@ -440,16 +467,21 @@ fn log_removed(old: &Path, set: &Path) {
 /// The probes returned are not marked as pinned: the caller does that once the set is in place.
 fn load_new(plan: &Plan<'_>, staging: Option<&Path>) -> Result<Probes, LoadError> {
     let opts = plan.opts;
-    let start_slots = 1 << plan.config.start_slot_bits;
+    let threads = if opts.time || plan.ns_slots > 0 {
+        1 << plan.config.start_slot_bits
+    } else {
+        1
+    };
+    let slot_entries = plan.ns_slots.max(1);
     let mut ebpf = EbpfLoader::new()
         .override_global(config::GLOBAL, &plan.config, true)
         .map_max_entries(metrics::MAP, opts.map_size)
         .map_max_entries(histogram::MAP, plan.histogram_entries)
-        .map_max_entries(start::MAP, if opts.time { start_slots } else { 1 })
-        .map_max_entries(
-            pidns_cache::MAP,
-            if has_task_btf() { start_slots } else { 1 },
-        )
+        .map_max_entries(thread::MAP, threads)
+        .map_max_entries(slots::COUNTS_MAP, slot_entries)
+        .map_max_entries(slots::OWNERS_MAP, slot_entries)
+        .map_max_entries(slots::NS_MAP, slot_entries)
+        .map_max_entries(slots::FREE_MAP, slot_entries)
         // The trace maps belong to `load_trace`'s load: the least the kernel accepts here.
         .map_max_entries(trace::RULES_MAP, 1)
         .map_max_entries(trace::ENTRY_MAP, unused_map_entries())
@@ -459,6 +491,7 @@ fn load_new(plan: &Plan<'_>, staging: Option<&Path>) -> Result<Probes, LoadError
         .map_err(LoadError::Load)?;
 
     set_self(&mut ebpf, self_entry(opts))?;
+    fill_slots(&mut ebpf, plan.ns_slots)?;
     let mut programs = Vec::new();
     let mut links = Vec::new();
     for hook in hooks(opts.time) {
@@ -467,10 +500,11 @@ fn load_new(plan: &Plan<'_>, staging: Option<&Path>) -> Result<Probes, LoadError
         links.push(link);
     }
     if let Some(staging) = staging {
-        links = pin(&mut ebpf, staging, plan.histogram, hooks(opts.time), links)?;
+        let maps = pinned_maps(plan.histogram, plan.ns_slots > 0);
+        links = pin(&mut ebpf, staging, &maps, hooks(opts.time), links)?;
     }
     let counting_since = crate::host::since_boot();
-    let maps = user_maps(plan.histogram, opts.map_size, |name| {
+    let maps = user_maps(plan, |name| {
         ebpf.take_map(name).ok_or(LoadError::MissingMap(name))
     })?;
     Ok(Probes {
@@ -497,6 +531,37 @@ fn set_self(ebpf: &mut Ebpf, tgid: u32) -> Result<(), LoadError> {
     write_self(map, tgid)
 }
 
+/// Gives the `ns_slots` namespace slots of a fresh load generation 1 and puts them on the free
+/// queue (see [`swoll_maps_schema::slots`]), before anything is attached.
+fn fill_slots(ebpf: &mut Ebpf, ns_slots: u32) -> Result<(), LoadError> {
+    fn typed<'a, M: TryFrom<&'a mut Map, Error = aya::maps::MapError>>(
+        ebpf: &'a mut Ebpf,
+        name: &'static str,
+    ) -> Result<M, LoadError> {
+        ebpf.map_mut(name)
+            .ok_or(LoadError::MissingMap(name))?
+            .try_into()
+            .map_err(|source| LoadError::Map { name, source })
+    }
+    let mut owners: Array<&mut MapData, SlotOwner> = typed(ebpf, slots::OWNERS_MAP)?;
+    for slot in 0..ns_slots {
+        owners
+            .set(slot, SlotOwner::free(1), 0)
+            .map_err(|source| LoadError::Map {
+                name: slots::OWNERS_MAP,
+                source,
+            })?;
+    }
+    let mut free: Queue<&mut MapData, u32> = typed(ebpf, slots::FREE_MAP)?;
+    for slot in 0..ns_slots {
+        free.push(slot, 0).map_err(|source| LoadError::Map {
+            name: slots::FREE_MAP,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// Writes `tgid` into the `SWOLL_SELF` map `map`.
 fn write_self(map: &mut Map, tgid: u32) -> Result<(), LoadError> {
     let map_err = |source| LoadError::Map {
@@ -504,13 +569,12 @@ fn write_self(map: &mut Map, tgid: u32) -> Result<(), LoadError> {
         source,
     };
     let mut array: Array<&mut MapData, u32> = map.try_into().map_err(map_err)?;
-    array.set(0, tgid, 0).map_err(map_err)
+    array.set(config::SELF_TGID, tgid, 0).map_err(map_err)
 }
 
 /// The maps userspace reads, each taken by `take` (from a load, or from pins) and typed.
 fn user_maps(
-    histogram: bool,
-    map_size: u32,
+    plan: &Plan<'_>,
     mut take: impl FnMut(&'static str) -> Result<Map, LoadError>,
 ) -> Result<Maps, LoadError> {
     fn typed<M: TryFrom<Map, Error = aya::maps::MapError>>(
@@ -524,8 +588,23 @@ fn user_maps(
         typed(take(metrics::MAP)?, metrics::MAP)?;
     let stats_map: PerCpuArray<MapData, u64> = typed(take(stats::MAP)?, stats::MAP)?;
     let pidns_map: HashMap<MapData, u32, PidNsSeen> = typed(take(pidns::MAP)?, pidns::MAP)?;
-    let histogram_map: Option<PerCpuHashMap<MapData, MetricKey, LatencyBuckets>> = if histogram {
+    let histogram_map: Option<PerCpuHashMap<MapData, MetricKey, LatencyBuckets>> = if plan.histogram
+    {
         Some(typed(take(histogram::MAP)?, histogram::MAP)?)
+    } else {
+        None
+    };
+    let slots = if plan.ns_slots > 0 {
+        let counts: PerCpuArray<MapData, SlotCounts> =
+            typed(take(slots::COUNTS_MAP)?, slots::COUNTS_MAP)?;
+        Some(Slots::new(
+            counts,
+            typed(take(slots::OWNERS_MAP)?, slots::OWNERS_MAP)?,
+            typed(take(slots::NS_MAP)?, slots::NS_MAP)?,
+            typed(take(slots::FREE_MAP)?, slots::FREE_MAP)?,
+            typed(take(config::SELF_MAP)?, config::SELF_MAP)?,
+            plan.ns_slots,
+        ))
     } else {
         None
     };
@@ -534,7 +613,8 @@ fn user_maps(
         histogram_map,
         stats_map,
         pidns_map,
-        map_size,
+        slots,
+        plan.opts.map_size,
     ))
 }
 
@@ -543,7 +623,7 @@ fn user_maps(
 fn pin(
     ebpf: &mut Ebpf,
     dir: &Path,
-    histogram: bool,
+    maps: &[&'static str],
     hooks: &[Hook],
     links: Vec<FdLink>,
 ) -> Result<Vec<FdLink>, LoadError> {
@@ -556,7 +636,7 @@ fn pin(
         }
     };
     std::fs::create_dir(dir).map_err(|e| failed(dir)(e.into()))?;
-    for name in pinned_maps(histogram) {
+    for &name in maps {
         let map = ebpf.map(name).ok_or(LoadError::MissingMap(name))?;
         let path = dir.join(name);
         map.pin(&path).map_err(|e| failed(&path)(e.into()))?;
@@ -584,11 +664,11 @@ fn pin(
 /// Takes over the complete pin set `set`, if there is one: opens its maps, programs and links
 /// and writes this agent's tgid. `None` (after logging why, if a set was there) means loading
 /// afresh.
-fn take_over(set: &Path, opts: &LoadOptions, histogram: bool) -> Option<Probes> {
+fn take_over(set: &Path, plan: &Plan<'_>) -> Option<Probes> {
     if !set.exists() {
         return None;
     }
-    let missing: Vec<&str> = set_files(histogram, opts.time)
+    let missing: Vec<&str> = set_files(plan.histogram, plan.ns_slots > 0, plan.opts.time)
         .into_iter()
         .filter(|name| !set.join(name).exists())
         .collect();
@@ -596,7 +676,7 @@ fn take_over(set: &Path, opts: &LoadOptions, histogram: bool) -> Option<Probes> 
         tracing::warn!(set = %set.display(), missing = missing.join(","), "the pinned probes are incomplete (an older agent's, or a removal cut short); loading them afresh");
         return None;
     }
-    match open_set(set, opts, histogram) {
+    match open_set(set, plan) {
         Ok(probes) => Some(probes),
         Err(err) => {
             tracing::warn!(set = %set.display(), error = %crate::error_chain(&err), "cannot take over the pinned probes; loading them afresh");
@@ -659,7 +739,8 @@ fn pinned_load_time(set: &Path) -> Option<std::time::Duration> {
 }
 
 /// Opens the pin set `set` (see [`take_over`]).
-fn open_set(set: &Path, opts: &LoadOptions, histogram: bool) -> Result<Probes, LoadError> {
+fn open_set(set: &Path, plan: &Plan<'_>) -> Result<Probes, LoadError> {
+    let opts = plan.opts;
     let open_map = |name: &'static str| {
         let path = set.join(name);
         MapData::from_pin(&path)
@@ -671,7 +752,7 @@ fn open_set(set: &Path, opts: &LoadOptions, histogram: bool) -> Result<Probes, L
             })
     };
     write_self(&mut open_map(config::SELF_MAP)?, self_entry(opts))?;
-    let maps = user_maps(histogram, opts.map_size, open_map)?;
+    let maps = user_maps(plan, open_map)?;
     let mut programs = Vec::new();
     let mut links = Vec::new();
     for hook in hooks(opts.time) {
@@ -803,8 +884,11 @@ pub fn load_trace(
         .override_global(trace::GLOBAL, &trace_config, true)
         .map_max_entries(metrics::MAP, unused_map_entries())
         .map_max_entries(histogram::MAP, unused_map_entries())
-        .map_max_entries(start::MAP, unused_map_entries())
-        .map_max_entries(pidns_cache::MAP, unused_map_entries())
+        .map_max_entries(thread::MAP, 1)
+        .map_max_entries(slots::COUNTS_MAP, 1)
+        .map_max_entries(slots::OWNERS_MAP, 1)
+        .map_max_entries(slots::NS_MAP, 1)
+        .map_max_entries(slots::FREE_MAP, 1)
         .map_max_entries(pidns::MAP, unused_map_entries())
         .map_max_entries(trace::EVENTS_MAP, ring_bytes)
         .load(PROBES)
@@ -901,12 +985,14 @@ fn has_helper(helper: BpfHelper) -> bool {
 pub fn task_read_path() -> &'static str {
     match (has_task_btf(), has_task_regs()) {
         (true, true) => {
-            "pid-ns cached per thread, read with direct BTF loads (bpf_get_current_task_btf, 5.11+), syscall nr by bpf_task_pt_regs (5.15+)"
+            "namespace slots cached per thread, read with direct BTF loads (bpf_get_current_task_btf, 5.11+), syscall nr by bpf_task_pt_regs (5.15+)"
         }
         (true, false) => {
-            "pid-ns cached per thread, read with direct BTF loads (bpf_get_current_task_btf, 5.11+)"
+            "namespace slots cached per thread, read with direct BTF loads (bpf_get_current_task_btf, 5.11+)"
         }
-        _ => "pid-ns read with bpf_probe_read_kernel (kernel before 5.11)",
+        _ => {
+            "pid-ns read with bpf_probe_read_kernel, every call counted in the hash (kernel before 5.11)"
+        }
     }
 }
 

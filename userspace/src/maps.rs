@@ -9,6 +9,7 @@
 //! in the map however the rest of it changes.
 use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
 use std::{
+    cell::RefCell,
     collections::hash_map::Entry,
     io,
     num::NonZeroU64,
@@ -18,13 +19,16 @@ use std::{
 use aya::{
     Pod,
     maps::{
-        HashMap as BpfHashMap, IterableMap as _, MapData, MapError, PerCpuArray, PerCpuHashMap,
+        Array, HashMap as BpfHashMap, IterableMap as _, MapData, MapError, PerCpuArray,
+        PerCpuHashMap, PerCpuValues, Queue,
     },
 };
 use swoll_maps_schema::{
+    config,
     histogram::LatencyBuckets,
     metrics::{MetricKey, MetricValue},
     pidns::PidNsSeen,
+    slots::{self, SlotCounts, SlotOwner},
     stats::{self, Stat},
 };
 
@@ -46,6 +50,8 @@ pub struct Maps {
     histogram: Option<PerCpuHashMap<MapData, MetricKey, LatencyBuckets>>,
     stats: PerCpuArray<MapData, u64>,
     pidns: BpfHashMap<MapData, u32, PidNsSeen>,
+    /// The namespace slots, where the probes have them (kernel 5.11+, `--ns-slots` above 0).
+    slots: Option<RefCell<Slots>>,
     capacity: u32,
     /// Possible CPUs: the number of values per key of a per-CPU map.
     cpus: usize,
@@ -85,9 +91,27 @@ pub struct Snapshot {
     pub histogram_evictions: u64,
     /// Keys or slots that could not be read in this pass.
     pub read_errors: u64,
+    /// The calls counted in namespace slots, by key, apart from `rows` until
+    /// [`Snapshot::merge_slot_rows`]: a [`Ledger`] accounts for the hash's keys only, since
+    /// slots are never evicted (a retired namespace's slot is emptied by the agent).
+    pub slot_rows: Vec<(MetricKey, MetricValue)>,
+    /// Pid namespaces whose slot counted calls since the last read.
+    pub slot_changed: HashSet<u32>,
+    /// Namespace slots the probes have (0: none).
+    pub slots: u32,
+    /// Namespace slots owned by a pid namespace at this read.
+    pub slots_used: usize,
 }
 
 impl Snapshot {
+    /// Adds [`Snapshot::slot_rows`] into `rows`.
+    pub fn merge_slot_rows(&mut self) {
+        for (key, value) in self.slot_rows.drain(..) {
+            let total = self.rows.entry(key).or_default();
+            *total = total.plus(&value);
+        }
+    }
+
     /// The value of one probe stat.
     pub fn stat(&self, stat: Stat) -> u64 {
         self.stats[stat as usize]
@@ -102,6 +126,7 @@ impl Maps {
         histogram: Option<PerCpuHashMap<MapData, MetricKey, LatencyBuckets>>,
         stats: PerCpuArray<MapData, u64>,
         pidns: BpfHashMap<MapData, u32, PidNsSeen>,
+        slots: Option<Slots>,
         capacity: u32,
     ) -> Self {
         // Without the count of possible CPUs the batched read cannot size its buffers; the
@@ -112,6 +137,7 @@ impl Maps {
             histogram,
             stats,
             pidns,
+            slots: slots.map(RefCell::new),
             capacity,
             cpus,
             last_entries: std::cell::Cell::new(0),
@@ -167,6 +193,9 @@ impl Maps {
                 }
             }
         }
+        if let Some(slots) = &self.slots {
+            errors += slots.borrow_mut().release(pid_namespaces);
+        }
         for pid_ns in pid_namespaces {
             match self.pidns.remove(pid_ns) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
@@ -195,6 +224,9 @@ impl Maps {
             snapshot.histogram_entries = histograms.len();
             snapshot.histograms = Some(histograms);
         }
+        if let Some(slots) = &self.slots {
+            slots.borrow_mut().read(&mut snapshot);
+        }
         for stat in Stat::ALL {
             match self.stats.get(&(stat as u32), 0) {
                 Ok(per_cpu) => snapshot.stats[stat as usize] = per_cpu.iter().sum(),
@@ -215,9 +247,14 @@ impl Maps {
         total: fn(&[V]) -> V,
         out: &mut HashMap<MetricKey, V>,
     ) -> u64 {
-        match lookup_batch(map.map(), self.cpus, self.capacity, |key, per_cpu: &[V]| {
-            out.insert(key, total(per_cpu));
-        }) {
+        match lookup_batch(
+            map.map(),
+            self.cpus,
+            self.capacity,
+            |key: MetricKey, per_cpu: &[V]| {
+                out.insert(key, total(per_cpu));
+            },
+        ) {
             Ok(()) => return 0,
             Err(err) => {
                 tracing::debug!(error = %err, "batched map read refused; reading key by key");
@@ -253,10 +290,205 @@ impl Maps {
             .map(|per_cpu| sum_buckets(&per_cpu))
     }
 
-    /// The summed value of one key, if the map holds it.
+    /// The summed value of one key, if the metrics map holds it (the hash only: what a
+    /// [`Ledger`] accounts for).
     pub fn get(&self, key: &MetricKey) -> Option<MetricValue> {
         self.metrics.get(key, 0).ok().map(|per_cpu| sum(&per_cpu))
     }
+
+    /// Everything counted for one key now: its value in the metrics map plus its namespace
+    /// slot's.
+    pub fn counted(&self, key: &MetricKey) -> MetricValue {
+        let hashed = self.get(key).unwrap_or_default();
+        let slotted = self
+            .slots
+            .as_ref()
+            .and_then(|slots| slots.borrow().get(key))
+            .unwrap_or_default();
+        hashed.plus(&slotted)
+    }
+}
+
+/// The namespace slots' maps (see [`swoll_maps_schema::slots`]) and what was last read of them.
+pub struct Slots {
+    counts: PerCpuArray<MapData, SlotCounts>,
+    owners: Array<MapData, SlotOwner>,
+    ns: BpfHashMap<MapData, u32, u32>,
+    free: Queue<MapData, u32>,
+    /// `SWOLL_SELF`, where the read epoch is written.
+    agent: Array<MapData, u32>,
+    /// Slots in the maps.
+    len: u32,
+    /// The read epoch of the last read.
+    epoch: u32,
+    /// Whether every owned slot has been read once (an agent that took over pinned probes
+    /// starts with none read).
+    primed: bool,
+    /// The last read of each owned slot: its owner word and its non-zero counts by key.
+    last: HashMap<u32, (u64, Vec<(MetricKey, MetricValue)>)>,
+}
+
+impl Slots {
+    /// Wraps the slot maps of a loaded object, `len` slots each; `agent` is `SWOLL_SELF`. The
+    /// epoch continues from the one the maps hold (pinned probes an earlier agent read).
+    pub(crate) fn new(
+        counts: PerCpuArray<MapData, SlotCounts>,
+        owners: Array<MapData, SlotOwner>,
+        ns: BpfHashMap<MapData, u32, u32>,
+        free: Queue<MapData, u32>,
+        agent: Array<MapData, u32>,
+        len: u32,
+    ) -> Self {
+        let epoch = agent.get(&config::SELF_EPOCH, 0).unwrap_or(0);
+        Self {
+            counts,
+            owners,
+            ns,
+            free,
+            agent,
+            len,
+            epoch,
+            primed: false,
+            last: HashMap::new(),
+        }
+    }
+
+    /// Starts a new read epoch and adds the counts of every owned slot to `snapshot`, reading
+    /// again only the slots touched since the last two epochs began (and, once, every slot).
+    fn read(&mut self, snapshot: &mut Snapshot) {
+        self.epoch = self.epoch.wrapping_add(1);
+        if let Err(err) = self.agent.set(config::SELF_EPOCH, self.epoch, 0) {
+            // Without a new epoch no slot is marked touched: read them all.
+            snapshot.read_errors += 1;
+            self.primed = false;
+            tracing::debug!(error = %err, "writing the read epoch");
+        }
+        let owners = self.owners();
+        snapshot.slots = self.len;
+        let mut owned = HashSet::with_capacity(owners.len());
+        for (slot, owner) in owners {
+            let pid_ns = owner.pid_ns();
+            if pid_ns == 0 {
+                continue;
+            }
+            owned.insert(slot);
+            let last = self.last.get(&slot);
+            let stale = !self.primed
+                || last.is_none_or(|(word, _)| *word != owner.owner)
+                || slots::recently_touched(owner.touched, self.epoch);
+            if stale {
+                match self.counts.get(&slot, 0) {
+                    Ok(per_cpu) => {
+                        let values = sum_slot(pid_ns, &per_cpu);
+                        if last.is_none_or(|(_, before)| *before != values) {
+                            snapshot.slot_changed.insert(pid_ns);
+                        }
+                        self.last.insert(slot, (owner.owner, values));
+                    }
+                    Err(err) => {
+                        snapshot.read_errors += 1;
+                        tracing::debug!(error = %err, slot, "reading a namespace slot");
+                    }
+                }
+            }
+            if let Some((_, values)) = self.last.get(&slot) {
+                snapshot.slot_rows.extend_from_slice(values);
+            }
+        }
+        self.last.retain(|slot, _| owned.contains(slot));
+        snapshot.slots_used = owned.len();
+        self.primed = true;
+    }
+
+    /// The summed counts of `key` in the slot of its pid namespace, if it has one.
+    fn get(&self, key: &MetricKey) -> Option<MetricValue> {
+        let slot = self.ns.get(&key.pid_ns, 0).ok()?;
+        let per_cpu = self.counts.get(&slot, 0).ok()?;
+        sum_slot(key.pid_ns, &per_cpu)
+            .into_iter()
+            .find_map(|(k, value)| (k == *key).then_some(value))
+    }
+
+    /// Every slot's owner entry, by slot.
+    fn owners(&self) -> Vec<(u32, SlotOwner)> {
+        let mut out = Vec::with_capacity(self.len as usize);
+        let batched = lookup_batch(
+            self.owners.map(),
+            1,
+            self.len,
+            |slot: u32, o: &[SlotOwner]| {
+                out.extend(o.first().map(|o| (slot, *o)));
+            },
+        );
+        if batched.is_err() {
+            out.clear();
+            out.extend(
+                (0..self.len).filter_map(|slot| Some((slot, self.owners.get(&slot, 0).ok()?))),
+            );
+        }
+        out
+    }
+
+    /// Gives the slots of retired `pid_namespaces` back (see [`swoll_maps_schema::slots`]);
+    /// returns the steps that failed.
+    fn release(&mut self, pid_namespaces: &HashSet<u32>) -> u64 {
+        let mut errors = 0;
+        let cpus = aya::util::nr_cpus().unwrap_or(1);
+        for &pid_ns in pid_namespaces {
+            let Ok(slot) = self.ns.get(&pid_ns, 0) else {
+                continue;
+            };
+            let freed = self.ns.remove(&pid_ns).and_then(|()| {
+                let owner = self.owners.get(&slot, 0)?;
+                let generation = slots::next_generation(owner.generation());
+                self.owners.set(slot, SlotOwner::free(generation), 0)?;
+                let zeros =
+                    PerCpuValues::try_from(vec![SlotCounts::ZERO; cpus]).map_err(|source| {
+                        MapError::SyscallError(aya::sys::SyscallError {
+                            call: "bpf_map_update_elem",
+                            io_error: source,
+                        })
+                    })?;
+                self.counts.set(slot, zeros, 0)?;
+                self.free.push(slot, 0)
+            });
+            match freed {
+                Ok(()) => {
+                    self.last.remove(&slot);
+                }
+                Err(err) => {
+                    errors += 1;
+                    tracing::debug!(error = %err, pid_ns, slot, "giving a namespace slot back");
+                }
+            }
+        }
+        errors
+    }
+}
+
+/// One slot's counts, of pid namespace `pid_ns`, summed over CPUs by key: the OK calls by
+/// syscall number, then the failed ones (each CPU's error table has its own order).
+fn sum_slot(pid_ns: u32, per_cpu: &[SlotCounts]) -> Vec<(MetricKey, MetricValue)> {
+    let key = |nr, errno| MetricKey { pid_ns, nr, errno };
+    let mut out: Vec<(MetricKey, MetricValue)> = (0..slots::NRS)
+        .filter_map(|nr| {
+            let total = per_cpu
+                .iter()
+                .fold(MetricValue::default(), |acc, c| acc.plus(&c.values[nr]));
+            (total.count != 0).then_some((key(nr as u32, 0), total))
+        })
+        .collect();
+    let mut errors: HashMap<MetricKey, MetricValue> = HashMap::new();
+    for entry in per_cpu.iter().flat_map(|c| c.errors.iter()) {
+        if entry.errno != 0 && entry.value.count != 0 {
+            let total = errors.entry(key(entry.nr, entry.errno)).or_default();
+            *total = total.plus(&entry.value);
+        }
+    }
+    let mut errors: Vec<_> = errors.into_iter().collect();
+    errors.sort_unstable_by_key(|(k, _)| *k);
+    out.extend(errors);
+    out
 }
 
 /// Sums per-CPU values. Wrapping, like the kernel's own `u64` counters.
@@ -294,15 +526,16 @@ struct BatchAttr {
 /// syscalls, small enough to stay a passing allocation on hosts with many CPUs.
 const BATCH_VALUE_BYTES: usize = 1 << 20;
 
-/// Calls `each` with every key of a per-CPU hash map and its `cpus` values, read with
-/// `BPF_MAP_LOOKUP_BATCH`. The kernel walks the map bucket by bucket, so a key that stays in the
-/// map is seen exactly once whatever is inserted or recycled around it. `capacity` bounds the
-/// batch size when a bucket does not fit (`ENOSPC`: the batch grows and the call is repeated).
-fn lookup_batch<V: Pod>(
+/// Calls `each` with every key of a map and its `cpus` values (1 for a map that is not per-CPU),
+/// read with `BPF_MAP_LOOKUP_BATCH`. The kernel walks a hash map bucket by bucket, so a key that
+/// stays in the map is seen exactly once whatever is inserted or recycled around it. `capacity`
+/// bounds the batch size when a bucket does not fit (`ENOSPC`: the batch grows and the call is
+/// repeated).
+fn lookup_batch<K: Pod + Default, V: Pod>(
     map: &MapData,
     cpus: usize,
     capacity: u32,
-    mut each: impl FnMut(MetricKey, &[V]),
+    mut each: impl FnMut(K, &[V]),
 ) -> io::Result<()> {
     // The kernel's per-CPU stride is the value size rounded up to 8; the schema's values are
     // multiples of 8 already, so a value is read where the previous one ends.
@@ -315,7 +548,7 @@ fn lookup_batch<V: Pod>(
     let mut batch = u32::try_from(BATCH_VALUE_BYTES / (value_size * cpus))
         .unwrap_or(u32::MAX)
         .clamp(1, max_batch);
-    let mut keys: Vec<MetricKey> = Vec::new();
+    let mut keys: Vec<K> = Vec::new();
     let mut values: Vec<u64> = Vec::new();
     let mut per_cpu: Vec<V> = Vec::with_capacity(cpus);
     // The kernel's cursor is opaque (a bucket index for hash maps): copied from one call's
@@ -324,7 +557,7 @@ fn lookup_batch<V: Pod>(
     let mut next = [0_u8; 8];
     let mut first = true;
     loop {
-        keys.resize(batch as usize, MetricKey::default());
+        keys.resize(batch as usize, K::default());
         values.resize(batch as usize * cpus * value_size / 8, 0);
         let mut attr = BatchAttr {
             in_batch: if first { 0 } else { cursor.as_ptr() as u64 },
@@ -649,6 +882,40 @@ mod tests {
             }
         );
         assert_eq!(sum(&[]), MetricValue::default());
+    }
+
+    #[test]
+    fn a_slot_sums_its_calls_and_its_errors_whatever_entry_each_cpu_gave_them() {
+        use swoll_maps_schema::slots::SlotError;
+        let value = |count, time_ns| MetricValue { count, time_ns };
+        let error = |nr, errno, count| SlotError {
+            nr,
+            errno,
+            value: value(count, count * 10),
+        };
+        let mut cpu0 = Box::new(SlotCounts::ZERO);
+        let mut cpu1 = Box::new(SlotCounts::ZERO);
+        cpu0.values[110] = value(3, 30);
+        cpu1.values[110] = value(4, 40);
+        cpu1.values[0] = value(1, 5);
+        cpu0.errors[5] = error(257, 2, 7);
+        cpu0.errors[6] = error(0, 9, 1);
+        cpu1.errors[40] = error(257, 2, 2);
+        let rows = sum_slot(9, &[*cpu0, *cpu1]);
+        let k = |nr, errno| MetricKey {
+            pid_ns: 9,
+            nr,
+            errno,
+        };
+        assert_eq!(
+            rows,
+            vec![
+                (k(0, 0), value(1, 5)),
+                (k(110, 0), value(7, 70)),
+                (k(0, 9), value(1, 10)),
+                (k(257, 2), value(9, 90)),
+            ]
+        );
     }
 
     fn key(pid_ns: u32, nr: u32) -> MetricKey {

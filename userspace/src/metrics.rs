@@ -20,6 +20,7 @@ use prometheus::{Encoder as _, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 use swoll_maps_schema::{
     histogram::{self, LatencyBuckets},
     metrics::{self, MetricKey, MetricValue},
+    slots,
     stats::Stat,
 };
 
@@ -786,6 +787,7 @@ pub struct SelfMetrics {
     map_evictions: IntCounterVec,
     map_read_errors: IntCounter,
     probe_errors: IntCounterVec,
+    slots_full: IntCounter,
     series: IntGauge,
     folded: IntGauge,
     resolver_errors: IntCounterVec,
@@ -847,6 +849,10 @@ impl SelfMetrics {
             ),
             &["kind"],
         )?;
+        let slots_full = IntCounter::new(
+            "swoll_ns_slots_full_calls_total",
+            "Calls of pid namespaces that found no free namespace slot (--ns-slots), counted in the SWOLL_METRICS map instead: not lost, but at the map's cost.",
+        )?;
         let series = IntGauge::new(
             "swoll_syscall_series",
             "Series in the syscall families at the last read.",
@@ -883,6 +889,7 @@ impl SelfMetrics {
         registry.register(Box::new(map_evictions.clone()))?;
         registry.register(Box::new(map_read_errors.clone()))?;
         registry.register(Box::new(probe_errors.clone()))?;
+        registry.register(Box::new(slots_full.clone()))?;
         registry.register(Box::new(series.clone()))?;
         registry.register(Box::new(folded.clone()))?;
         registry.register(Box::new(resolver_errors.clone()))?;
@@ -896,6 +903,7 @@ impl SelfMetrics {
             map_evictions,
             map_read_errors,
             probe_errors,
+            slots_full,
             series,
             folded,
             resolver_errors,
@@ -939,6 +947,17 @@ impl SelfMetrics {
                 .with_label_values(&[histogram::MAP])
                 .set(i64::from(snapshot.capacity));
         }
+        if snapshot.slots > 0 {
+            self.map_entries
+                .with_label_values(&[slots::COUNTS_MAP])
+                .set(i64::try_from(snapshot.slots_used).unwrap_or(i64::MAX));
+            self.map_capacity
+                .with_label_values(&[slots::COUNTS_MAP])
+                .set(i64::from(snapshot.slots));
+        }
+        let full = snapshot.stat(Stat::NsSlotsFull);
+        self.slots_full
+            .inc_by(full.saturating_sub(self.slots_full.get()));
         self.map_read_errors.inc_by(snapshot.read_errors);
         for stat in Stat::ERRORS {
             let counter = self.probe_errors.with_label_values(&[stat.label()]);

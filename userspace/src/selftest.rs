@@ -416,7 +416,7 @@ fn count_calls(probes: &loader::Probes, calls: u64) -> Result<Counted, String> {
             nr,
             errno: 0,
         };
-        probes.maps.get(&key).map_or(0, |v| v.count)
+        probes.maps.counted(&key).count
     };
     let fresh = in_child(calls, libc::CLONE_NEWPID, |child| {
         host::pid_ns_inode(Path::new(&format!("/proc/{child}/ns/pid")))

@@ -688,6 +688,7 @@ fn read_once<P: Processes>(
             .histogram
             .account(histograms, |key| probes.get_histogram(key));
     }
+    snapshot.merge_slot_rows();
     let namespaces: Vec<u32> = {
         let mut ns: Vec<u32> = snapshot.rows.keys().map(|k| k.pid_ns).collect();
         ns.sort_unstable();
@@ -701,7 +702,7 @@ fn read_once<P: Processes>(
     let retired: HashSet<u32> = resolver
         .expired(
             &namespaces,
-            |ns| ledgers.metrics.changed().contains(&ns),
+            |ns| ledgers.metrics.changed().contains(&ns) || snapshot.slot_changed.contains(&ns),
             started,
             grace,
         )

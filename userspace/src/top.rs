@@ -614,7 +614,8 @@ impl Source {
     /// Reads the maps, resolves their namespaces and rates every key.
     fn read(&mut self) -> Vec<TopRow> {
         self.discover();
-        let snapshot = self.probes.maps.read();
+        let mut snapshot = self.probes.maps.read();
+        snapshot.merge_slot_rows();
         let now = Instant::now();
         let mut namespaces: Vec<u32> = snapshot.rows.keys().map(|k| k.pid_ns).collect();
         namespaces.sort_unstable();

@@ -91,7 +91,84 @@ pub fn value(probes: &Probes, pid_ns: u32, nr: i64, errno: i32) -> MetricValue {
         nr: u32::try_from(nr).expect("syscall nr"),
         errno: u32::try_from(errno).expect("errno"),
     };
-    probes.maps.get(&key).unwrap_or_default()
+    probes.maps.counted(&key)
+}
+
+/// The counters of a pin set, opened by path as a reader besides any agent (which keeps the
+/// maps alive while held): the metrics hash and, where the set has them, the namespace slots.
+pub struct PinnedCounts {
+    metrics: aya::maps::PerCpuHashMap<aya::maps::MapData, MetricKey, MetricValue>,
+    slots: Option<(NsSlots, SlotCountsMap)>,
+}
+
+/// The pinned pid namespace → slot map.
+type NsSlots = aya::maps::HashMap<aya::maps::MapData, u32, u32>;
+
+/// The pinned per-slot counts.
+type SlotCountsMap =
+    aya::maps::PerCpuArray<aya::maps::MapData, swoll_maps_schema::slots::SlotCounts>;
+
+impl PinnedCounts {
+    /// Opens the counters pinned in `set`.
+    pub fn open(set: &Path) -> Self {
+        use aya::maps::{Map, MapData};
+        use swoll_maps_schema::{metrics, slots};
+        fn typed<M: TryFrom<Map, Error = aya::maps::MapError>>(set: &Path, name: &str) -> M {
+            let map = MapData::from_pin(set.join(name))
+                .unwrap_or_else(|e| panic!("opening the pinned {name}: {e}"));
+            Map::from_map_data(map)
+                .expect("a map")
+                .try_into()
+                .unwrap_or_else(|e| panic!("the type of {name}: {e}"))
+        }
+        let slots = set
+            .join(slots::NS_MAP)
+            .exists()
+            .then(|| (typed(set, slots::NS_MAP), typed(set, slots::COUNTS_MAP)));
+        PinnedCounts {
+            metrics: typed(set, metrics::MAP),
+            slots,
+        }
+    }
+
+    /// The count of (pid_ns, nr, errno), summed over CPUs and over the hash and the slot.
+    pub fn count(&self, pid_ns: u32, nr: i64, errno: i32) -> u64 {
+        let key = MetricKey {
+            pid_ns,
+            nr: u32::try_from(nr).expect("syscall nr"),
+            errno: u32::try_from(errno).expect("errno"),
+        };
+        let hashed: u64 = self
+            .metrics
+            .get(&key, 0)
+            .map(|values| values.iter().map(|v| v.count).sum())
+            .unwrap_or(0);
+        let slotted: u64 = self
+            .slots
+            .as_ref()
+            .and_then(|(ns, counts)| {
+                let slot = ns.get(&pid_ns, 0).ok()?;
+                let per_cpu = counts.get(&slot, 0).ok()?;
+                Some(
+                    per_cpu
+                        .iter()
+                        .map(|c| {
+                            if key.errno == 0 {
+                                c.values.get(key.nr as usize).map_or(0, |v| v.count)
+                            } else {
+                                c.errors
+                                    .iter()
+                                    .filter(|e| e.nr == key.nr && e.errno == key.errno)
+                                    .map(|e| e.value.count)
+                                    .sum()
+                            }
+                        })
+                        .sum(),
+                )
+            })
+            .unwrap_or(0);
+        hashed + slotted
+    }
 }
 
 /// The `swoll` binary next to the test binaries (`target/<profile>/swoll`), or `$SWOLL_BIN`.

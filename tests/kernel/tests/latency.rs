@@ -40,7 +40,8 @@ fn twenty_5ms_sleeps_fill_the_5ms_histogram_bucket() {
         return;
     };
     let ns = workload(WORKLOAD, &["--new-pidns", "nanosleep-5ms", "20"]);
-    let snapshot = probes.maps.read();
+    let mut snapshot = probes.maps.read();
+    snapshot.merge_slot_rows();
     let key = MetricKey {
         pid_ns: ns,
         nr: u32::try_from(libc::SYS_nanosleep).expect("syscall nr"),

@@ -53,7 +53,8 @@ fn host_processes_are_counted_unless_no_host() {
     let container = workload(WORKLOAD, &["--new-pidns", "getppid", "7"]);
 
     assert!(value(&with_host, host, libc::SYS_getppid, 0).count >= 5);
-    let snapshot = no_host.maps.read();
+    let mut snapshot = no_host.maps.read();
+    snapshot.merge_slot_rows();
     let host_keys: Vec<_> = snapshot.rows.keys().filter(|k| k.pid_ns == host).collect();
     assert!(
         host_keys.is_empty(),

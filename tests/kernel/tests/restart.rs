@@ -6,11 +6,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{Map, MapData, PerCpuHashMap};
 use swoll_kernel_tests::{
-    Agent, BpfFs, expect_counted, http_get, is_root, runnable_swoll, sample, skip, spawn_workload,
+    Agent, BpfFs, PinnedCounts, expect_counted, http_get, is_root, runnable_swoll, sample, skip,
+    spawn_workload,
 };
-use swoll_maps_schema::metrics::{self, MetricKey, MetricValue};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_swoll-workload");
 
@@ -25,28 +24,15 @@ fn getppid(ns: u32) -> String {
     series("getppid", "ProcessManagement", "Process", ns)
 }
 
-type MetricsMap = PerCpuHashMap<MapData, MetricKey, MetricValue>;
-
-/// The metrics map pinned in `set`, opened by the test itself: a reader besides any agent, which
-/// keeps the map alive as long as it is held.
-fn pinned_metrics(set: &Path) -> MetricsMap {
-    let map = MapData::from_pin(set.join(metrics::MAP)).expect("opening the pinned metrics map");
-    Map::from_map_data(map)
-        .expect("a map")
-        .try_into()
-        .expect("the metrics map's type")
+/// The counters pinned in `set`, opened by the test itself: a reader besides any agent, which
+/// keeps the maps alive as long as it is held.
+fn pinned_metrics(set: &Path) -> PinnedCounts {
+    PinnedCounts::open(set)
 }
 
-/// The count of (ns, nr, OK) in `map`, summed over CPUs; 0 if absent.
-fn count(map: &MetricsMap, ns: u32, nr: i64) -> u64 {
-    let key = MetricKey {
-        pid_ns: ns,
-        nr: u32::try_from(nr).expect("nr"),
-        errno: 0,
-    };
-    map.get(&key, 0)
-        .map(|values| values.iter().map(|v| v.count).sum())
-        .unwrap_or(0)
+/// The count of (ns, nr, OK) in `counts`, summed over CPUs; 0 if absent.
+fn count(counts: &PinnedCounts, ns: u32, nr: i64) -> u64 {
+    counts.count(ns, nr, 0)
 }
 
 /// The one pin set under the pin path.

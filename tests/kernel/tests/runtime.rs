@@ -10,15 +10,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{Map, MapData, PerCpuHashMap};
+use aya::maps::MapData;
 use swoll_kernel_tests::{
-    BpfFs, TempDir,
+    BpfFs, PinnedCounts, TempDir,
     apiserver::{FakeApiServer, pod},
     expect_counted, fake_container_id, fake_pod_uid, http_get, own_pid_ns,
     runtime::{self, AgentContainer, Driver, PodParent, failing_opens_script, run_workload},
     sample,
 };
-use swoll_maps_schema::metrics::{self, MetricKey, MetricValue};
+use swoll_maps_schema::metrics;
 
 const NODE: &str = "node-a";
 
@@ -152,23 +152,9 @@ fn containers_in_kubelet_pod_cgroups_are_counted_exactly_under_their_pods_by_a_c
     eprintln!("counted and labelled after {:?}", started.elapsed());
 }
 
-type MetricsMap = PerCpuHashMap<MapData, MetricKey, MetricValue>;
-
-/// The count of (ns, openat, ENOENT) in the metrics map pinned in `set`, summed over CPUs.
+/// The count of (ns, openat, ENOENT) in the counters pinned in `set`, summed over CPUs.
 fn pinned_openat_enoent(set: &Path, ns: u32) -> u64 {
-    let map = MapData::from_pin(set.join(metrics::MAP)).expect("opening the pinned metrics map");
-    let map: MetricsMap = Map::from_map_data(map)
-        .expect("a map")
-        .try_into()
-        .expect("the metrics map's type");
-    let key = MetricKey {
-        pid_ns: ns,
-        nr: u32::try_from(libc::SYS_openat).expect("nr"),
-        errno: u32::try_from(libc::ENOENT).expect("errno"),
-    };
-    map.get(&key, 0)
-        .map(|values| values.iter().map(|v| v.count).sum())
-        .unwrap_or(0)
+    PinnedCounts::open(set).count(ns, libc::SYS_openat, libc::ENOENT)
 }
 
 /// The kernel's id of the metrics map pinned in `set`: a new map is a new id.
