@@ -3,7 +3,8 @@
 //! every other thread of its CPU until it runs again. The count must be exact where the kernel
 //! skipped nothing (6.18 and older), and every call missing must be one the kernel reports
 //! skipped (`recursion_misses`) where it did. The share skipped is printed: on 7.3 (one vCPU)
-//! it was 19 to 33% of the calls in three runs, and as much with the probes' bodies run with
+//! it was 19 to 33% of the calls in three runs (11 to 12% in two since the namespace slots
+//! shortened `sys_exit`), and as much with the probes' bodies run with
 //! preemption off through `bpf_preempt_disable` (an experiment not kept; see README,
 //! Reliability: a preemption asked for inside the region happens at its end, still inside the
 //! probe's run).
