@@ -92,6 +92,23 @@ impl SlotCounts {
     };
 }
 
+impl SlotCounts {
+    /// This CPU's calls of syscall `nr` ending in `errno` (0: OK). A key has at most one entry
+    /// in the error table: the probes claim the first free entry of its search, and entries
+    /// are only ever freed all at once.
+    pub fn value_of(&self, nr: u32, errno: u32) -> MetricValue {
+        let found = if errno == 0 {
+            self.values.get(nr as usize)
+        } else {
+            self.errors
+                .iter()
+                .find(|e| e.errno == errno && e.nr == nr)
+                .map(|e| &e.value)
+        };
+        found.copied().unwrap_or_default()
+    }
+}
+
 /// One entry of a slot's table of failed calls; `errno` 0 is a free entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -404,9 +404,13 @@ impl Slots {
     fn get(&self, key: &MetricKey) -> Option<MetricValue> {
         let slot = self.ns.get(&key.pid_ns, 0).ok()?;
         let per_cpu = self.counts.get(&slot, 0).ok()?;
-        sum_slot(key.pid_ns, &per_cpu)
-            .into_iter()
-            .find_map(|(k, value)| (k == *key).then_some(value))
+        Some(
+            per_cpu
+                .iter()
+                .fold(MetricValue::default(), |total, counts| {
+                    total.plus(&counts.value_of(key.nr, key.errno))
+                }),
+        )
     }
 
     /// Every slot's owner entry, by slot.

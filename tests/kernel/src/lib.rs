@@ -152,17 +152,7 @@ impl PinnedCounts {
                 Some(
                     per_cpu
                         .iter()
-                        .map(|c| {
-                            if key.errno == 0 {
-                                c.values.get(key.nr as usize).map_or(0, |v| v.count)
-                            } else {
-                                c.errors
-                                    .iter()
-                                    .filter(|e| e.nr == key.nr && e.errno == key.errno)
-                                    .map(|e| e.value.count)
-                                    .sum()
-                            }
-                        })
+                        .map(|c| c.value_of(key.nr, key.errno).count)
                         .sum(),
                 )
             })

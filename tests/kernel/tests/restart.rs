@@ -24,17 +24,6 @@ fn getppid(ns: u32) -> String {
     series("getppid", "ProcessManagement", "Process", ns)
 }
 
-/// The counters pinned in `set`, opened by the test itself: a reader besides any agent, which
-/// keeps the maps alive as long as it is held.
-fn pinned_metrics(set: &Path) -> PinnedCounts {
-    PinnedCounts::open(set)
-}
-
-/// The count of (ns, nr, OK) in `counts`, summed over CPUs; 0 if absent.
-fn count(counts: &PinnedCounts, ns: u32, nr: i64) -> u64 {
-    counts.count(ns, nr, 0)
-}
-
 /// The one pin set under the pin path.
 fn only_set(fs: &BpfFs) -> std::path::PathBuf {
     let sets = fs.sets();
@@ -55,13 +44,13 @@ fn getppid_counted_by_pins(set: &Path, calls: u64) -> (std::process::Child, u32)
             &calls.to_string(),
         ],
     );
-    let pinned = pinned_metrics(set);
+    let pinned = PinnedCounts::open(set);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while count(&pinned, ns, libc::SYS_getppid) != calls {
+    while pinned.count(ns, libc::SYS_getppid, 0) != calls {
         assert!(
             Instant::now() < deadline,
             "the pinned set counted {} of {calls}",
-            count(&pinned, ns, libc::SYS_getppid)
+            pinned.count(ns, libc::SYS_getppid, 0)
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -113,7 +102,7 @@ fn a_killed_agent_restarted_continues_its_counters_exactly() {
     // While no agent runs, the pinned programs go on counting into the pinned map.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if count(&pinned_metrics(&set), ns, libc::SYS_nanosleep) > last {
+        if PinnedCounts::open(&set).count(ns, libc::SYS_nanosleep, 0) > last {
             break;
         }
         assert!(
@@ -180,8 +169,8 @@ fn another_option_replaces_the_pinned_set_and_detaches_it() {
     let (counted_a, _) = expect_counted(first.addr, &getppid(ns_a), 100, 20);
     // The test holds the old metrics map open: it outlives its pins and shows what the old
     // programs still count.
-    let old_map = pinned_metrics(&old_set);
-    let old_count = |ns| count(&old_map, ns, libc::SYS_getppid);
+    let old_map = PinnedCounts::open(&old_set);
+    let old_count = |ns| old_map.count(ns, libc::SYS_getppid, 0);
     assert_eq!(old_count(ns_a), counted_a);
     first.kill();
 
