@@ -6,6 +6,11 @@
 //! like every LRU map (`entries × CPUs × 256` bytes), which is why it is sized only when
 //! `--histogram` is on. Buckets are log2 so that one in-kernel shift-and-compare places a call,
 //! whatever its latency, from nanoseconds to seconds.
+//!
+//! A pid namespace with a slot (see [`crate::slots`]) keeps its histograms in its slot's
+//! [`SlotHistograms`] instead, where they fit: a table in a per-CPU array, found without a hash
+//! lookup. A key that finds no place there is kept in the hash as before; a key may have
+//! buckets in both (one CPU's table full, another's not), and userspace adds them up.
 
 /// Name of the map in the probes' object file.
 pub const MAP: &str = "SWOLL_HISTOGRAM";
@@ -41,6 +46,75 @@ impl Default for LatencyBuckets {
     fn default() -> Self {
         Self::ZERO
     }
+}
+
+/// Name of the per-CPU array of [`SlotHistograms`], one per namespace slot with
+/// `--histogram` (one unused entry without).
+pub const SLOTS_MAP: &str = "SWOLL_SLOT_HISTOGRAMS";
+
+/// Entries of a slot's histogram table: as many as its error table, so that
+/// [`crate::slots::entry_index`] starts the search in both.
+pub const SLOT_KEYS: usize = crate::slots::ERRORS;
+
+/// Entries of the histogram table a call looks at before it goes to the hash. More than the
+/// error table's: every key of a namespace, OK or not, competes for these entries.
+pub const SLOT_PROBES: usize = 8;
+
+/// One CPU's histograms of one namespace slot: a small open-addressed table of (nr, errno),
+/// filled in place by this CPU (per-CPU, so no other writer) and emptied only all at once (when
+/// the agent gives the slot back), so a key has at most one entry per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotHistograms {
+    /// The table, searched from [`crate::slots::entry_index`].
+    pub entries: [SlotHistogram; SLOT_KEYS],
+}
+
+crate::assert_size!(SlotHistograms, SLOT_KEYS * (8 + 8 * BUCKETS));
+
+impl SlotHistograms {
+    /// No calls.
+    pub const ZERO: Self = SlotHistograms {
+        entries: [SlotHistogram {
+            key: 0,
+            _pad: 0,
+            buckets: LatencyBuckets::ZERO,
+        }; SLOT_KEYS],
+    };
+}
+
+/// One entry of a slot's histogram table; `key` 0 is a free entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotHistogram {
+    /// The (nr, errno) of the entry as [`slot_key`] encodes it, 0 while free.
+    pub key: u32,
+    /// Padding.
+    pub _pad: u32,
+    /// Calls per bucket.
+    pub buckets: LatencyBuckets,
+}
+
+crate::assert_size!(SlotHistogram, 8 + 8 * BUCKETS);
+
+impl SlotHistogram {
+    /// The (nr, errno) of a used entry.
+    pub const fn nr_errno(&self) -> Option<(u32, u32)> {
+        match self.key.checked_sub(1) {
+            Some(k) => Some((k & 0xffff, k >> 16)),
+            None => None,
+        }
+    }
+}
+
+/// The table key of syscall `nr` ending in `errno`: never 0, one per (nr, errno); `None` for a
+/// number or errno too large to encode (the call goes to the hash).
+#[inline(always)]
+pub const fn slot_key(nr: u32, errno: u32) -> Option<u32> {
+    if nr > 0xffff || errno > 0x7fff {
+        return None;
+    }
+    Some(((errno << 16) | nr) + 1)
 }
 
 /// The bucket of a call that took `ns` nanoseconds: `ceil(log2(ns)) - 1`, clamped to
@@ -92,10 +166,38 @@ pub const fn upper_bound_ns(i: usize) -> Option<u64> {
 #[cfg(feature = "user")]
 // SAFETY: `#[repr(C)]`, an array of `u64`, no padding (checked by `assert_size!`).
 unsafe impl aya::Pod for LatencyBuckets {}
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, two `u32`s and an array of `u64`, no padding (checked by `assert_size!`).
+unsafe impl aya::Pod for SlotHistogram {}
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, an array of `SlotHistogram`s, no padding (checked by `assert_size!`).
+unsafe impl aya::Pod for SlotHistograms {}
 
 #[cfg(test)]
 mod tests {
-    use super::{BUCKETS, bucket, upper_bound_ns};
+    use super::{BUCKETS, SlotHistogram, bucket, slot_key, upper_bound_ns};
+
+    #[test]
+    fn slot_keys_round_trip_and_are_never_zero() {
+        for (nr, errno) in [(0, 0), (1, 0), (257, 2), (0xffff, 0x7fff), (0, 0x7fff)] {
+            let key = slot_key(nr, errno).expect("encodable");
+            assert_ne!(key, 0);
+            let entry = SlotHistogram {
+                key,
+                _pad: 0,
+                buckets: super::LatencyBuckets::ZERO,
+            };
+            assert_eq!(entry.nr_errno(), Some((nr, errno)));
+        }
+        assert_eq!(slot_key(0x1_0000, 0), None);
+        assert_eq!(slot_key(0, 0x8000), None);
+        let free = SlotHistogram {
+            key: 0,
+            _pad: 0,
+            buckets: super::LatencyBuckets::ZERO,
+        };
+        assert_eq!(free.nr_errno(), None);
+    }
 
     #[test]
     fn buckets_are_log2_with_inclusive_upper_bounds() {

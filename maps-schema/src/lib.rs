@@ -20,7 +20,7 @@ pub mod trace;
 
 /// Version of this ABI. Bump it whenever a map's key or value layout changes, so that an agent
 /// can tell maps written by another layout apart from its own.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Names of the programs in the probes' object file, as userspace looks them up.
 pub mod programs {

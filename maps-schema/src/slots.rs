@@ -67,7 +67,7 @@ pub struct SlotCounts {
     pub values: [MetricValue; NRS],
     /// Failed calls: a small open-addressed table of (nr, errno), filled in place by this CPU
     /// (per-CPU, so no other writer), looked up at [`ERROR_PROBES`] entries from
-    /// [`error_index`]; a key that finds none of them free or its own goes to the hash.
+    /// [`entry_index`]; a key that finds none of them free or its own goes to the hash.
     pub errors: [SlotError; ERRORS],
 }
 
@@ -123,10 +123,11 @@ pub struct SlotError {
 
 crate::assert_size!(SlotError, 24);
 
-/// Where the error table's search for (`nr`, `errno`) starts: a multiplicative hash, so that the
-/// few errnos one syscall returns land apart.
+/// Where the search for (`nr`, `errno`) in a slot's table of [`ERRORS`] entries starts (the
+/// error table here, and the histogram table of [`crate::histogram::SlotHistograms`]): a
+/// multiplicative hash, so that the few errnos one syscall returns land apart.
 #[inline(always)]
-pub const fn error_index(nr: u32, errno: u32) -> usize {
+pub const fn entry_index(nr: u32, errno: u32) -> usize {
     let h =
         (nr.wrapping_mul(0x9E37_79B1) ^ errno.wrapping_mul(0x85EB_CA77)).wrapping_mul(0xC2B2_AE3D);
     (h >> 26) as usize & (ERRORS - 1)
@@ -238,13 +239,13 @@ mod tests {
     }
 
     #[test]
-    fn error_indexes_stay_in_the_table() {
+    fn entry_indexes_stay_in_the_table() {
         for nr in 0..600 {
             for errno in 1..140 {
-                assert!(error_index(nr, errno) < ERRORS);
+                assert!(entry_index(nr, errno) < ERRORS);
             }
         }
-        assert_ne!(error_index(257, 2), error_index(257, 13));
+        assert_ne!(entry_index(257, 2), entry_index(257, 13));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use swoll_maps_schema::{
     config,
-    histogram::{self, LatencyBuckets},
+    histogram::{self, LatencyBuckets, SlotHistograms},
     metrics::{self, MetricKey, MetricValue},
     pidns::{self, PidNsSeen},
     slots::{self, SlotCounts, SlotOwner},
@@ -38,6 +38,12 @@ pub static SWOLL_THREADS: Array<ThreadSlot> = Array::with_max_entries(1 << start
 /// [`swoll_maps_schema::slots`]). The loader sets the slot count (`--ns-slots`).
 #[map]
 pub static SWOLL_COUNTS: PerCpuArray<SlotCounts> =
+    PerCpuArray::with_max_entries(slots::DEFAULT_SLOTS, 0);
+
+/// Latency histograms per namespace slot, with `--histogram` (see
+/// [`swoll_maps_schema::histogram`]). The loader sets the slot count (one entry without).
+#[map]
+pub static SWOLL_SLOT_HISTOGRAMS: PerCpuArray<SlotHistograms> =
     PerCpuArray::with_max_entries(slots::DEFAULT_SLOTS, 0);
 
 /// Each namespace slot's generation, owner and last epoch counted in.

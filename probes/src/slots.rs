@@ -2,6 +2,7 @@
 //! [`swoll_maps_schema::slots`]), the metrics hash, or none (the host, when it is not counted).
 use swoll_maps_schema::{
     config::{FLAG_COUNT_HOST, KernelOffsets},
+    histogram,
     slots::{self, SlotOwner},
     stats::Stat,
     thread::{self, Cached, ThreadSlot},
@@ -198,7 +199,7 @@ pub fn add(slot: u32, owner: *mut SlotOwner, nr: u32, errno: u32, time_ns: u64) 
         let value = if errno == 0 {
             &mut (*counts).values[nr as usize & (slots::NRS - 1)]
         } else {
-            let start = slots::error_index(nr, errno);
+            let start = slots::entry_index(nr, errno);
             let mut found = None;
             for i in 0..slots::ERROR_PROBES {
                 let entry = &mut (*counts).errors[(start + i) & (slots::ERRORS - 1)];
@@ -221,4 +222,36 @@ pub fn add(slot: u32, owner: *mut SlotOwner, nr: u32, errno: u32, time_ns: u64) 
         value.time_ns += time_ns;
         if first { Added::First } else { Added::Counted }
     }
+}
+
+/// Adds one call of syscall `nr` ending in `errno` (0: OK) that took `time_ns` to this CPU's
+/// latency histogram of it in `slot`; false when the slot's table has no entry for it (the
+/// caller keeps it in the histogram hash). Called only after [`add`] counted the call in the
+/// same slot, which marked the slot touched in this read epoch.
+#[inline(always)]
+pub fn observe(slot: u32, nr: u32, errno: u32, time_ns: u64) -> bool {
+    let Some(key) = histogram::slot_key(nr, errno) else {
+        return false;
+    };
+    let Some(table) = maps::SWOLL_SLOT_HISTOGRAMS.get_ptr_mut(slot) else {
+        return false;
+    };
+    // The mask is already in `bucket`; repeated so the verifier sees the bound at the access.
+    let bucket = histogram::bucket(time_ns) & (histogram::BUCKETS - 1);
+    let start = slots::entry_index(nr, errno);
+    // SAFETY: `table` is this CPU's value of a per-CPU array, written by no other program
+    // (see `add`); every index is masked into bounds.
+    unsafe {
+        for i in 0..histogram::SLOT_PROBES {
+            let entry = &mut (*table).entries[(start + i) & (histogram::SLOT_KEYS - 1)];
+            if entry.key == 0 {
+                entry.key = key;
+            }
+            if entry.key == key {
+                entry.buckets.buckets[bucket] += 1;
+                return true;
+            }
+        }
+    }
+    false
 }

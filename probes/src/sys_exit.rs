@@ -1,7 +1,9 @@
 //! `raw_tracepoint/sys_exit`: count the call and add its latency, keyed by
 //! (pid namespace, syscall nr, errno), and with `--histogram` add it to the key's latency
 //! histogram. A call is counted in its namespace's slot (no hash) where it has one and the slot
-//! has room; otherwise in the metrics hash (see [`swoll_maps_schema::slots`]).
+//! has room; otherwise in the metrics hash (see [`swoll_maps_schema::slots`]). Its latency goes
+//! to the slot's histogram table where the call was counted in the slot and the table has room,
+//! otherwise to the histogram hash.
 //!
 //! Arguments (`TP_PROTO(struct pt_regs *regs, long ret)`): `args[0]` the registers (the syscall
 //! number is read from them), `args[1]` the return value.
@@ -71,15 +73,22 @@ fn try_sys_exit(ctx: &RawTracePointContext) {
     } else {
         Added::Missing
     };
-    match added {
-        Added::Counted => {}
+    let slotted = match added {
+        Added::Counted => true,
         // Who made a new key is remembered, so the namespace resolves through their cgroup
         // (a namespace's first call comes before its process joins its container's cgroup).
-        Added::First => maps::remember(counter.pid_ns, pid_tgid),
-        Added::Missing => record(&key, time_ns, pid_tgid),
-    }
+        Added::First => {
+            maps::remember(counter.pid_ns, pid_tgid);
+            true
+        }
+        Added::Missing => {
+            record(&key, time_ns, pid_tgid);
+            false
+        }
+    };
     if flags & FLAG_HISTOGRAM != 0
         && let Some(time_ns) = timed
+        && !(slotted && slots::observe(counter.slot, nr, errno, time_ns))
     {
         observe(&key, time_ns);
     }

@@ -26,7 +26,7 @@ use swoll_maps_schema::{
         self, FLAG_COUNT_HOST, FLAG_COUNT_SELF, FLAG_HISTOGRAM, FLAG_TASK_BTF, FLAG_TASK_REGS,
         FLAG_TIME, ProbeConfig,
     },
-    histogram::{self, LatencyBuckets},
+    histogram::{self, LatencyBuckets, SlotHistograms},
     metrics::{self, MetricKey, MetricValue},
     pidns::{self, PidNsSeen},
     programs,
@@ -254,7 +254,7 @@ impl std::fmt::Debug for Probes {
 }
 
 /// The maps a pin set holds, and so the maps userspace reads: `SWOLL_HISTOGRAM` only with
-/// histograms, the namespace slots' only with slots.
+/// histograms, the namespace slots' only with slots (and their histograms only with both).
 fn pinned_maps(histogram: bool, slots: bool) -> Vec<&'static str> {
     let mut maps = vec![metrics::MAP, pidns::MAP, stats::MAP, config::SELF_MAP];
     if histogram {
@@ -267,6 +267,9 @@ fn pinned_maps(histogram: bool, slots: bool) -> Vec<&'static str> {
             slots::NS_MAP,
             slots::FREE_MAP,
         ]);
+    }
+    if histogram && slots {
+        maps.push(histogram::SLOTS_MAP);
     }
     maps
 }
@@ -482,6 +485,10 @@ fn load_new(plan: &Plan<'_>, staging: Option<&Path>) -> Result<Probes, LoadError
         .map_max_entries(slots::OWNERS_MAP, slot_entries)
         .map_max_entries(slots::NS_MAP, slot_entries)
         .map_max_entries(slots::FREE_MAP, slot_entries)
+        .map_max_entries(
+            histogram::SLOTS_MAP,
+            if plan.histogram { slot_entries } else { 1 },
+        )
         // The trace maps belong to `load_trace`'s load: the least the kernel accepts here.
         .map_max_entries(trace::RULES_MAP, 1)
         .map_max_entries(trace::ENTRY_MAP, unused_map_entries())
@@ -597,8 +604,14 @@ fn user_maps(
     let slots = if plan.ns_slots > 0 {
         let counts: PerCpuArray<MapData, SlotCounts> =
             typed(take(slots::COUNTS_MAP)?, slots::COUNTS_MAP)?;
+        let histograms: Option<PerCpuArray<MapData, SlotHistograms>> = if plan.histogram {
+            Some(typed(take(histogram::SLOTS_MAP)?, histogram::SLOTS_MAP)?)
+        } else {
+            None
+        };
         Some(Slots::new(
             counts,
+            histograms,
             typed(take(slots::OWNERS_MAP)?, slots::OWNERS_MAP)?,
             typed(take(slots::NS_MAP)?, slots::NS_MAP)?,
             typed(take(slots::FREE_MAP)?, slots::FREE_MAP)?,
@@ -889,6 +902,7 @@ pub fn load_trace(
         .map_max_entries(slots::OWNERS_MAP, 1)
         .map_max_entries(slots::NS_MAP, 1)
         .map_max_entries(slots::FREE_MAP, 1)
+        .map_max_entries(histogram::SLOTS_MAP, 1)
         .map_max_entries(pidns::MAP, unused_map_entries())
         .map_max_entries(trace::EVENTS_MAP, ring_bytes)
         .load(PROBES)

@@ -25,7 +25,7 @@ use aya::{
 };
 use swoll_maps_schema::{
     config,
-    histogram::LatencyBuckets,
+    histogram::{LatencyBuckets, SlotHistograms},
     metrics::{MetricKey, MetricValue},
     pidns::PidNsSeen,
     slots::{self, SlotCounts, SlotOwner},
@@ -95,6 +95,9 @@ pub struct Snapshot {
     /// [`Snapshot::merge_slot_rows`]: a [`Ledger`] accounts for the hash's keys only, since
     /// slots are never evicted (a retired namespace's slot is emptied by the agent).
     pub slot_rows: Vec<(MetricKey, MetricValue)>,
+    /// The latency histograms kept in namespace slots, by key, apart from `histograms` until
+    /// [`Snapshot::merge_slot_rows`], like `slot_rows`.
+    pub slot_histograms: Vec<(MetricKey, LatencyBuckets)>,
     /// Pid namespaces whose slot counted calls since the last read.
     pub slot_changed: HashSet<u32>,
     /// Namespace slots the probes have (0: none).
@@ -104,11 +107,18 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Adds [`Snapshot::slot_rows`] into `rows`.
+    /// Adds [`Snapshot::slot_rows`] into `rows` and [`Snapshot::slot_histograms`] into
+    /// `histograms`.
     pub fn merge_slot_rows(&mut self) {
         for (key, value) in self.slot_rows.drain(..) {
             let total = self.rows.entry(key).or_default();
             *total = total.plus(&value);
+        }
+        if let Some(histograms) = &mut self.histograms {
+            for (key, buckets) in self.slot_histograms.drain(..) {
+                let total = histograms.entry(key).or_insert(LatencyBuckets::ZERO);
+                *total = total.plus(&buckets);
+            }
         }
     }
 
@@ -312,6 +322,8 @@ impl Maps {
 /// The namespace slots' maps (see [`swoll_maps_schema::slots`]) and what was last read of them.
 pub struct Slots {
     counts: PerCpuArray<MapData, SlotCounts>,
+    /// The slots' histogram tables, with `--histogram`.
+    histograms: Option<PerCpuArray<MapData, SlotHistograms>>,
     owners: Array<MapData, SlotOwner>,
     ns: BpfHashMap<MapData, u32, u32>,
     free: Queue<MapData, u32>,
@@ -324,8 +336,19 @@ pub struct Slots {
     /// Whether every owned slot has been read once (an agent that took over pinned probes
     /// starts with none read).
     primed: bool,
-    /// The last read of each owned slot: its owner word and its non-zero counts by key.
-    last: HashMap<u32, (u64, Vec<(MetricKey, MetricValue)>)>,
+    /// The last read of each owned slot.
+    last: HashMap<u32, SlotRead>,
+}
+
+/// What one read of an owned slot found.
+#[derive(Default)]
+struct SlotRead {
+    /// The slot's owner word.
+    owner: u64,
+    /// Its non-zero counts by key.
+    values: Vec<(MetricKey, MetricValue)>,
+    /// Its non-empty histograms by key.
+    histograms: Vec<(MetricKey, LatencyBuckets)>,
 }
 
 impl Slots {
@@ -333,6 +356,7 @@ impl Slots {
     /// epoch continues from the one the maps hold (pinned probes an earlier agent read).
     pub(crate) fn new(
         counts: PerCpuArray<MapData, SlotCounts>,
+        histograms: Option<PerCpuArray<MapData, SlotHistograms>>,
         owners: Array<MapData, SlotOwner>,
         ns: BpfHashMap<MapData, u32, u32>,
         free: Queue<MapData, u32>,
@@ -342,6 +366,7 @@ impl Slots {
         let epoch = agent.get(&config::SELF_EPOCH, 0).unwrap_or(0);
         Self {
             counts,
+            histograms,
             owners,
             ns,
             free,
@@ -374,16 +399,15 @@ impl Slots {
             owned.insert(slot);
             let last = self.last.get(&slot);
             let stale = !self.primed
-                || last.is_none_or(|(word, _)| *word != owner.owner)
+                || last.is_none_or(|read| read.owner != owner.owner)
                 || slots::recently_touched(owner.touched, self.epoch);
             if stale {
-                match self.counts.get(&slot, 0) {
-                    Ok(per_cpu) => {
-                        let values = sum_slot(pid_ns, &per_cpu);
-                        if last.is_none_or(|(_, before)| *before != values) {
+                match self.read_slot(slot, owner.owner) {
+                    Ok(read) => {
+                        if last.is_none_or(|before| before.values != read.values) {
                             snapshot.slot_changed.insert(pid_ns);
                         }
-                        self.last.insert(slot, (owner.owner, values));
+                        self.last.insert(slot, read);
                     }
                     Err(err) => {
                         snapshot.read_errors += 1;
@@ -391,13 +415,29 @@ impl Slots {
                     }
                 }
             }
-            if let Some((_, values)) = self.last.get(&slot) {
-                snapshot.slot_rows.extend_from_slice(values);
+            if let Some(read) = self.last.get(&slot) {
+                snapshot.slot_rows.extend_from_slice(&read.values);
+                snapshot.slot_histograms.extend_from_slice(&read.histograms);
             }
         }
         self.last.retain(|slot, _| owned.contains(slot));
         snapshot.slots_used = owned.len();
         self.primed = true;
+    }
+
+    /// The counts (and histograms) of `slot`, owned by `owner`, summed over CPUs.
+    fn read_slot(&self, slot: u32, owner: u64) -> Result<SlotRead, MapError> {
+        let pid_ns = slots::owner_pid_ns(owner);
+        let values = sum_slot(pid_ns, &self.counts.get(&slot, 0)?);
+        let histograms = match &self.histograms {
+            Some(map) => sum_slot_histograms(pid_ns, &map.get(&slot, 0)?),
+            None => Vec::new(),
+        };
+        Ok(SlotRead {
+            owner,
+            values,
+            histograms,
+        })
     }
 
     /// The summed counts of `key` in the slot of its pid namespace, if it has one.
@@ -446,14 +486,10 @@ impl Slots {
                 let owner = self.owners.get(&slot, 0)?;
                 let generation = slots::next_generation(owner.generation());
                 self.owners.set(slot, SlotOwner::free(generation), 0)?;
-                let zeros =
-                    PerCpuValues::try_from(vec![SlotCounts::ZERO; cpus]).map_err(|source| {
-                        MapError::SyscallError(aya::sys::SyscallError {
-                            call: "bpf_map_update_elem",
-                            io_error: source,
-                        })
-                    })?;
-                self.counts.set(slot, zeros, 0)?;
+                self.counts.set(slot, per_cpu(SlotCounts::ZERO, cpus)?, 0)?;
+                if let Some(histograms) = &mut self.histograms {
+                    histograms.set(slot, per_cpu(SlotHistograms::ZERO, cpus)?, 0)?;
+                }
                 self.free.push(slot, 0)
             });
             match freed {
@@ -468,6 +504,16 @@ impl Slots {
         }
         errors
     }
+}
+
+/// `value` on each of `cpus` CPUs, to write a per-CPU array entry whole.
+fn per_cpu<T: Pod>(value: T, cpus: usize) -> Result<PerCpuValues<T>, MapError> {
+    PerCpuValues::try_from(vec![value; cpus]).map_err(|source| {
+        MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_update_elem",
+            io_error: source,
+        })
+    })
 }
 
 /// One slot's counts, of pid namespace `pid_ns`, summed over CPUs by key: the OK calls by
@@ -492,6 +538,26 @@ fn sum_slot(pid_ns: u32, per_cpu: &[SlotCounts]) -> Vec<(MetricKey, MetricValue)
     let mut errors: Vec<_> = errors.into_iter().collect();
     errors.sort_unstable_by_key(|(k, _)| *k);
     out.extend(errors);
+    out
+}
+
+/// One slot's histograms, of pid namespace `pid_ns`, summed over CPUs by key (each CPU's table
+/// has its own order), sorted by key.
+fn sum_slot_histograms(
+    pid_ns: u32,
+    per_cpu: &[SlotHistograms],
+) -> Vec<(MetricKey, LatencyBuckets)> {
+    let mut totals: HashMap<MetricKey, LatencyBuckets> = HashMap::new();
+    for entry in per_cpu.iter().flat_map(|c| c.entries.iter()) {
+        if let Some((nr, errno)) = entry.nr_errno() {
+            let total = totals
+                .entry(MetricKey { pid_ns, nr, errno })
+                .or_insert(LatencyBuckets::ZERO);
+            *total = total.plus(&entry.buckets);
+        }
+    }
+    let mut out: Vec<_> = totals.into_iter().collect();
+    out.sort_unstable_by_key(|(k, _)| *k);
     out
 }
 
@@ -919,6 +985,38 @@ mod tests {
                 (k(0, 9), value(1, 10)),
                 (k(257, 2), value(9, 90)),
             ]
+        );
+    }
+
+    #[test]
+    fn a_slot_sums_its_histograms_whatever_entry_each_cpu_gave_them() {
+        use swoll_maps_schema::histogram::{SlotHistogram, slot_key};
+        let entry = |nr, errno, bucket: usize, calls| {
+            let mut buckets = LatencyBuckets::ZERO;
+            buckets.buckets[bucket] = calls;
+            SlotHistogram {
+                key: slot_key(nr, errno).expect("encodable"),
+                _pad: 0,
+                buckets,
+            }
+        };
+        let mut cpu0 = Box::new(SlotHistograms::ZERO);
+        let mut cpu1 = Box::new(SlotHistograms::ZERO);
+        cpu0.entries[3] = entry(0, 0, 9, 2);
+        cpu1.entries[60] = entry(0, 0, 9, 5);
+        cpu1.entries[4] = entry(257, 2, 12, 1);
+        let k = |nr, errno| MetricKey {
+            pid_ns: 9,
+            nr,
+            errno,
+        };
+        let mut seven = LatencyBuckets::ZERO;
+        seven.buckets[9] = 7;
+        let mut one = LatencyBuckets::ZERO;
+        one.buckets[12] = 1;
+        assert_eq!(
+            sum_slot_histograms(9, &[*cpu0, *cpu1]),
+            vec![(k(0, 0), seven), (k(257, 2), one)]
         );
     }
 
