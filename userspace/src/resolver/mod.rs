@@ -198,7 +198,12 @@ impl<P: Processes> Resolver<P> {
             if seen.is_some() {
                 entry.seen = seen;
             }
-            if entry.identity != Identity::Unknown && !moved {
+            // A namespace still unknown is identified again only from a new record: the same
+            // process and cgroup were tried already, and `retry_unknown` retries them with
+            // backoff (re-trying every unknown namespace at each new record anywhere walked
+            // procfs for all of them, many times an interval, on a node of plain namespaces).
+            let repeated = seen.is_none() || seen == old_seen;
+            if (entry.identity != Identity::Unknown || repeated) && !moved {
                 return;
             }
             entry.gone_since = None;
