@@ -11,6 +11,7 @@ use aya_ebpf::{
 };
 use swoll_maps_schema::{
     config::{FLAG_TASK_BTF, FLAG_TASK_REGS},
+    stats::Stat,
     trace::{AT_ENTER, Captured, TraceEvent},
 };
 
@@ -44,7 +45,7 @@ fn send(ctx: &RawTracePointContext, task: u64, entry: *const swoll_maps_schema::
     let flags = config::flags();
     let current = task::current_btf(flags & FLAG_TASK_BTF != 0);
     let Ok(nr) = task::syscall_nr(regs, &off, current, flags & FLAG_TASK_REGS != 0) else {
-        return;
+        return maps::count(Stat::SyscallNrReadFailed);
     };
     // SAFETY: a live map value of plain data; only this task writes its entry.
     let (traces, saved_nr, enter_ns, pid_ns) = unsafe {
