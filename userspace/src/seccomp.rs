@@ -641,10 +641,12 @@ enum Format {
     Spo,
 }
 
+/// The `format` of a profile's query string, decoded as a form (`%XX`, `+`); anything else in
+/// it is an error, so a misspelt parameter is not silently ignored.
 fn format_of(query: Option<&str>) -> Result<Format, String> {
     let mut format = Format::Oci;
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=').unwrap_or((pair, "")) {
+    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match (name.as_ref(), value.as_ref()) {
             ("format", "oci" | "") => format = Format::Oci,
             ("format", "spo") => format = Format::Spo,
             ("format", other) => {
@@ -1485,6 +1487,8 @@ mod tests {
         assert_eq!(format_of(Some("format=oci")), Ok(Format::Oci));
         assert!(format_of(Some("format=yaml")).is_err());
         assert!(format_of(Some("pod=x")).is_err());
+        assert_eq!(format_of(Some("form%61t=sp%6F")), Ok(Format::Spo));
+        assert_eq!(format_of(Some("")), Ok(Format::Oci));
     }
 
     #[test]
