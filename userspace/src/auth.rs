@@ -134,6 +134,9 @@ impl AuthMetrics {
 #[derive(Clone)]
 pub struct Reviewer {
     client: kube::Client,
+    /// The audiences a token must be valid for, one at least (`--auth-audience`); empty: the
+    /// API server's own.
+    audiences: Arc<[String]>,
     tokens: Arc<Mutex<LruCache<String, Expiring<Authenticated>>>>,
     access: Arc<Mutex<LruCache<String, Expiring<Authorized>>>>,
     metrics: AuthMetrics,
@@ -181,11 +184,13 @@ pub enum ReviewError {
 
 impl Reviewer {
     /// A reviewer asking the API server of `client` (which needs `create` on `tokenreviews` and
-    /// `subjectaccessreviews`, as the built-in ClusterRole `system:auth-delegator` grants).
-    pub fn new(client: kube::Client, metrics: AuthMetrics) -> Self {
+    /// `subjectaccessreviews`, as the built-in ClusterRole `system:auth-delegator` grants),
+    /// accepting tokens of one of `audiences` (none: of the API server's audiences).
+    pub fn new(client: kube::Client, metrics: AuthMetrics, audiences: Vec<String>) -> Self {
         let entries = NonZeroUsize::new(CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN);
         Self {
             client,
+            audiences: audiences.into(),
             tokens: Arc::new(Mutex::new(LruCache::new(entries))),
             access: Arc::new(Mutex::new(LruCache::new(entries))),
             metrics,
@@ -203,7 +208,7 @@ impl Reviewer {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: token.to_owned(),
-                audiences: None,
+                audiences: (!self.audiences.is_empty()).then(|| self.audiences.to_vec()),
             },
             ..TokenReview::default()
         };
@@ -213,8 +218,17 @@ impl Reviewer {
             .await
             .map_err(|e| e.in_review("TokenReview"))?;
         let status = answer.status.unwrap_or_default();
+        // An authenticator that ignores audiences answers none: such an answer is no proof the
+        // token was meant for us (the TokenReview API says so).
+        let meant_for_us = self.audiences.is_empty()
+            || status
+                .audiences
+                .as_ref()
+                .is_some_and(|valid| valid.iter().any(|a| self.audiences.contains(a)));
         let value = match status.user {
-            Some(user) if status.authenticated == Some(true) => Authenticated::User(user),
+            Some(user) if status.authenticated == Some(true) && meant_for_us => {
+                Authenticated::User(user)
+            }
             _ => Authenticated::Rejected,
         };
         remember(&self.tokens, token.to_owned(), TOKEN_TTL, value.clone());

@@ -450,6 +450,18 @@ pub struct ServeArgs {
     /// agent's service account needs `create` on tokenreviews and subjectaccessreviews.
     #[arg(long, env = "SWOLL_AUTH")]
     pub auth: bool,
+    /// With --auth, accept only bearer tokens minted for one of these audiences (the
+    /// TokenReview's `spec.audiences`, as kube-rbac-proxy's --auth-token-audiences), e.g. a
+    /// projected service account token with `audience: swoll`: a token sent to the agent is
+    /// then of no use against the API server. Empty: tokens of the API server's own
+    /// audiences. Comma-separated or repeated.
+    #[arg(
+        long = "auth-audience",
+        env = "SWOLL_AUTH_AUDIENCES",
+        value_delimiter = ',',
+        requires = "auth"
+    )]
+    pub auth_audiences: Vec<String>,
     /// Serve both listeners over TLS with this PEM certificate chain (e.g. a mounted
     /// kubernetes.io/tls Secret's tls.crt), re-read every --tls-reload-interval: a renewed
     /// certificate is served to new connections without a restart.
@@ -530,6 +542,7 @@ impl ServeArgs {
             node_name: self.node_name.filter(|n| !n.is_empty()),
             bpf_stats: self.bpf_stats,
             auth: self.auth,
+            auth_audiences: self.auth_audiences,
             tls: self
                 .tls_cert_file
                 .zip(self.tls_key_file)
@@ -671,6 +684,29 @@ mod tests {
         let err = Cli::try_parse_from(["swoll", "serve", "--auth", "--traces-token-file", "/t"])
             .expect_err("--auth and --traces-token-file conflict");
         assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn auth_audiences_need_auth_and_split_at_commas() {
+        let err = Cli::try_parse_from(["swoll", "serve", "--auth-audience", "swoll"])
+            .expect_err("--auth-audience without --auth");
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let cli = Cli::try_parse_from([
+            "swoll",
+            "serve",
+            "--auth",
+            "--auth-audience=swoll,metrics",
+            "--auth-audience",
+            "other",
+        ])
+        .expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(
+            args.into_options().auth_audiences,
+            ["swoll", "metrics", "other"]
+        );
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct ServeOptions {
     pub bpf_stats: bool,
     /// Authenticate and authorize requests through the Kubernetes API server (`--auth`).
     pub auth: bool,
+    /// The token audiences `--auth` accepts (`--auth-audience`); empty: the API server's.
+    pub auth_audiences: Vec<String>,
     /// Serve both listeners over TLS with this certificate, reloaded when it changes.
     pub tls: Option<crate::tls::CertFiles>,
     /// Traces from a ConfigMap (with `node_name`); `None`: metrics only.
@@ -171,6 +173,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         (Some(client), true) => Some(crate::auth::Reviewer::new(
             client.clone(),
             auth_metrics.clone(),
+            opts.auth_audiences.clone(),
         )),
         _ => None,
     };

@@ -156,8 +156,8 @@ struct State {
 /// What the review endpoints answer from.
 #[derive(Default)]
 struct Reviews {
-    /// token → (username, groups)
-    tokens: HashMap<String, (String, Vec<String>)>,
+    /// token → (username, groups, the audiences it was minted for)
+    tokens: HashMap<String, (String, Vec<String>, Vec<String>)>,
     /// (username or group, non-resource URL (a trailing `*` matches any rest), verb)
     grants: Vec<(String, String, String)>,
 }
@@ -458,18 +458,31 @@ users:
     }
 }
 
+/// The API server's own token audience: what a review that names none checks tokens for.
+pub const API_AUDIENCE: &str = "https://kubernetes.default.svc";
+
 /// Reviews: who a token is, and what they may get.
 impl FakeApiServer {
     /// Makes TokenReviews of `token` answer: user `username` in `groups` (and
-    /// `system:authenticated`). Unknown tokens are not authenticated.
+    /// `system:authenticated`), a token of the API server's audience. Unknown tokens are not
+    /// authenticated.
     pub fn add_token(&self, token: &str, username: &str, groups: &[&str]) {
+        self.add_token_for(token, username, groups, &[API_AUDIENCE]);
+    }
+
+    /// As [`FakeApiServer::add_token`], for a token minted for `audiences` (a projected
+    /// service account token's `audience`): as the API server does, a review that names
+    /// audiences authenticates it only for one of them, and answers which; one that names none
+    /// only for the API server's own.
+    pub fn add_token_for(&self, token: &str, username: &str, groups: &[&str], audiences: &[&str]) {
         let mut groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
         groups.push("system:authenticated".to_owned());
+        let audiences = audiences.iter().map(|a| (*a).to_owned()).collect();
         self.shared
             .lock()
             .reviews
             .tokens
-            .insert(token.to_owned(), (username.to_owned(), groups));
+            .insert(token.to_owned(), (username.to_owned(), groups, audiences));
     }
 
     /// Makes SubjectAccessReviews allow `verb` on non-resource URL `path` (a trailing `*`
@@ -510,12 +523,27 @@ fn review(reviews: &Reviews, req: &Request) -> Option<(u16, Value)> {
     match path {
         "/apis/authentication.k8s.io/v1/tokenreviews" => {
             let token = spec.get("token").and_then(Value::as_str).unwrap_or("");
+            let wanted: Vec<&str> = spec.get("audiences").and_then(Value::as_array).map_or_else(
+                || vec![API_AUDIENCE],
+                |a| a.iter().filter_map(Value::as_str).collect(),
+            );
             let status = match reviews.tokens.get(token) {
-                Some((username, groups)) => json!({
-                    "authenticated": true,
-                    "user": {"username": username, "uid": format!("uid-{username}"), "groups": groups},
-                    "audiences": ["https://kubernetes.default.svc"],
-                }),
+                Some((username, groups, minted)) => {
+                    let valid: Vec<&str> = wanted
+                        .iter()
+                        .copied()
+                        .filter(|w| minted.iter().any(|m| m == w))
+                        .collect();
+                    if valid.is_empty() {
+                        json!({"authenticated": false, "error": "token audiences are invalid for the target audiences"})
+                    } else {
+                        json!({
+                            "authenticated": true,
+                            "user": {"username": username, "uid": format!("uid-{username}"), "groups": groups},
+                            "audiences": valid,
+                        })
+                    }
+                }
                 None => json!({"authenticated": false, "error": "invalid bearer token"}),
             };
             Some((

@@ -5,7 +5,7 @@ use std::{io::Read as _, io::Write as _, net::SocketAddr, path::Path, time::Dura
 
 use swoll_kernel_tests::{
     Agent, TempDir,
-    apiserver::{FakeApiServer, Outage},
+    apiserver::{API_AUDIENCE, FakeApiServer, Outage},
     is_root, sample, skip, swoll_bin, workload,
 };
 
@@ -187,6 +187,49 @@ fn metrics_need_a_reviewed_token_and_a_grant() {
     let token = token.to_str().expect("a UTF-8 path");
     let out = retry_seccomp(&[&agent_url, "--kns", &ns.to_string(), "--token-file", token]);
     assert!(out.contains("\"getppid\""), "{out}");
+}
+
+#[test]
+fn with_auth_audiences_only_tokens_minted_for_them_pass() {
+    let _serial = swoll_kernel_tests::exclusive();
+    if !is_root() && skip("needs root") {
+        return;
+    }
+    let rendered = match swoll_kernel_tests::manifest::rendered_with(&[
+        "auth.enabled=true",
+        "auth.audiences=swoll",
+    ]) {
+        Ok(d) => d,
+        Err(why) => {
+            skip(&why);
+            return;
+        }
+    };
+    assert!(
+        rendered.args.iter().any(|a| a == "--auth-audience=swoll"),
+        "{rendered:?}"
+    );
+    let api = FakeApiServer::start();
+    api.add_token_for("swoll-token", READER, &[], &["swoll"]);
+    api.add_token_for("both-token", READER, &[], &[API_AUDIENCE, "swoll"]);
+    api.add_token("api-token", READER, &[]);
+    api.grant(READER, "/metrics", "get");
+    let dir = TempDir::new("swoll-audiences");
+    let kubeconfig = api.kubeconfig(&dir.0);
+    // The flags the rendered manifest passes, checked above.
+    let Some(agent) = Agent::start_as(
+        &rendered,
+        &["--interval", "200ms", "--auth", "--auth-audience=swoll"],
+        &[("KUBECONFIG", kubeconfig.as_path())],
+    ) else {
+        return;
+    };
+    let addr = agent.addr;
+    // A service account's default token is the API server's: refused.
+    assert_eq!(get(addr, "/metrics", Some("api-token")).0, 401);
+    assert_eq!(get(addr, "/metrics", Some("swoll-token")).0, 200);
+    assert_eq!(get(addr, "/metrics", Some("both-token")).0, 200);
+    assert_eq!(reviews(&api).0, 3, "one TokenReview per token");
 }
 
 /// `swoll seccomp --agent <args…>`: whether it succeeded, and its stdout then its stderr.
