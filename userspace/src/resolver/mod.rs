@@ -351,13 +351,10 @@ impl<P: Processes> Resolver<P> {
         }
     }
 
-    /// Checks whether the namespaces among `pid_namespaces` still exist; returns those gone for
-    /// at least `grace` (their series have been exported with their final values), and forgets
-    /// them. A namespace exists while a process recorded in it lives or, for a container's, its
-    /// cgroup directory does; failing that, one procfs walk looks for any process in it. Only a
-    /// container's cgroup lives and dies with it: the cgroup of a namespace that is no
-    /// container's (a session's, a service's) outlives it, and would keep it, and its slot, for
-    /// good. A namespace
+    /// Checks whether the container namespaces among `pid_namespaces` still exist; returns those
+    /// gone for at least `grace` (their series have been exported with their final values), and
+    /// forgets them. A namespace exists while a process recorded in it lives or its cgroup
+    /// directory does; failing both, one procfs walk looks for any process in it. A namespace
     /// for which `active` is true made calls since the last read, so it is alive without
     /// asking procfs; an idle one is checked every [`CHECK_IDLE_EVERY`] calls (every call once
     /// it has been found gone), so a namespace that ends is found within that many reads.
@@ -389,15 +386,8 @@ impl<P: Processes> Resolver<P> {
             let entry = &*entry;
             match entry.seen {
                 Some(seen) if self.procfs.pid_ns_of(seen.tgid) == Some(ns) => self.still_alive(ns),
-                Some(seen)
-                    if matches!(
-                        entry.identity,
-                        Identity::Container(_) | Identity::SharedPod(_)
-                    ) =>
-                {
-                    by_cgroup.push((ns, seen.cgroup_id));
-                }
-                _ => maybe_gone.push(ns),
+                Some(seen) => by_cgroup.push((ns, seen.cgroup_id)),
+                None => maybe_gone.push(ns),
             }
         }
         self.procfs
@@ -452,7 +442,7 @@ fn pod_uid(identity: &Identity) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
-    use std::{cell::Cell, collections::HashSet, time::Duration};
+    use std::{cell::Cell, time::Duration};
 
     use super::*;
 
@@ -467,8 +457,6 @@ mod tests {
         processes: HashMap<u32, (u32, u64)>,
         /// Live cgroup directories: id → the container they name.
         cgroups: HashMap<u64, ContainerRef>,
-        /// Live cgroup directories that name no container.
-        plain_cgroups: HashSet<u64>,
         walks: Cell<usize>,
     }
 
@@ -498,7 +486,7 @@ mod tests {
         fn index_cgroups_of(&mut self, _: &mut dyn Iterator<Item = u64>) {}
 
         fn cgroup_alive(&self, cgroup_id: u64) -> bool {
-            self.cgroups.contains_key(&cgroup_id) || self.plain_cgroups.contains(&cgroup_id)
+            self.cgroups.contains_key(&cgroup_id)
         }
     }
 
@@ -692,35 +680,5 @@ mod tests {
         assert_eq!(r.expired(&[7, 8], active, start + grace, grace), [7]);
         assert_eq!(r.identity(7), Identity::Unknown, "forgotten");
         assert_eq!(r.workload(8), workload("bank", "ledger", "db"));
-    }
-
-    #[test]
-    fn a_namespace_of_no_container_retires_though_its_cgroup_lives_on() {
-        let mut host = Host::default();
-        host.plain_cgroups.insert(21);
-        host.processes.insert(700, (9, 21));
-        host.processes.insert(701, (9, 21));
-        let mut r = resolver(host, shop(false));
-        r.observe(9, seen(700, 21));
-        assert_eq!(r.identity(9), Identity::Unknown);
-        let grace = Duration::from_secs(30);
-        let start = Instant::now();
-        let idle = |_| false;
-        // The recorded process ends, another of the namespace lives on: still there.
-        r.procfs.processes.remove(&700);
-        for _ in 0..CHECK_IDLE_EVERY {
-            assert!(r.expired(&[9], idle, start + grace, grace).is_empty());
-        }
-        // All gone, the session's cgroup still there: retired after the grace.
-        r.procfs.processes.clear();
-        let mut expired = Vec::new();
-        for pass in 0..=CHECK_IDLE_EVERY {
-            let now = start + grace * u32::try_from(pass + 1).expect("few passes");
-            expired = r.expired(&[9], idle, now, grace);
-            if !expired.is_empty() {
-                break;
-            }
-        }
-        assert_eq!(expired, [9]);
     }
 }
