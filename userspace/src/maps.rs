@@ -110,15 +110,9 @@ impl Snapshot {
     /// Adds [`Snapshot::slot_rows`] into `rows` and [`Snapshot::slot_histograms`] into
     /// `histograms`.
     pub fn merge_slot_rows(&mut self) {
-        for (key, value) in self.slot_rows.drain(..) {
-            let total = self.rows.entry(key).or_default();
-            *total = total.plus(&value);
-        }
+        add_into(&mut self.rows, self.slot_rows.drain(..));
         if let Some(histograms) = &mut self.histograms {
-            for (key, buckets) in self.slot_histograms.drain(..) {
-                let total = histograms.entry(key).or_insert(LatencyBuckets::ZERO);
-                *total = total.plus(&buckets);
-            }
+            add_into(histograms, self.slot_histograms.drain(..));
         }
     }
 
@@ -341,7 +335,6 @@ pub struct Slots {
 }
 
 /// What one read of an owned slot found.
-#[derive(Default)]
 struct SlotRead {
     /// The slot's owner word.
     owner: u64,
@@ -528,16 +521,13 @@ fn sum_slot(pid_ns: u32, per_cpu: &[SlotCounts]) -> Vec<(MetricKey, MetricValue)
             (total.count != 0).then_some((key(nr as u32, 0), total))
         })
         .collect();
-    let mut errors: HashMap<MetricKey, MetricValue> = HashMap::new();
-    for entry in per_cpu.iter().flat_map(|c| c.errors.iter()) {
-        if entry.errno != 0 && entry.value.count != 0 {
-            let total = errors.entry(key(entry.nr, entry.errno)).or_default();
-            *total = total.plus(&entry.value);
-        }
-    }
-    let mut errors: Vec<_> = errors.into_iter().collect();
-    errors.sort_unstable_by_key(|(k, _)| *k);
-    out.extend(errors);
+    out.extend(add_up(
+        per_cpu
+            .iter()
+            .flat_map(|c| c.errors.iter())
+            .filter(|e| e.errno != 0 && e.value.count != 0)
+            .map(|e| (key(e.nr, e.errno), e.value)),
+    ));
     out
 }
 
@@ -547,15 +537,33 @@ fn sum_slot_histograms(
     pid_ns: u32,
     per_cpu: &[SlotHistograms],
 ) -> Vec<(MetricKey, LatencyBuckets)> {
-    let mut totals: HashMap<MetricKey, LatencyBuckets> = HashMap::new();
-    for entry in per_cpu.iter().flat_map(|c| c.entries.iter()) {
-        if let Some((nr, errno)) = entry.nr_errno() {
-            let total = totals
-                .entry(MetricKey { pid_ns, nr, errno })
-                .or_insert(LatencyBuckets::ZERO);
-            *total = total.plus(&entry.buckets);
-        }
+    add_up(
+        per_cpu
+            .iter()
+            .flat_map(|c| c.entries.iter())
+            .filter_map(|e| {
+                let (nr, errno) = e.nr_errno()?;
+                Some((MetricKey { pid_ns, nr, errno }, e.buckets))
+            }),
+    )
+}
+
+/// Adds up `entries` by key into `totals`: the per-CPU tables of a slot, which each CPU fills
+/// in its own order, and a read's slot rows into its hash rows.
+fn add_into<V: Counters>(
+    totals: &mut HashMap<MetricKey, V>,
+    entries: impl IntoIterator<Item = (MetricKey, V)>,
+) {
+    for (key, value) in entries {
+        let total = totals.entry(key).or_insert(V::ZERO);
+        *total = total.plus(&value);
     }
+}
+
+/// `entries` added up by key, sorted by key.
+fn add_up<V: Counters>(entries: impl IntoIterator<Item = (MetricKey, V)>) -> Vec<(MetricKey, V)> {
+    let mut totals = HashMap::new();
+    add_into(&mut totals, entries);
     let mut out: Vec<_> = totals.into_iter().collect();
     out.sort_unstable_by_key(|(k, _)| *k);
     out
